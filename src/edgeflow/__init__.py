@@ -1,0 +1,25 @@
+"""edgeflow: gradient descent at the edge of stability, side by side with its continuous-time models."""
+
+from edgeflow.errors import ConfigError
+from edgeflow.oracle import Counts, Problem, SharpnessTracker, lanczos
+from edgeflow.processes import PROCESSES, Process
+from edgeflow.results import Result, load
+from edgeflow.runner import compare
+from edgeflow.zoo import PROBLEMS, make_problem
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROBLEMS",
+    "PROCESSES",
+    "ConfigError",
+    "Counts",
+    "Problem",
+    "Process",
+    "Result",
+    "SharpnessTracker",
+    "compare",
+    "lanczos",
+    "load",
+    "make_problem",
+]

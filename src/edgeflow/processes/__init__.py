@@ -1,0 +1,44 @@
+"""Processes: GD and the continuous-time models compared with it, one module each.
+
+A new process is one module with a ``Process`` subclass plus one entry in ``PROCESSES``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from edgeflow.errors import ConfigError, invalid_choice
+from edgeflow.oracle import Problem
+from edgeflow.processes.base import Process
+from edgeflow.processes.gd import GD
+from edgeflow.processes.gradient import GradientFlow
+from edgeflow.processes.midpoint import Midpoint
+from edgeflow.processes.modified import ModifiedFlow
+
+PROCESSES: dict[str, type[Process]] = {cls.name: cls for cls in (GD, Midpoint, GradientFlow, ModifiedFlow)}
+
+
+def process_class(name: str) -> type[Process]:
+    if name not in PROCESSES:
+        raise invalid_choice("flow", name, PROCESSES)
+    return PROCESSES[name]
+
+
+def option_names(name: str) -> list[str]:
+    params = inspect.signature(process_class(name).__init__).parameters
+    return [p for p in params if p not in ("self", "problem", "lr")]
+
+
+def make_process(name: str, problem: Problem, lr: float, options: dict | None = None) -> Process:
+    cls = process_class(name)
+    options = dict(options or {})
+    valid = option_names(name)
+    for key in options:
+        if key not in valid:
+            raise ConfigError(
+                f"unknown option {key!r} for flow {name!r}; valid options: {', '.join(valid) or 'none'}"
+            )
+    return cls(problem, lr, **options)
+
+
+__all__ = ["PROCESSES", "Process", "make_process", "option_names", "process_class"]

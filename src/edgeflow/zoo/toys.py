@@ -1,0 +1,42 @@
+"""Toy losses with known edge-of-stability behaviour, as functions of a flat vector."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from edgeflow.errors import ConfigError
+from edgeflow.utils import positive_float, positive_int
+
+
+def quadratic_matrix(d: int = 10, lmin: float = 0.1, lmax: float = 10.0) -> Tensor:
+    """Diagonal ``A`` with eigenvalues log-spaced in ``[lmin, lmax]`` (largest first)."""
+    d = positive_int("d", d)
+    lmin, lmax = positive_float("lmin", lmin), positive_float("lmax", lmax)
+    if lmin > lmax:
+        raise ConfigError(f"lmin ({lmin}) must not exceed lmax ({lmax})")
+    return torch.diag(torch.logspace(math.log10(lmax), math.log10(lmin), d, dtype=torch.float64))
+
+
+def quadratic(A: Tensor):
+    """``½ wᵀAw``: GD and every flow have closed forms; ηλ > 2 makes GD diverge along λ."""
+
+    def loss(w: Tensor) -> Tensor:
+        return 0.5 * w @ (A.to(w) @ w)
+
+    return loss
+
+
+def zhu(w: Tensor) -> Tensor:
+    """``¼(x²y² − 1)²`` (Zhu et al. 2022): sharpness 2(x² + y²) on the minimum manifold, so GD at
+    EoS drifts along the manifold toward balanced, flatter minima."""
+    x, y = w[0], w[1]
+    return 0.25 * (x**2 * y**2 - 1) ** 2
+
+
+def scalar(w: Tensor) -> Tensor:
+    """``½(xy − 1)²``, the scalar factorization: sharpness x² + y² on the minimum manifold."""
+    x, y = w[0], w[1]
+    return 0.5 * (x * y - 1) ** 2
