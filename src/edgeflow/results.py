@@ -70,16 +70,16 @@ class Result:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", track_order=True) as f:
             f.attrs["format"] = FORMAT
             f.attrs["lr"] = self.lr
             f.attrs["config"] = json.dumps(self.config)
             for name, record in self.flows.items():
-                g = f.create_group(name)
+                g = f.create_group(name, track_order=True)
                 g.attrs["info"] = json.dumps(record.info)
                 for field, values in record.items():
                     g.create_dataset(field, data=np.asarray(values))
-            g = f.create_group(DISTANCES)
+            g = f.create_group(DISTANCES, track_order=True)
             for key, values in self.distances.items():
                 g.create_dataset(key, data=np.asarray(values))
         os.replace(tmp, path)

@@ -169,6 +169,12 @@ class Problem:
         with torch.no_grad():
             return _sum(t(w) for t in self.terms)
 
+    def losses(self, W: Tensor) -> Tensor:
+        """Losses (m,) at the rows of ``W`` in one vmapped call."""
+        self.counts.loss += W.shape[0]
+        with torch.no_grad():
+            return _sum(vmap(t)(W) for t in self.terms)
+
     def grad(self, w: Tensor) -> Tensor:
         self.counts.grad += 1
         return _sum(g(w) for g in self._grad_terms)

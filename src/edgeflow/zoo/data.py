@@ -18,19 +18,32 @@ def balanced_subset(labels: np.ndarray, n: int, classes: int, seed: int) -> np.n
     available = int(labels.max()) + 1
     if classes > available:
         raise ConfigError(f"classes={classes} but the dataset has only {available} classes")
+    counts = np.bincount(labels, minlength=classes)[:classes]
+    wanted = [n // classes + (1 if c < n % classes else 0) for c in range(classes)]
+    short = [c for c in range(classes) if wanted[c] > counts[c]]
+    if short:
+        c = short[0]
+        raise ConfigError(
+            f"n={n} needs {wanted[c]} examples of class {c} but the dataset has {counts[c]}; "
+            f"use n ≤ {_largest_balanced_n(counts)}"
+        )
     rng = np.random.default_rng(seed)
-    picked = []
-    for c in range(classes):
-        want = n // classes + (1 if c < n % classes else 0)
-        pool = np.flatnonzero(labels == c)
-        if want > len(pool):
-            raise ConfigError(
-                f"n={n} needs {want} examples of class {c} but the dataset has {len(pool)}; "
-                f"use n ≤ {len(pool) * classes}"
-            )
-        picked.append(rng.choice(pool, size=want, replace=False))
+    picked = [rng.choice(np.flatnonzero(labels == c), size=wanted[c], replace=False) for c in range(classes)]
     idx = np.concatenate(picked)
     return idx[rng.permutation(len(idx))]
+
+
+def _largest_balanced_n(counts: np.ndarray) -> int:
+    """Largest n whose balanced split (the first n mod k classes take one more) fits every class."""
+    k = len(counts)
+    # Class c takes ⌊n/k⌋ + [c < n mod k]; with q = ⌊n/k⌋ and m = n mod k this fits iff
+    # q + 1 ≤ counts[c] for c < m and q ≤ counts[c] for all c.
+    # q = min(counts) is the largest feasible q; m stops at the first class holding exactly q.
+    q = int(counts.min())
+    m = 0
+    while counts[m] > q:
+        m += 1
+    return q * k + m
 
 
 def standardize(X: np.ndarray) -> np.ndarray:
