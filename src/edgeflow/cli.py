@@ -24,7 +24,7 @@ from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_params
 
 # The modified flow is left out of the default set: near EoS it is stiff (rate ηλ(1 + ηλ/2) ≥ 4)
 # and costs ~5× gradient flow per step on the default problem; run it with --flows.
-DEFAULT_FLOWS = ("gd", "midpoint", "gradient")
+DEFAULT_FLOWS = ("gd", "midpoint", "edge", "gradient")
 
 
 class _Parser(argparse.ArgumentParser):

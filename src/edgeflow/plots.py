@@ -46,8 +46,18 @@ def plot_loss(res: Result, ax) -> None:
         rec = res["midpoint"]
         ax.plot(rec["step"], rec["mean_loss"], color="black", lw=0.8, ls=":", label="GD period-avg. loss")
     ax.set_yscale("log")
+    _clip_below_gd(res, ax)
     ax.set_ylabel("training loss")
     _axes_style(ax)
+
+
+def _clip_below_gd(res: Result, ax) -> None:
+    """Flows that converge to rounding-level losses would squash GD's curve; keep 3 decades below it."""
+    ref = [res[f]["train_loss"] for f in ("gd", "midpoint") if f in res]
+    vals = np.concatenate(ref) if ref else np.array([])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if vals.size:
+        ax.set_ylim(bottom=max(ax.get_ylim()[0], vals.min() * 1e-3))
 
 
 def plot_sharpness(res: Result, ax) -> None:
@@ -55,6 +65,39 @@ def plot_sharpness(res: Result, ax) -> None:
         ax.plot(*_sharpness_points(res[name]), **style(name))
     ax.axhline(res.threshold, color="tab:purple", lw=1.0, ls="--", label="2/η")
     ax.set_ylabel("sharpness  λ_max(∇²L)")
+    _axes_style(ax)
+
+
+def plot_magnitude(res: Result, ax) -> bool:
+    """Edge Flow's magnitude r against GD's measured oscillation |uᵀ(w_k − w*_k)|."""
+    drew = False
+    if "midpoint" in res:
+        rec = res["midpoint"]
+        ok = np.isfinite(rec["oscillation"])
+        ax.plot(rec["step"][ok], rec["oscillation"][ok], color="black", lw=1.2, label="GD oscillation")
+        drew = True
+    if "edge" in res:
+        ax.plot(res["edge"]["step"], res["edge"]["magnitude"], **style("edge"))
+        drew = True
+    ax.set_yscale("log")
+    ax.set_ylabel("oscillation magnitude r")
+    _axes_style(ax)
+    return drew
+
+
+def plot_edge_loss(res: Result, ax) -> None:
+    """GD's per-iterate loss against Edge Flow's per-iterate prediction L(c + s_k r u)."""
+    ax.plot(res["gd"]["step"], res["gd"]["train_loss"], color="0.6", lw=0.8, label="GD loss L(w_k)")
+    e = res["edge"]
+    ax.plot(
+        e["step"], e["predicted_loss"], color="tab:red", lw=0.6, alpha=0.8, label="Edge Flow L(c + s_k r u)"
+    )
+    if "midpoint" in res:
+        m = res["midpoint"]
+        ax.plot(m["step"], m["mean_loss"], color="black", lw=1.2, label="GD period-avg. loss")
+    ax.plot(e["step"], e["predicted_mean_loss"], color="tab:red", lw=1.4, ls="--", label="Edge Flow L_r(c)")
+    ax.set_yscale("log")
+    ax.set_ylabel("training loss")
     _axes_style(ax)
 
 
@@ -74,7 +117,8 @@ def plot_distance(res: Result, ax) -> bool:
 
 
 def plot_run(res: Result, outdir: str | Path) -> list[Path]:
-    """Write ``loss.png``, ``sharpness.png`` and ``overview.png`` into ``outdir``."""
+    """Write ``loss.png``, ``sharpness.png``, ``edge_loss.png`` (when GD and Edge Flow ran) and
+    ``overview.png`` into ``outdir``."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     title = f"{res.config.get('problem', '')}  η = {res.lr:g}"
@@ -86,21 +130,25 @@ def plot_run(res: Result, outdir: str | Path) -> list[Path]:
         ax.set_title(title, fontsize=10)
         paths.append(_save(fig, outdir / fname))
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
-    plot_loss(res, axes[0])
-    plot_sharpness(res, axes[1])
-    if not plot_distance(res, axes[2]):
-        axes[2].set_visible(False)
-    handles, labels = axes[1].get_legend_handles_labels()
-    h0, l0 = axes[0].get_legend_handles_labels()
-    extra = [(h, lab) for h, lab in zip(h0, l0, strict=True) if lab not in labels]
-    fig.legend(
-        handles + [h for h, _ in extra],
-        labels + [lab for _, lab in extra],
-        loc="outside right center",
-        fontsize=8,
-        frameon=False,
-    )
+    if "gd" in res and "edge" in res:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+        plot_edge_loss(res, ax)
+        ax.legend(fontsize=8, frameon=False)
+        ax.set_title(title, fontsize=10)
+        paths.append(_save(fig, outdir / "edge_loss.png"))
+
+    panels = [plot_loss, plot_sharpness, plot_distance]
+    if "edge" in res or "midpoint" in res:
+        panels.insert(2, plot_magnitude)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 1.6, 3.8), layout="constrained")
+    for ax, draw in zip(axes, panels, strict=True):
+        if draw(res, ax) is False:
+            ax.set_visible(False)
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    fig.legend(list(seen.values()), list(seen), loc="outside right center", fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     paths.append(_save(fig, outdir / "overview.png"))
     return paths

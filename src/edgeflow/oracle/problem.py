@@ -84,7 +84,8 @@ class Problem:
         name: str = "function",
     ) -> Problem:
         """``fn`` maps a 1-D tensor to a scalar tensor using torch operations only."""
-        w0 = torch.as_tensor(w0)
+        # Plain numbers are float64 (toy problems are where precision decides the answer).
+        w0 = w0 if isinstance(w0, Tensor) else torch.as_tensor(w0, dtype=torch.float64)
         default = w0.dtype if w0.is_floating_point() else torch.float64
         w0 = w0.to(dtype=resolve_dtype(dtype, default), device=resolve_device(device))
         return cls([fn], w0.flatten(), name=name)

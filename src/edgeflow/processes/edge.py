@@ -70,7 +70,7 @@ class EdgeFlow(Process):
         problem: Problem,
         lr: float,
         magnitude: str = "secant",
-        substeps: int = 1,
+        substeps: int = 2,
         r0: float | None = None,
         noise_floor: float = 1.0,
         warm_start: int = 0,
