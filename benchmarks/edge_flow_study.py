@@ -18,24 +18,11 @@ from pathlib import Path
 import numpy as np
 
 import edgeflow as ef
-from edgeflow.metrics import first_crossing, first_peak, relative_distance
+from edgeflow.metrics import onset_profile as onset
+from edgeflow.metrics import relative_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEM, LR, STEPS, EOS_FROM, SHARPNESS_EVERY = "digits-mlp", 0.4, 400, 300, 5
-
-
-def onset(steps: np.ndarray, sharpness: np.ndarray, threshold: float) -> dict:
-    """Crossing of 2/η, first overshoot peak, and the dip (lowest value within 80 steps after it)."""
-    cross = first_crossing(steps, sharpness, threshold)
-    peak = first_peak(steps, sharpness, cross)
-    out = {"cross": cross, "peak_step": None, "peak": None, "dip_step": None, "dip": None}
-    if peak:
-        out["peak_step"], out["peak"] = peak
-        sel = (steps > peak[0]) & (steps <= peak[0] + 80) & np.isfinite(sharpness)
-        if sel.any():
-            i = int(np.argmin(np.where(sel, sharpness, np.inf)))
-            out["dip_step"], out["dip"] = int(steps[i]), float(sharpness[i])
-    return out
 
 
 def second_difference(params: np.ndarray) -> np.ndarray:
@@ -139,7 +126,7 @@ def main() -> None:
         "noise_floor": [
             (dt, {"substeps": 2, "noise_floor": g})
             for dt in ("float64", "float32")
-            for g in (0.0, 0.1, 0.3, 1.0, 3.0)
+            for g in (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
         ],
     }
     if args.quick:

@@ -33,6 +33,21 @@ def first_peak(steps: np.ndarray, values: np.ndarray, after: int | None) -> tupl
     return None
 
 
+def onset_profile(steps: np.ndarray, sharpness: np.ndarray, threshold: float, dip_window: int = 80) -> dict:
+    """The onset of EoS in a sharpness trace: first crossing of ``threshold`` (2/η), the first
+    overshoot peak after it, and the dip (lowest value within ``dip_window`` steps after the peak)."""
+    cross = first_crossing(steps, sharpness, threshold)
+    peak = first_peak(steps, sharpness, cross)
+    out = {"cross": cross, "peak_step": None, "peak": None, "dip_step": None, "dip": None}
+    if peak:
+        out["peak_step"], out["peak"] = peak
+        sel = (steps > peak[0]) & (steps <= peak[0] + dip_window) & np.isfinite(sharpness)
+        if sel.any():
+            i = int(np.argmin(np.where(sel, sharpness, np.inf)))
+            out["dip_step"], out["dip"] = int(steps[i]), float(sharpness[i])
+    return out
+
+
 def relative_distance(res: Result, flow: str, reference: str = REFERENCE) -> np.ndarray | None:
     """``‖c_flow − w*‖ / ‖w* − w0‖`` over the shared record steps (NaN where undefined)."""
     key = f"{flow}-{reference}"

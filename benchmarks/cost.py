@@ -1,0 +1,112 @@
+"""Cost per unit of simulated time (one GD step) of each process, relative to GD, on the default
+problem at the edge of stability. Measured in one process, interleaved, median over repeats.
+
+    python benchmarks/cost.py [--steps 40] [--repeats 5] [--warmup-steps 300] [--json]
+
+Wall time excludes measurements (sharpness, records): only ``Process.step`` is timed. Evaluation
+counts come from the oracle's counters. Gradient and modified flow pick their RK4 sub-steps from
+the sharpness, so their cost depends on where they run: all processes start from GD's iterate at
+``--warmup-steps`` (inside EoS on the default problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import edgeflow as ef
+from edgeflow.processes import make_process
+
+VARIANTS: list[tuple[str, str, dict]] = [
+    ("gd", "gd", {}),
+    ("edge (default K = 2)", "edge", {}),
+    ("edge K = 1", "edge", {"substeps": 1}),
+    ("edge K = 4", "edge", {"substeps": 4}),
+    ("gradient", "gradient", {}),
+    ("modified", "modified", {}),
+]
+
+
+def time_steps(problem: ef.Problem, lr: float, flow: str, options: dict, w: torch.Tensor, steps: int):
+    proc = make_process(flow, problem, lr, options)
+    proc.init(w, seed=0)
+    before = problem.counts.copy()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        proc.step()
+    wall = time.perf_counter() - t0
+    used = problem.counts - before
+    return wall / steps, used.grad / steps, used.hvp / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problem", default="digits-mlp")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup-steps", type=int, default=300)
+    ap.add_argument("--dtype", default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args()
+
+    spec = ef.PROBLEMS[args.problem]
+    problem = ef.make_problem(args.problem, dtype=args.dtype, device=args.device)
+    lr = spec.lr
+    w = problem.w0.clone()
+    for _ in range(args.warmup_steps):
+        w = w - lr * problem.grad(w)
+
+    samples: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in VARIANTS}
+    for _ in range(args.repeats):
+        for label, flow, options in VARIANTS:
+            samples[label].append(time_steps(problem, lr, flow, options, w, args.steps))
+
+    gd_wall = statistics.median(s[0] for s in samples["gd"])
+    rows = []
+    for label, flow, options in VARIANTS:
+        wall = statistics.median(s[0] for s in samples[label])
+        rows.append(
+            {
+                "process": label,
+                "flow": flow,
+                "options": options,
+                "wall_per_step_ms": 1e3 * wall,
+                "wall_vs_gd": wall / gd_wall,
+                "grads_per_step": statistics.median(s[1] for s in samples[label]),
+                "hvps_per_step": statistics.median(s[2] for s in samples[label]),
+            }
+        )
+    meta = {
+        "problem": args.problem,
+        "lr": lr,
+        "dim": problem.dim,
+        "dtype": str(problem.dtype).removeprefix("torch."),
+        "device": str(problem.device),
+        "start_step": args.warmup_steps,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        return
+    print(
+        f"{meta['problem']} (d = {meta['dim']}, {meta['dtype']}, {meta['device']}), η = {lr}, from GD step "
+        f"{meta['start_step']}, {meta['steps']} steps × {meta['repeats']} repeats (medians)\n"
+    )
+    print("| process | wall / step (ms) | wall vs GD | grads / step | HVPs / step |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['process']} | {r['wall_per_step_ms']:.2f} | {r['wall_vs_gd']:.2f} | "
+            f"{r['grads_per_step']:.3g} | {r['hvps_per_step']:.3g} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
