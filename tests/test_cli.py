@@ -41,6 +41,10 @@ BAD_INPUTS = [
     (["run", "--record-every", "0"], ["--record-every"]),
     (["run", "--record-every", "2", "--sharpness-every", "3"], ["multiple"]),
     (["run", "--seed", "x"], ["--seed", "'x'"]),
+    (["run", "--option", "substeps=4"], ["FLOW.KEY=VALUE"]),
+    (["run", "--option", "edge.warp=4"], ["'warp'", "substeps", "magnitude"]),
+    (["run", "--option", "edge.magnitude=cubic"], ["'cubic'", "secant", "rayleigh", "linear"]),
+    (["run", "--flows", "gd", "--option", "edge.substeps=4"], ["'edge'", "not run"]),
     (["plot", "/nonexistent/run"], ["no results.h5"]),
     (["fly"], ["invalid choice", "'fly'"]),
 ]

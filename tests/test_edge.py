@@ -193,6 +193,8 @@ def test_warm_start_is_gd_until_k0_then_takes_gd_measured_state():
         ({"magnitude": "cubic"}, "secant"),
         ({"substeps": 0}, "substeps"),
         ({"r0": 0.0}, "r0"),
+        ({"r0": "big"}, "r0"),
+        ({"noise_floor": "auto"}, "noise_floor"),
         ({"noise_floor": -1.0}, "noise_floor"),
         ({"warm_start": -3}, "warm_start"),
     ],

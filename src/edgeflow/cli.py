@@ -18,7 +18,7 @@ from edgeflow.errors import ConfigError
 from edgeflow.metrics import summarize, summary_markdown
 from edgeflow.processes import PROCESSES, option_names, process_class
 from edgeflow.results import load
-from edgeflow.runner import compare
+from edgeflow.runner import build_processes, compare
 from edgeflow.utils import DTYPES, dtype_name, positive_float, positive_int
 from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_params, problem_spec
 
@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", help=f"{' or '.join(DTYPES)} (default: the problem's)")
     r.add_argument("--record-every", help="record every N steps (default: the problem's)")
     r.add_argument("--sharpness-every", help="measure sharpness every N steps (multiple of --record-every)")
+    r.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="FLOW.KEY=VALUE",
+        help="a flow option, e.g. edge.substeps=4 (repeatable; `edgeflow list` shows each flow's options)",
+    )
     r.add_argument("--save-params", action="store_true", help="store every flow's parameters per record")
     r.add_argument("--no-plots", action="store_true", help="skip the figures")
     r.add_argument("--force", action="store_true", help="overwrite an existing run directory")
@@ -95,11 +102,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"--sharpness-every ({sharpness_every}) must be a multiple of --record-every ({record_every})"
         )
     seed = _int_arg("--seed", args.seed)
+    options = parse_options(args.option)
     out = Path(args.out) if args.out else Path("runs") / f"{args.problem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (out / "results.h5").exists() and not args.force:
         raise ConfigError(f"{out} already holds a run; choose another --out or pass --force")
 
     problem = make_problem(args.problem, dtype=args.dtype, device=args.device, seed=seed)
+    build_processes(problem, lr, flows, options)  # bad options fail here, before any output
     print(
         f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, {problem.device}), "
         f"η = {lr:g} (2/η = {2 / lr:.4g}), {steps} steps, flows: {', '.join(flows)}",
@@ -121,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sharpness_every=sharpness_every,
         save_params=args.save_params,
         seed=seed,
+        options=options,
         progress=not args.quiet,
         config=config,
     )
@@ -169,6 +179,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         extra = f" [options: {', '.join(opts)}]" if opts else ""
         print(f"  {name}: {cls.description}{extra}")
     return 0
+
+
+def parse_options(items: Sequence[str]) -> dict[str, dict]:
+    """``["edge.substeps=4", "edge.magnitude=linear"]`` → ``{"edge": {"substeps": 4, ...}}``."""
+    options: dict[str, dict] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        flow, dot, name = key.partition(".")
+        if not (sep and dot and flow and name):
+            raise ConfigError(f"--option {item!r} is not of the form FLOW.KEY=VALUE (e.g. edge.substeps=4)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options.setdefault(flow.strip(), {})[name.strip()] = value
+    return options
 
 
 def _int_arg(name: str, value: str) -> int:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from edgeflow.errors import ConfigError
 from edgeflow.oracle import Counts, Problem
-from edgeflow.processes import make_process, process_class
+from edgeflow.processes import Process, make_process, process_class
 from edgeflow.results import FlowRecord, Result
 from edgeflow.utils import positive_float, positive_int
 
@@ -63,12 +63,8 @@ def compare(
     for name in flows:
         process_class(name)
     options = dict(options or {})
-    for name in options:
-        if name not in flows:
-            raise ConfigError(f"options given for flow {name!r}, which is not run ({', '.join(flows)})")
+    procs = build_processes(problem, lr, flows, options)
     w0 = problem.w0 if w0 is None else w0.to(dtype=problem.dtype, device=problem.device)
-
-    procs = {name: make_process(name, problem, lr, options.get(name)) for name in flows}
     cost = {name: Counts() for name in flows}
     init_cost = {name: Counts() for name in flows}
     measure = {name: Counts() for name in flows}
@@ -164,6 +160,18 @@ def compare(
         **(config or {}),
     }
     return Result(lr, out, distances, cfg)
+
+
+def build_processes(
+    problem: Problem, lr: float, flows: Sequence[str], options: dict[str, dict] | None = None
+) -> dict[str, Process]:
+    """Construct (without evaluating anything) every flow with its options; raises ``ConfigError``
+    for an unknown flow, an unknown or invalid option, or options for a flow that is not run."""
+    options = dict(options or {})
+    for name in options:
+        if name not in flows:
+            raise ConfigError(f"options given for flow {name!r}, which is not run ({', '.join(flows)})")
+    return {name: make_process(name, problem, lr, options.get(name)) for name in flows}
 
 
 def _diverge(name: str, k: int, diverged: dict[str, int]) -> None:

@@ -64,6 +64,16 @@ def positive_float(name: str, value: object) -> float:
     return x
 
 
+def nonnegative_float(name: str, value: object) -> float:
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a finite number ≥ 0, got {value!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise ConfigError(f"{name} must be a finite number ≥ 0, got {value!r}")
+    return x
+
+
 def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")

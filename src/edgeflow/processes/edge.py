@@ -42,7 +42,7 @@ from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.oracle import Problem
 from edgeflow.processes.base import Process
 from edgeflow.processes.midpoint import Midpoint
-from edgeflow.utils import positive_int
+from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
 MAGNITUDES = ("secant", "rayleigh", "linear")
 
@@ -81,12 +81,8 @@ class EdgeFlow(Process):
             raise invalid_choice("Edge Flow magnitude", magnitude, MAGNITUDES)
         self.magnitude_rule = magnitude
         self.substeps = positive_int("substeps", substeps)
-        if r0 is not None and not (math.isfinite(r0) and r0 > 0):
-            raise ConfigError(f"r0 must be a positive finite number (r = 0 is invariant), got {r0!r}")
-        self.r0 = r0
-        if not (math.isfinite(noise_floor) and noise_floor >= 0):
-            raise ConfigError(f"noise_floor must be a finite number ≥ 0, got {noise_floor!r}")
-        self.noise_floor = noise_floor
+        self.r0 = None if r0 is None else positive_float("r0 (r = 0 is invariant)", r0)
+        self.noise_floor = nonnegative_float("noise_floor", noise_floor)
         if isinstance(warm_start, bool) or not isinstance(warm_start, int) or warm_start < 0:
             raise ConfigError(f"warm_start must be a GD step ≥ 0, got {warm_start!r}")
         self.warm_start = warm_start

@@ -80,7 +80,7 @@ PROBLEMS: dict[str, ProblemSpec] = {
             "tanh MLP on 500 scikit-learn digits, MSE (the default problem)",
             _digits_mlp,
             lr=0.4,
-            steps=1000,
+            steps=600,
             sharpness_every=5,
         ),
         ProblemSpec(
