@@ -59,25 +59,27 @@ def relative_distance(res: Result, flow: str, reference: str = REFERENCE) -> np.
 
 
 def eos_onset(res: Result) -> dict:
-    """Where GD (measured at its midpoints) first reaches 2/η, its first overshoot peak, and how
-    close to 2/η its sharpness stays after the peak."""
+    """Where GD (measured at its midpoints) first reaches 2/η, its first overshoot and the dip after
+    it, and how close to 2/η its sharpness stays after the dip."""
     ref = REFERENCE if REFERENCE in res else "gd"
     rec = res[ref]
     steps, s = rec["step"], rec["sharpness"]
-    thr = res.threshold
-    onset = first_crossing(steps, s, thr)
-    peak = first_peak(steps, s, onset)
-    after = s[(steps > peak[0]) & ~np.isnan(s)] if peak else np.array([])
+    profile = onset_profile(steps, s, res.threshold)
+    after = np.array([])
+    if profile["dip_step"] is not None:
+        after = s[(steps > profile["dip_step"]) & np.isfinite(s)]
     return {
         "measured_at": ref,
-        "threshold": thr,
+        "threshold": res.threshold,
         "initial_sharpness": _finite_first(s),
-        "onset_step": onset,
-        "peak_step": peak[0] if peak else None,
-        "peak_sharpness": peak[1] if peak else None,
-        "after_peak_median": float(np.median(after)) if after.size else None,
-        "after_peak_min": float(after.min()) if after.size else None,
-        "after_peak_max": float(after.max()) if after.size else None,
+        "onset_step": profile["cross"],
+        "peak_step": profile["peak_step"],
+        "peak_sharpness": profile["peak"],
+        "dip_step": profile["dip_step"],
+        "dip_sharpness": profile["dip"],
+        "after_dip_median": float(np.median(after)) if after.size else None,
+        "after_dip_min": float(after.min()) if after.size else None,
+        "after_dip_max": float(after.max()) if after.size else None,
     }
 
 
@@ -133,12 +135,20 @@ def summary_markdown(summary: dict) -> str:
     if eos["onset_step"] is None:
         lines.append(f"GD's sharpness (at its {eos['measured_at']}) did not reach 2/η in this run.")
     else:
-        lines.append(
+        text = (
             f"GD's sharpness (at its {eos['measured_at']}s) rose from {_fmt(eos['initial_sharpness'])} "
-            f"to 2/η at step {eos['onset_step']}, peaked at {_fmt(eos['peak_sharpness'])} "
-            f"(step {eos['peak_step']}), then stayed within [{_fmt(eos['after_peak_min'])}, "
-            f"{_fmt(eos['after_peak_max'])}] (median {_fmt(eos['after_peak_median'])})."
+            f"to 2/η at step {eos['onset_step']}"
         )
+        if eos["peak_step"] is not None:
+            text += f", overshot to {_fmt(eos['peak_sharpness'])} (step {eos['peak_step']})"
+        if eos["dip_step"] is not None:
+            text += f", dipped to {_fmt(eos['dip_sharpness'])} (step {eos['dip_step']})"
+        if eos["after_dip_median"] is not None:
+            text += (
+                f", then stayed within [{_fmt(eos['after_dip_min'])}, {_fmt(eos['after_dip_max'])}] "
+                f"(median {_fmt(eos['after_dip_median'])})"
+            )
+        lines.append(text + ".")
     return "\n".join(lines) + "\n"
 
 
