@@ -198,8 +198,9 @@ class Problem:
         return _sum(v for _, v in pairs), _sum(g for g, _ in pairs)
 
     def hvp(self, w: Tensor, v: Tensor) -> Tensor:
-        """``∇²L(w) v``, reverse-over-reverse: on the CPU it measured 1.8× faster than
-        forward-over-reverse (``jvp`` of ``grad``) on the default MLP, with the same result."""
+        """``∇²L(w) v``, reverse-over-reverse: on the CPU it measured 1.7× faster than
+        forward-over-reverse (``jvp`` of ``grad``) on the default MLP, with the same result
+        (``benchmarks/oracle.py``)."""
         self.counts.hvp += 1
         return _sum(vjp(g, w)[1](v)[0] for g in self._grad_terms)
 
@@ -244,8 +245,9 @@ class SharpnessTracker:
     """Top Hessian eigenpair along a trajectory, Lanczos warm-started from the last eigenvector.
 
     ``tol`` is the relative Lanczos residual; the eigenvalue error is about its square over the
-    relative gap. On the default digits MLP, 1e-4 gave eigenvalues within 2e-7 (relative) of a
-    tight solve in a median of 14 HVPs, against 22 HVPs for 1e-6. A small random admixture to the
+    relative gap. On the default digits MLP at the onset of EoS, 1e-4 gave eigenvalues within 2e-7
+    (relative) of a tight solve in a median of 14 HVPs, against 22 HVPs for 1e-6
+    (``benchmarks/oracle.py``). A small random admixture to the
     warm start keeps Lanczos able to see an eigenvalue that has overtaken the tracked one.
     """
 
