@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeflow.metrics import eos_onset, first_crossing, first_peak, onset_profile, relative_distance
+from edgeflow.metrics import (
+    eos_onset,
+    error_traces,
+    first_crossing,
+    first_peak,
+    onset_profile,
+    oscillation_period,
+    relative_distance,
+)
 from edgeflow.results import FlowRecord, Result
 
 
@@ -57,3 +65,68 @@ def test_relative_distance_and_eos_summary_of_a_hand_made_result():
     assert (eos["onset_step"], eos["peak_step"], eos["dip_step"]) == (40, 55, 70)
     assert eos["after_dip_min"] == pytest.approx(4.9)
     assert eos["after_dip_max"] == pytest.approx(5.1)
+
+
+def test_fidelity_errors_on_a_hand_made_result():
+    steps, s = hand_made_sharpness()
+    n = len(steps)
+    gd_mean = np.full(n, 0.5)
+    midpoint = FlowRecord(
+        {
+            "step": steps,
+            "sharpness": s,
+            "train_loss": np.full(n, 0.4),
+            "mean_loss": gd_mean,
+            "oscillation": np.full(n, 0.2),
+        }
+    )
+    edge = FlowRecord(
+        {
+            "step": steps,
+            "sharpness": s + 0.5,  # error 0.5 · η/2 = 0.1 wherever both are measured
+            "train_loss": np.full(n, 0.4),
+            "predicted_mean_loss": gd_mean * 1.1,  # 10% high
+            "magnitude": np.full(n, 0.3),  # 50% high
+        }
+    )
+    # gradient flow diverged after step 50: its records stop there
+    keep = steps <= 50
+    gradient = FlowRecord(
+        {"step": steps[keep], "sharpness": s[keep], "train_loss": np.full(keep.sum(), 0.25)}
+    )
+    moved = np.linspace(0.0, 2.0, n)
+    distances = {
+        "step": steps,
+        "edge-midpoint": 0.1 * moved,
+        "gradient-midpoint": np.where(keep, 0.3 * moved, np.nan),
+        "midpoint-w0": moved,
+    }
+    res = Result(0.4, {"midpoint": midpoint, "edge": edge, "gradient": gradient}, distances)
+    fid = res.metrics()
+    e, g = fid["edge"], fid["gradient"]
+    assert e["distance_median"] == pytest.approx(0.1)
+    assert e["mean_loss_eos_mean"] == pytest.approx(0.1)
+    assert e["sharpness_median"] == pytest.approx(0.1)
+    assert e["oscillation_eos_median"] == pytest.approx(0.5)
+    assert g["distance_median"] == pytest.approx(0.3)
+    assert g["mean_loss_median"] == pytest.approx(0.5)  # predicts L(c) = 0.25 against 0.5
+    assert g["sharpness_median"] == 0.0
+    assert g["distance_eos_median"] == pytest.approx(0.3)  # EoS window starts at GD's crossing (40)
+    assert "oscillation_median" not in g
+    assert fid["midpoint"]["onset"]["cross"] == 40
+    assert e["onset"]["cross"] == 35  # s + 0.5 reaches 5 one record earlier
+    eos = error_traces(res, "gradient")
+    assert eos["step"].tolist() == steps[keep].tolist()
+
+
+def test_oscillation_period_from_successive_peaks():
+    steps = np.arange(0, 200)
+    values = 5 + np.sin(2 * np.pi * steps / 40)
+    assert oscillation_period(steps, values, 0) == 40
+    assert oscillation_period(steps, values, None) is None
+
+
+def test_metrics_need_gd_midpoint():
+    res = Result(0.1, {"gd": FlowRecord({"step": np.arange(3)})}, {"step": np.arange(3)})
+    with pytest.raises(ValueError, match="midpoint"):
+        res.metrics()

@@ -1,7 +1,16 @@
 """Measurements on a finished comparison: how each flow tracks GD, and where GD reaches EoS.
 
-Distances are relative to how far GD's midpoint has moved, ``‖c_F(k) − w*_k‖ / ‖w*_k − w_0‖``
-(SPEC section 5). Steps where the denominator is still zero (k = 0) are left out.
+Fidelity metrics (SPEC section 5), per flow F against GD, at the records both have:
+
+* ``distance``: ``‖c_F(k) − w*_k‖ / ‖w*_k − w_0‖`` (w* = GD's midpoint; k = 0 is left out);
+* ``mean_loss``: ``|L̄_F(k) − L̄_GD(k)| / L̄_GD(k)`` with ``L̄_GD = ½[L(w_k) + L(w_{k+1})]`` and
+  ``L̄_F`` the flow's prediction of it (``MEAN_LOSS_FIELD``; plain flows predict ``L(c)``);
+* ``sharpness``: ``|S_F(k) − S(w*_k)| · η/2``, a fraction of the threshold;
+* ``oscillation`` (flows with a ``magnitude``): ``|r(k) − o(k)| / o(k)`` with ``o = |uᵀ(w_k − w*_k)|``
+  GD's oscillation along the top eigenvector at its midpoint.
+
+Each is summarized by its median and mean over the run and over the EoS window (records from GD's
+first crossing of 2/η on).
 """
 
 from __future__ import annotations
@@ -13,6 +22,9 @@ import numpy as np
 from edgeflow.results import Result
 
 REFERENCE = "midpoint"
+#: the field with which a flow predicts GD's loss averaged over one oscillation period
+MEAN_LOSS_FIELD = {"edge": "predicted_mean_loss", "central": "predicted_loss"}
+ERRORS = ("distance", "mean_loss", "sharpness", "oscillation")
 
 
 def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> int | None:
@@ -46,6 +58,16 @@ def onset_profile(steps: np.ndarray, sharpness: np.ndarray, threshold: float, di
             i = int(np.argmin(np.where(sel, sharpness, np.inf)))
             out["dip_step"], out["dip"] = int(steps[i]), float(sharpness[i])
     return out
+
+
+def oscillation_period(steps: np.ndarray, values: np.ndarray, after: int | None) -> int | None:
+    """Steps between the first two local maxima at or after ``after`` (NaNs skipped)."""
+    if after is None:
+        return None
+    ok = np.isfinite(values) & (steps >= after)
+    s, v = steps[ok], values[ok]
+    peaks = [int(s[i]) for i in range(1, len(v) - 1) if v[i] >= v[i - 1] and v[i] > v[i + 1]]
+    return peaks[1] - peaks[0] if len(peaks) >= 2 else None
 
 
 def relative_distance(res: Result, flow: str, reference: str = REFERENCE) -> np.ndarray | None:
@@ -83,6 +105,65 @@ def eos_onset(res: Result) -> dict:
     }
 
 
+def _require_reference(res: Result) -> None:
+    if REFERENCE not in res:
+        raise ValueError(f"fidelity metrics need the {REFERENCE!r} flow (GD's center) in the run")
+
+
+def error_traces(res: Result, flow: str) -> dict[str, np.ndarray]:
+    """Relative errors of ``flow`` against GD at the records both have (``step`` included)."""
+    _require_reference(res)
+    ref, rec = res[REFERENCE], res[flow]
+    steps, i_ref, i_flow = np.intersect1d(ref["step"], rec["step"], return_indices=True)
+    gd_mean = ref["mean_loss"][i_ref]
+    predicted = rec[MEAN_LOSS_FIELD.get(flow, "train_loss")][i_flow]
+    out = {"step": steps}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["mean_loss"] = np.abs(predicted - gd_mean) / gd_mean
+        out["sharpness"] = np.abs(rec["sharpness"][i_flow] - ref["sharpness"][i_ref]) * res.lr / 2
+        if "magnitude" in rec:
+            osc = ref["oscillation"][i_ref]
+            out["oscillation"] = np.abs(rec["magnitude"][i_flow] - osc) / osc
+    rel = relative_distance(res, flow) if flow != REFERENCE else None
+    if rel is not None:
+        _, i_dist, i_steps = np.intersect1d(res.distances["step"], steps, return_indices=True)
+        distance = np.full(len(steps), np.nan)
+        distance[i_steps] = rel[i_dist]
+        out["distance"] = distance
+    return out
+
+
+def fidelity(res: Result) -> dict[str, dict]:
+    """``{flow: {metric: value}}``: medians and means of each relative error over the run and the
+    EoS window, and each flow's onset (crossing, first overshoot, dip, period) beside GD's."""
+    _require_reference(res)
+    gd = res[REFERENCE]
+    gd_onset = onset_profile(gd["step"], gd["sharpness"], res.threshold)
+    gd_onset["period"] = oscillation_period(gd["step"], gd["sharpness"], gd_onset["cross"])
+    eos_from = gd_onset["cross"]
+    out: dict[str, dict] = {}
+    for flow in res:
+        traces = error_traces(res, flow)
+        eos = traces["step"] >= eos_from if eos_from is not None else np.zeros(len(traces["step"]), bool)
+        row: dict = {}
+        for name in ERRORS:
+            if name not in traces:
+                continue
+            values = traces[name]
+            for label, mask in (("", slice(None)), ("_eos", eos)):
+                chunk = values[mask]
+                chunk = chunk[np.isfinite(chunk)]
+                row[f"{name}{label}_median"] = float(np.median(chunk)) if chunk.size else None
+                row[f"{name}{label}_mean"] = float(np.mean(chunk)) if chunk.size else None
+        rec = res[flow]
+        onset = onset_profile(rec["step"], rec["sharpness"], res.threshold)
+        onset["period"] = oscillation_period(rec["step"], rec["sharpness"], onset["cross"])
+        row["onset"] = onset
+        out[flow] = row
+    out[REFERENCE]["onset"] = gd_onset
+    return out
+
+
 def summarize(res: Result) -> dict:
     """Per-flow summary (final loss, sharpness, distance to GD's midpoint, cost per unit time)."""
     gd_wall = _per_step(res["gd"].info, "wall_time") if "gd" in res else None
@@ -106,7 +187,10 @@ def summarize(res: Result) -> dict:
             "wall_per_step_s": wall,
             "wall_vs_gd": wall / gd_wall if gd_wall else None,
         }
-    return {"lr": res.lr, "threshold": res.threshold, "eos": eos_onset(res), "flows": flows}
+    summary = {"lr": res.lr, "threshold": res.threshold, "eos": eos_onset(res), "flows": flows}
+    if REFERENCE in res:
+        summary["fidelity"] = fidelity(res)
+    return summary
 
 
 def summary_markdown(summary: dict) -> str:
@@ -130,6 +214,8 @@ def summary_markdown(summary: dict) -> str:
     for name, row in summary["flows"].items():
         cells = [name] + [_fmt(row[key]) for _, key in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
+    if "fidelity" in summary:
+        lines += ["", *fidelity_markdown(summary["fidelity"])]
     eos = summary["eos"]
     lines.append("")
     if eos["onset_step"] is None:
@@ -150,6 +236,29 @@ def summary_markdown(summary: dict) -> str:
             )
         lines.append(text + ".")
     return "\n".join(lines) + "\n"
+
+
+def fidelity_markdown(fid: dict[str, dict]) -> list[str]:
+    """Fidelity against GD: medians over the run / over the EoS window, and the onset."""
+    lines = [
+        "Fidelity against GD (median over the run / over the EoS window; GD's center = its midpoint):",
+        "",
+        "| flow | rel. distance | mean-loss rel. error | sharpness error · η/2 | crosses 2/η | "
+        "first peak (step) | dip (step) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in fid.items():
+        o = row["onset"]
+
+        def pair(metric: str, row: dict = row) -> str:
+            return f"{_fmt(row.get(metric + '_median'))} / {_fmt(row.get(metric + '_eos_median'))}"
+
+        lines.append(
+            f"| {name} | {pair('distance')} | {pair('mean_loss')} | {pair('sharpness')} | "
+            f"{_fmt(o['cross'])} | {_fmt(o['peak'])} ({_fmt(o['peak_step'])}) | "
+            f"{_fmt(o['dip'])} ({_fmt(o['dip_step'])}) |"
+        )
+    return lines
 
 
 def _per_step(info: dict, key: str) -> float:

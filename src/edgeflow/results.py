@@ -60,6 +60,12 @@ class Result:
     def __repr__(self) -> str:
         return f"Result(lr={self.lr}, flows={list(self.flows)})"
 
+    def metrics(self) -> dict[str, dict]:
+        """Fidelity of every flow against GD (SPEC section 5); see ``edgeflow.metrics.fidelity``."""
+        from edgeflow.metrics import fidelity
+
+        return fidelity(self)
+
     @property
     def threshold(self) -> float:
         """The stability threshold 2/η."""
