@@ -1,7 +1,7 @@
 """Cost per unit of simulated time (one GD step) of each process, relative to GD, on the default
 problem at the edge of stability. Measured in one process, interleaved, median over repeats.
 
-    python benchmarks/cost.py [--steps 40] [--repeats 5] [--warmup-steps 300] [--json]
+    python benchmarks/cost.py [--steps 40] [--repeats 5] [--warmup-steps 300] [--only gd,edge] [--json]
 
 Wall time excludes measurements (sharpness, records): only ``Process.step`` is timed. Evaluation
 counts come from the oracle's counters. Gradient and modified flow pick their RK4 sub-steps from
@@ -28,6 +28,7 @@ VARIANTS: list[tuple[str, str, dict]] = [
     ("edge K = 4", "edge", {"substeps": 4}),
     ("gradient", "gradient", {}),
     ("modified", "modified", {}),
+    ("central", "central", {}),
 ]
 
 
@@ -40,7 +41,7 @@ def time_steps(problem: ef.Problem, lr: float, flow: str, options: dict, w: torc
         proc.step()
     wall = time.perf_counter() - t0
     used = problem.counts - before
-    return wall / steps, used.grad / steps, used.hvp / steps
+    return wall / steps, used.grad / steps, used.hvp / steps, used.third / steps
 
 
 def main() -> None:
@@ -51,8 +52,13 @@ def main() -> None:
     ap.add_argument("--warmup-steps", type=int, default=300)
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--only", help="comma-separated process labels' flows to time (gd is always timed)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args()
+    variants = VARIANTS
+    if args.only:
+        keep = {"gd", *args.only.split(",")}
+        variants = [v for v in VARIANTS if v[1] in keep]
 
     spec = ef.PROBLEMS[args.problem]
     problem = ef.make_problem(args.problem, dtype=args.dtype, device=args.device)
@@ -61,14 +67,14 @@ def main() -> None:
     for _ in range(args.warmup_steps):
         w = w - lr * problem.grad(w)
 
-    samples: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in VARIANTS}
+    samples: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label, _, _ in variants}
     for _ in range(args.repeats):
-        for label, flow, options in VARIANTS:
+        for label, flow, options in variants:
             samples[label].append(time_steps(problem, lr, flow, options, w, args.steps))
 
     gd_wall = statistics.median(s[0] for s in samples["gd"])
     rows = []
-    for label, flow, options in VARIANTS:
+    for label, flow, options in variants:
         wall = statistics.median(s[0] for s in samples[label])
         rows.append(
             {
@@ -79,6 +85,7 @@ def main() -> None:
                 "wall_vs_gd": wall / gd_wall,
                 "grads_per_step": statistics.median(s[1] for s in samples[label]),
                 "hvps_per_step": statistics.median(s[2] for s in samples[label]),
+                "thirds_per_step": statistics.median(s[3] for s in samples[label]),
             }
         )
     meta = {
@@ -99,12 +106,12 @@ def main() -> None:
         f"{meta['problem']} (d = {meta['dim']}, {meta['dtype']}, {meta['device']}), η = {lr}, from GD step "
         f"{meta['start_step']}, {meta['steps']} steps × {meta['repeats']} repeats (medians)\n"
     )
-    print("| process | wall / step (ms) | wall vs GD | grads / step | HVPs / step |")
-    print("|---|---|---|---|---|")
+    print("| process | wall / step (ms) | wall vs GD | grads / step | HVPs / step | 3rd derivs / step |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['process']} | {r['wall_per_step_ms']:.2f} | {r['wall_vs_gd']:.2f} | "
-            f"{r['grads_per_step']:.3g} | {r['hvps_per_step']:.3g} |"
+            f"{r['grads_per_step']:.3g} | {r['hvps_per_step']:.3g} | {r['thirds_per_step']:.3g} |"
         )
 
 

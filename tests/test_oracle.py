@@ -177,32 +177,32 @@ def test_counts_bookkeeping(mlp_problem):
     W = torch.stack([w, 2 * w, 3 * w, 4 * w, 5 * w])
     before = p.counts.copy()
     p.grads(W)
-    assert (p.counts - before).as_dict() == {"loss": 0, "grad": 5, "hvp": 0}
+    assert (p.counts - before).as_dict() == {"loss": 0, "grad": 5, "hvp": 0, "third": 0}
     before = p.counts.copy()
     p.values_and_grads(W[:3])
-    assert (p.counts - before).as_dict() == {"loss": 0, "grad": 3, "hvp": 0}
+    assert (p.counts - before).as_dict() == {"loss": 0, "grad": 3, "hvp": 0, "third": 0}
     before = p.counts.copy()
     p.hvp(w, w)
-    assert (p.counts - before).as_dict() == {"loss": 0, "grad": 0, "hvp": 1}
+    assert (p.counts - before).as_dict() == {"loss": 0, "grad": 0, "hvp": 1, "third": 0}
     before = p.counts.copy()
     p.grad(w)
     p.value_and_grad(w)
     p.loss(w)
-    assert (p.counts - before).as_dict() == {"loss": 1, "grad": 2, "hvp": 0}
+    assert (p.counts - before).as_dict() == {"loss": 1, "grad": 2, "hvp": 0, "third": 0}
     before = p.counts.copy()
     pairs = p.eigs(w, generator=torch.Generator().manual_seed(0))
-    assert (p.counts - before).as_dict() == {"loss": 0, "grad": 0, "hvp": pairs.iterations}
+    assert (p.counts - before).as_dict() == {"loss": 0, "grad": 0, "hvp": pairs.iterations, "third": 0}
 
 
 def test_counts_arithmetic():
-    a = ef.Counts(loss=1, grad=2, hvp=3)
-    b = ef.Counts(loss=10, grad=20, hvp=30)
-    assert (a + b).as_dict() == {"loss": 11, "grad": 22, "hvp": 33}
-    assert (b - a).as_dict() == {"loss": 9, "grad": 18, "hvp": 27}
+    a = ef.Counts(loss=1, grad=2, hvp=3, third=4)
+    b = ef.Counts(loss=10, grad=20, hvp=30, third=40)
+    assert (a + b).as_dict() == {"loss": 11, "grad": 22, "hvp": 33, "third": 44}
+    assert (b - a).as_dict() == {"loss": 9, "grad": 18, "hvp": 27, "third": 36}
     c = a.copy()
     c.add_(b)
-    assert c.as_dict() == {"loss": 11, "grad": 22, "hvp": 33}
-    assert a.as_dict() == {"loss": 1, "grad": 2, "hvp": 3}  # copy is independent
+    assert c.as_dict() == {"loss": 11, "grad": 22, "hvp": 33, "third": 44}
+    assert a.as_dict() == {"loss": 1, "grad": 2, "hvp": 3, "third": 4}  # copy is independent
 
 
 # ---------------------------------------------------------------------------------------- Lanczos

@@ -41,7 +41,7 @@ def test_gd_iterates_equal_closed_form(quadratic):
     assert np.allclose(gd["sharpness"][measured], 10.0, rtol=1e-9)
     assert np.isnan(gd["sharpness"][~measured]).all()
     # GD costs one gradient per step
-    assert gd.info["cost"] == {"loss": 0, "grad": steps, "hvp": 0}
+    assert gd.info["cost"] == {"loss": 0, "grad": steps, "hvp": 0, "third": 0}
     assert gd.info["diverged_at"] is None
     assert gd.info["steps_completed"] == steps
 
@@ -201,16 +201,17 @@ def test_distances_are_norms_of_param_differences(mlp_run):
 def test_flow_costs_are_counted(mlp_run):
     _, res = mlp_run
     steps = 4
-    assert res["gd"].info["cost"] == {"loss": 0, "grad": steps, "hvp": 0}
-    assert res["midpoint"].info["cost"] == {"loss": 0, "grad": steps, "hvp": 0}
+    assert res["gd"].info["cost"] == {"loss": 0, "grad": steps, "hvp": 0, "third": 0}
+    assert res["midpoint"].info["cost"] == {"loss": 0, "grad": steps, "hvp": 0, "third": 0}
     # RK4: 4 gradients per sub-step, plus one power-iteration HVP per step
     sub = res["gradient"]["substeps"][1:]
-    assert res["gradient"].info["cost"] == {"loss": 0, "grad": int(4 * sub.sum()), "hvp": steps}
+    assert res["gradient"].info["cost"] == {"loss": 0, "grad": int(4 * sub.sum()), "hvp": steps, "third": 0}
     sub = res["modified"]["substeps"][1:]
     assert res["modified"].info["cost"] == {
         "loss": 0,
         "grad": int(4 * sub.sum()),
         "hvp": int(4 * sub.sum()) + steps,
+        "third": 0,
     }
 
 

@@ -112,7 +112,7 @@ def test_file_layout_matches_spec(result, tmp_path):
             assert g["params"].shape == (4, d)
             info = json.loads(g.attrs["info"])
             assert info["diverged_at"] is None
-            assert set(info["cost"]) == {"loss", "grad", "hvp"}
+            assert set(info["cost"]) == {"loss", "grad", "hvp", "third"}
         assert "mean_loss" in f["midpoint"]
         assert "substeps" in f["gradient"]
         dist = f["distances"]

@@ -31,6 +31,7 @@ class Counts:
     loss: int = 0
     grad: int = 0
     hvp: int = 0
+    third: int = 0  # gradients of uᵀ∇²L(w)v
 
     def copy(self) -> Counts:
         return Counts(**asdict(self))
@@ -203,6 +204,15 @@ class Problem:
         (``benchmarks/oracle.py``)."""
         self.counts.hvp += 1
         return _sum(vjp(g, w)[1](v)[0] for g in self._grad_terms)
+
+    def third(self, w: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """``∇_w (uᵀ ∇²L(w) v)``, a third-derivative contraction (three reverse passes)."""
+        self.counts.third += 1
+
+        def contraction(g):
+            return lambda x: torch.dot(u, vjp(g, x)[1](v)[0])
+
+        return _sum(grad(contraction(g))(w) for g in self._grad_terms)
 
     def hessian(self, w: Tensor) -> Tensor:
         """Dense Hessian (d × d) — for tests and tiny problems only."""

@@ -10,6 +10,7 @@ import inspect
 from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.oracle import Problem
 from edgeflow.processes.base import Process
+from edgeflow.processes.central import CentralFlow
 from edgeflow.processes.edge import EdgeFlow
 from edgeflow.processes.gd import GD
 from edgeflow.processes.gradient import GradientFlow
@@ -17,7 +18,7 @@ from edgeflow.processes.midpoint import Midpoint
 from edgeflow.processes.modified import ModifiedFlow
 
 PROCESSES: dict[str, type[Process]] = {
-    cls.name: cls for cls in (GD, Midpoint, GradientFlow, ModifiedFlow, EdgeFlow)
+    cls.name: cls for cls in (GD, Midpoint, GradientFlow, ModifiedFlow, EdgeFlow, CentralFlow)
 }
 
 
