@@ -45,6 +45,7 @@ from edgeflow.processes.midpoint import Midpoint
 from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
 MAGNITUDES = ("secant", "rayleigh", "linear")
+_TINY = torch.finfo(torch.float64).tiny  # keeps log r finite when the floor is 0
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -111,7 +112,7 @@ class EdgeFlow(Process):
 
     def _start(self, c: Tensor, u: Tensor, r: float, sign: float) -> None:
         self.c, self.u = c, u
-        self.log_r = math.log(max(r, self.floor(c), torch.finfo(torch.float64).tiny))
+        self.log_r = max(math.log(max(r, _TINY)), self._log_floor(c))
         self.sign = sign  # s_k at the current time
         self.rho = math.nan
         self.kappa = math.nan
@@ -128,6 +129,9 @@ class EdgeFlow(Process):
 
     def floor(self, c: Tensor) -> float:
         return self.noise_floor * self._roundoff * float(c.norm())
+
+    def _log_floor(self, c: Tensor) -> float:
+        return math.log(max(self.floor(c), _TINY))
 
     @property
     def r(self) -> float:
@@ -150,7 +154,7 @@ class EdgeFlow(Process):
     def _substep(self, dt: float) -> None:
         p, lr, c, u = self.problem, self.lr, self.c, self.u
         r = self.r
-        _, g = p.values_and_grads(torch.stack([c + r * u, c - r * u]))
+        g = p.grads(torch.stack([c + r * u, c - r * u]))
         v = p.hvp(c, u)
         rho = float(u @ v)
         secant = float(u @ (g[0] - g[1])) / (2 * r)
@@ -170,8 +174,7 @@ class EdgeFlow(Process):
             rate = lr * kappa - 2.0
         else:
             rate = math.log(max(abs(lr * kappa - 1.0), 1e-300))
-        log_floor = math.log(max(self.floor(self.c), torch.finfo(torch.float64).tiny))
-        self.log_r = max(self.log_r + dt * rate, log_floor)
+        self.log_r = max(self.log_r + dt * rate, self._log_floor(self.c))
         self.rho, self.kappa = rho, secant
 
     # ------------------------------------------------------------------ measurements
