@@ -71,7 +71,8 @@ def main() -> None:
     d = out["digits"]
     print("digits MLP, EoS window medians:")
     print(
-        f"  GD ‖w − w*‖ = {d['gd_total_oscillation']:.3e}, |uᵀ(w − w*)| = {d['gd_top_eigenvector_oscillation']:.3e}"
+        f"  GD ‖w − w*‖ = {d['gd_total_oscillation']:.3e}, "
+        f"|uᵀ(w − w*)| = {d['gd_top_eigenvector_oscillation']:.3e}"
     )
     print(f"  Edge Flow r = {d['edge_magnitude']:.3e}\n")
     print("zhu: | step | GD osc² | EF r² | σ² formula at GD midpoint | S(w*) | central σ² | S(central) |")
