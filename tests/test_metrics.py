@@ -34,6 +34,19 @@ def test_onset_profile_on_a_known_trace():
     assert profile == {"cross": 40, "peak_step": 55, "peak": 7.0, "dip_step": 70, "dip": 4.5}
 
 
+def test_plateau_bumps_are_not_an_overshoot():
+    steps = np.arange(0, 200, 5)
+    rng = np.random.default_rng(0)
+    plateau = np.minimum(1 + steps / 20, 8.0) + 1e-9 * rng.standard_normal(len(steps))
+    assert first_crossing(steps, plateau, 4.9) == 80
+    assert first_peak(steps, plateau, 80) is None
+    # a bump that is only 0.5% high is not an overshoot at min_drop = 1%, but is at 0.1%
+    bump = plateau.copy()
+    bump[steps == 150] *= 1.005
+    assert first_peak(steps, bump, 80) is None
+    assert first_peak(steps, bump, 80, min_drop=1e-3) == (150, pytest.approx(bump[steps == 150][0]))
+
+
 def test_no_crossing_no_peak():
     steps = np.arange(10)
     s = np.linspace(1, 2, 10)

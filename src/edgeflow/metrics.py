@@ -33,14 +33,23 @@ def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> int |
     return int(steps[hit[0]]) if hit.size else None
 
 
-def first_peak(steps: np.ndarray, values: np.ndarray, after: int | None) -> tuple[int, float] | None:
-    """Step and height of the first local maximum of the measured values at or after ``after``."""
+def first_peak(
+    steps: np.ndarray, values: np.ndarray, after: int | None, min_drop: float = 0.01
+) -> tuple[int, float] | None:
+    """Step and height of the first overshoot peak at or after ``after``: a local maximum that the
+    values later fall below by the fraction ``min_drop`` before they exceed it. Rounding-level bumps
+    on a plateau (a smooth flow pinned at or rising past 2/η) are not peaks."""
     if after is None:
         return None
-    ok = ~np.isnan(values) & (steps >= after)
+    ok = np.isfinite(values) & (steps >= after)
     s, v = steps[ok], values[ok]
     for i in range(1, len(v) - 1):
-        if v[i] >= v[i - 1] and v[i] > v[i + 1]:
+        if not (v[i] >= v[i - 1] and v[i] > v[i + 1]):
+            continue
+        later = v[i + 1 :]
+        higher = np.flatnonzero(later > v[i])
+        before_higher = later[: higher[0]] if higher.size else later
+        if before_higher.min() < v[i] * (1 - min_drop):
             return int(s[i]), float(v[i])
     return None
 
