@@ -33,6 +33,15 @@ def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> int |
     return int(steps[hit[0]]) if hit.size else None
 
 
+def _local_maxima(
+    steps: np.ndarray, values: np.ndarray, after: int
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Finite values at or after ``after``, and the indices (into them) of their local maxima."""
+    ok = np.isfinite(values) & (steps >= after)
+    s, v = steps[ok], values[ok]
+    return s, v, [i for i in range(1, len(v) - 1) if v[i] >= v[i - 1] and v[i] > v[i + 1]]
+
+
 def first_peak(
     steps: np.ndarray, values: np.ndarray, after: int | None, min_drop: float = 0.01
 ) -> tuple[int, float] | None:
@@ -41,11 +50,8 @@ def first_peak(
     on a plateau (a smooth flow pinned at or rising past 2/η) are not peaks."""
     if after is None:
         return None
-    ok = np.isfinite(values) & (steps >= after)
-    s, v = steps[ok], values[ok]
-    for i in range(1, len(v) - 1):
-        if not (v[i] >= v[i - 1] and v[i] > v[i + 1]):
-            continue
+    s, v, maxima = _local_maxima(steps, values, after)
+    for i in maxima:
         later = v[i + 1 :]
         higher = np.flatnonzero(later > v[i])
         before_higher = later[: higher[0]] if higher.size else later
@@ -73,10 +79,8 @@ def oscillation_period(steps: np.ndarray, values: np.ndarray, after: int | None)
     """Steps between the first two local maxima at or after ``after`` (NaNs skipped)."""
     if after is None:
         return None
-    ok = np.isfinite(values) & (steps >= after)
-    s, v = steps[ok], values[ok]
-    peaks = [int(s[i]) for i in range(1, len(v) - 1) if v[i] >= v[i - 1] and v[i] > v[i + 1]]
-    return peaks[1] - peaks[0] if len(peaks) >= 2 else None
+    s, _, maxima = _local_maxima(steps, values, after)
+    return int(s[maxima[1]] - s[maxima[0]]) if len(maxima) >= 2 else None
 
 
 def relative_distance(res: Result, flow: str, reference: str = REFERENCE) -> np.ndarray | None:
@@ -146,10 +150,8 @@ def fidelity(res: Result) -> dict[str, dict]:
     """``{flow: {metric: value}}``: medians and means of each relative error over the run and the
     EoS window, and each flow's onset (crossing, first overshoot, dip, period) beside GD's."""
     _require_reference(res)
-    gd = res[REFERENCE]
-    gd_onset = onset_profile(gd["step"], gd["sharpness"], res.threshold)
-    gd_onset["period"] = oscillation_period(gd["step"], gd["sharpness"], gd_onset["cross"])
-    eos_from = gd_onset["cross"]
+    onsets = {flow: _onset_with_period(res[flow], res.threshold) for flow in res}
+    eos_from = onsets[REFERENCE]["cross"]
     out: dict[str, dict] = {}
     for flow in res:
         traces = error_traces(res, flow)
@@ -164,13 +166,15 @@ def fidelity(res: Result) -> dict[str, dict]:
                 chunk = chunk[np.isfinite(chunk)]
                 row[f"{name}{label}_median"] = float(np.median(chunk)) if chunk.size else None
                 row[f"{name}{label}_mean"] = float(np.mean(chunk)) if chunk.size else None
-        rec = res[flow]
-        onset = onset_profile(rec["step"], rec["sharpness"], res.threshold)
-        onset["period"] = oscillation_period(rec["step"], rec["sharpness"], onset["cross"])
-        row["onset"] = onset
+        row["onset"] = onsets[flow]
         out[flow] = row
-    out[REFERENCE]["onset"] = gd_onset
     return out
+
+
+def _onset_with_period(rec, threshold: float) -> dict:
+    onset = onset_profile(rec["step"], rec["sharpness"], threshold)
+    onset["period"] = oscillation_period(rec["step"], rec["sharpness"], onset["cross"])
+    return onset
 
 
 def summarize(res: Result) -> dict:

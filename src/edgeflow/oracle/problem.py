@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
 from edgeflow.errors import ConfigError, invalid_choice
-from edgeflow.oracle.lanczos import Eigenpairs, default_tol, lanczos
+from edgeflow.oracle.lanczos import Eigenpairs, lanczos, tracking_tol
 from edgeflow.utils import positive_int, resolve_device, resolve_dtype
 
 Term = Callable[[Tensor], Tensor]
@@ -272,7 +272,7 @@ class SharpnessTracker:
     ) -> None:
         self.problem = problem
         self.gen = torch.Generator(device=problem.device).manual_seed(seed)
-        self.tol = tol if tol is not None else max(1e-4, default_tol(problem.dtype))
+        self.tol = tol if tol is not None else tracking_tol(problem.dtype)
         self.mix = mix
         self.min_iter = min_iter
         self.vector: Tensor | None = None

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from edgeflow.oracle import Problem
-from edgeflow.oracle.lanczos import default_tol
+from edgeflow.oracle.lanczos import tracking_tol
 from edgeflow.processes.base import Process
 from edgeflow.utils import positive_float, positive_int
 
@@ -95,9 +95,8 @@ class CentralFlow(Process):
         p = self.problem
         noise = torch.randn(p.dim, dtype=p.dtype, device=p.device, generator=self.gen)
         v0 = noise if self.vectors is None else self.vectors.sum(0) + 0.01 * noise / noise.norm()
-        # Eigenvalue error ≈ residual²/gap: the tracker's 1e-4 residual keeps λ to ~1e-7 relative,
-        # far inside the sub-step linearization error, for about a third fewer HVPs (benchmarks/cost.py).
-        pairs = p.eigs(self.w, k=self.k, v0=v0, tol=max(1e-4, default_tol(p.dtype)), generator=self.gen)
+        # The tracking tolerance's eigenvalue error is far inside the sub-step linearization error.
+        pairs = p.eigs(self.w, k=self.k, v0=v0, tol=tracking_tol(p.dtype), generator=self.gen)
         lams = pairs.values.cpu().numpy().astype(np.float64)
         if len(lams) == self.k and lams[-1] > self.track_from / self.lr and self.k < self.max_eigs:
             self.k += 1
