@@ -170,6 +170,33 @@ def test_ce_with_probability_targets_equals_ce_with_labels(make_mlp, tiny_data):
     assert rel(probs.grad(w), labels.grad(w)) < 1e-12
 
 
+class _PerPosition(torch.nn.Module):
+    """A toy sequence model: a linear map applied at every position, output (n, positions, classes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_sequence_outputs_score_the_mean_over_positions(loss):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(5, 4, 2, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (5, 4), generator=gen)
+    model = _PerPosition().to(torch.float64)
+    problem = ef.Problem.from_module(model, (X, y), loss=loss, chunk_size=2)
+    with torch.no_grad():
+        out = model(X)
+    if loss == "ce":
+        expected = F.cross_entropy(out.reshape(-1, 3), y.reshape(-1))  # mean over all n·positions
+    else:
+        expected = 0.5 * ((out - F.one_hot(y, 3)) ** 2).sum(dim=-1).mean()
+    assert float(problem.loss(problem.w0)) == pytest.approx(float(expected), rel=1e-13)
+
+
 # ----------------------------------------------------------------------------------------- counts
 def test_counts_bookkeeping(mlp_problem):
     p = mlp_problem

@@ -107,6 +107,8 @@ class Problem:
 
         ``loss="mse"`` is ``½·mean_i ‖f(x_i) − y_i‖²``; integer labels become one-hot targets.
         ``loss="ce"`` is the mean cross-entropy; ``Y`` holds labels or class probabilities.
+        A sequence model's output ``(n, positions..., C)`` is scored at every position, and each
+        example's loss is the mean over its positions.
         """
         if loss not in LOSSES:
             raise invalid_choice("loss", loss, LOSSES)
@@ -294,9 +296,17 @@ def _sum(parts) -> Tensor:
     return total
 
 
+# Outputs are (m, C) or, for sequence models, (m, positions..., C); an example's loss is the mean over its
+# positions, so a sequence task's loss is on the same scale as a classifier's.
+def _positions(out: Tensor) -> int:
+    return out[0, ..., 0].numel()
+
+
 def _mse_sum(out: Tensor, y: Tensor) -> Tensor:
-    return 0.5 * ((out - y) ** 2).sum()
+    return 0.5 * ((out - y) ** 2).sum() / _positions(out)
 
 
 def _ce_sum(out: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(out, y, reduction="sum")
+    classes = out.shape[-1]
+    target = y.reshape(-1, classes) if y.is_floating_point() else y.reshape(-1)
+    return F.cross_entropy(out.reshape(-1, classes), target, reduction="sum") / _positions(out)
