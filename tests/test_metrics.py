@@ -47,6 +47,27 @@ def test_plateau_bumps_are_not_an_overshoot():
     assert first_peak(steps, bump, 80, min_drop=1e-3) == (150, pytest.approx(bump[steps == 150][0]))
 
 
+def test_a_peak_at_the_crossing_record_counts():
+    # GD can cross 2/η in one jump and start falling at once (a 1-D period-2 orbit does)
+    steps = np.arange(8)
+    s = np.array([-0.7, 0.2, 1.4, 2.0, 1.99, 1.9, 1.8, 1.8])
+    assert first_crossing(steps, s, 1.8) == 3
+    assert first_peak(steps, s, 3) == (3, 2.0)
+
+
+def test_mean_loss_error_is_undefined_once_gd_has_converged():
+    steps = np.arange(6)
+    gd_mean = np.array([1.0, 0.5, 1e-3, 1e-20, 1e-30, 0.0])
+    midpoint = FlowRecord(
+        {"step": steps, "sharpness": np.ones(6), "train_loss": gd_mean, "mean_loss": gd_mean}
+    )
+    gradient = FlowRecord({"step": steps, "sharpness": np.ones(6), "train_loss": 2 * gd_mean + 1e-25})
+    res = Result(0.5, {"midpoint": midpoint, "gradient": gradient}, {"step": steps, "midpoint-w0": steps})
+    err = error_traces(res, "gradient")["mean_loss"]
+    assert err[:3] == pytest.approx([1.0, 1.0, 1.0])
+    assert np.isnan(err[3:]).all()  # below √ε · L̄(0): rounding noise, not a prediction error
+
+
 def test_no_crossing_no_peak():
     steps = np.arange(10)
     s = np.linspace(1, 2, 10)

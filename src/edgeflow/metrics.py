@@ -4,7 +4,8 @@ Fidelity metrics (SPEC section 5), per flow F against GD, at the records both ha
 
 * ``distance``: ``‖c_F(k) − w*_k‖ / ‖w*_k − w_0‖`` (w* = GD's midpoint; k = 0 is left out);
 * ``mean_loss``: ``|L̄_F(k) − L̄_GD(k)| / L̄_GD(k)`` with ``L̄_GD = ½[L(w_k) + L(w_{k+1})]`` and
-  ``L̄_F`` the flow's prediction of it (``MEAN_LOSS_FIELD``; plain flows predict ``L(c)``);
+  ``L̄_F`` the flow's prediction of it (``MEAN_LOSS_FIELD``; plain flows predict ``L(c)``); undefined
+  where ``L̄_GD`` has fallen below √(machine ε) of its start;
 * ``sharpness``: ``|S_F(k) − S(w*_k)| · η/2``, a fraction of the threshold;
 * ``oscillation`` (flows with a ``magnitude``): ``|r(k) − o(k)| / o(k)`` with ``o = |uᵀ(w_k − w*_k)|``
   GD's oscillation along the top eigenvector at its midpoint.
@@ -36,10 +37,15 @@ def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> int |
 def _local_maxima(
     steps: np.ndarray, values: np.ndarray, after: int
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Finite values at or after ``after``, and the indices (into them) of their local maxima."""
-    ok = np.isfinite(values) & (steps >= after)
+    """Finite values from the last record before ``after`` on, and the indices (into them) of their
+    local maxima at or after ``after`` — a maximum at ``after`` itself counts (the crossing record
+    can be the peak when GD crosses 2/η in a jump)."""
+    ok = np.isfinite(values)
     s, v = steps[ok], values[ok]
-    return s, v, [i for i in range(1, len(v) - 1) if v[i] >= v[i - 1] and v[i] > v[i + 1]]
+    start = max(int(np.searchsorted(s, after)) - 1, 0)
+    s, v = s[start:], v[start:]
+    maxima = [i for i in range(1, len(v) - 1) if s[i] >= after and v[i] >= v[i - 1] and v[i] > v[i + 1]]
+    return s, v, maxima
 
 
 def first_peak(
@@ -132,7 +138,10 @@ def error_traces(res: Result, flow: str) -> dict[str, np.ndarray]:
     predicted = rec[MEAN_LOSS_FIELD.get(flow, "train_loss")][i_flow]
     out = {"step": steps}
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["mean_loss"] = np.abs(predicted - gd_mean) / gd_mean
+        # Once GD's loss has fallen to rounding level (relative to its start) a relative error of the
+        # prediction is noise over noise, so it is undefined (NaN) there.
+        floor = np.sqrt(np.finfo(np.dtype(res.config.get("dtype", "float64"))).eps) * gd_mean[0]
+        out["mean_loss"] = np.where(gd_mean > floor, np.abs(predicted - gd_mean) / gd_mean, np.nan)
         out["sharpness"] = np.abs(rec["sharpness"][i_flow] - ref["sharpness"][i_ref]) * res.lr / 2
         if "magnitude" in rec:
             osc = ref["oscillation"][i_ref]

@@ -72,6 +72,10 @@ def _toy(fn, name):
     return build
 
 
+def _quartic(*, dtype, device, seed, x0=0.3) -> Problem:
+    return Problem.from_function(toys.quartic, [float(x0)], dtype=dtype, device=device, name="quartic")
+
+
 PROBLEMS: dict[str, ProblemSpec] = {
     spec.name: spec
     for spec in [
@@ -104,6 +108,13 @@ PROBLEMS: dict[str, ProblemSpec] = {
             lr=0.15,
             steps=400,
             params={"x0": 4.0, "y0": 0.1},
+        ),
+        ProblemSpec(
+            "quartic",
+            "¼(x² − 1)² in 1-D: GD at η > 1 oscillates around x = 1 (sharpness 2) with period 2",
+            _quartic,
+            lr=1.1,
+            steps=200,
         ),
     ]
 }

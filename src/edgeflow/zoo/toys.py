@@ -40,3 +40,10 @@ def scalar(w: Tensor) -> Tensor:
     """``½(xy − 1)²``, the scalar factorization: sharpness x² + y² on the minimum manifold."""
     x, y = w[0], w[1]
     return 0.5 * (x * y - 1) ** 2
+
+
+def quartic(w: Tensor) -> Tensor:
+    """``¼(x² − 1)²`` in one dimension: sharpness 3x² − 1, so 2 at the minima x = ±1. For
+    1 < η < √6 − 1, GD started inside (−1, 1) settles into a period-2 orbit around x = 1 whose
+    midpoint sharpness sits just below 2/η — EoS in its simplest form."""
+    return 0.25 * ((w**2 - 1) ** 2).sum()
