@@ -158,6 +158,9 @@ def test_oscillation_period_from_successive_peaks():
     values = 5 + np.sin(2 * np.pi * steps / 40)
     assert oscillation_period(steps, values, 0) == 40
     assert oscillation_period(steps, values, None) is None
+    # one overshoot, then a settled trace with rounding-level wiggles: no period
+    settled = np.where(steps < 20, values, 5.0 + 1e-9 * np.sin(steps))
+    assert oscillation_period(steps, settled, 0) is None
 
 
 def test_metrics_need_gd_midpoint():

@@ -9,22 +9,20 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 import edgeflow
+from edgeflow.config import DEFAULT_FLOWS, RunConfig, load_toml
 from edgeflow.errors import ConfigError
 from edgeflow.metrics import summarize, summary_markdown
 from edgeflow.processes import PROCESSES, option_names, process_class
 from edgeflow.results import load
 from edgeflow.runner import build_processes, compare
 from edgeflow.utils import DTYPES, dtype_name, positive_float, positive_int
-from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_params, problem_spec
-
-# The modified flow is left out of the default set: near EoS it is stiff (rate ηλ(1 + ηλ/2) ≥ 4)
-# and costs ~5× gradient flow per step on the default problem; run it with --flows.
-DEFAULT_FLOWS = ("gd", "midpoint", "edge", "gradient")
+from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, is_factory, make_problem, problem_params, problem_spec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,14 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edgeflow {edgeflow.__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("run", help="run GD side by side with its continuous-time models")
-    r.add_argument("--problem", default=DEFAULT_PROBLEM, help=f"named problem (default {DEFAULT_PROBLEM})")
+    r = sub.add_parser(
+        "run",
+        help="run GD side by side with its continuous-time models",
+        description="Settings come from the defaults, then --config FILE, then these flags.",
+    )
+    r.add_argument("--config", metavar="FILE", help="a TOML file of settings (flags override it)")
+    r.add_argument(
+        "--problem", help=f"named problem (default {DEFAULT_PROBLEM}) or package.module:function factory"
+    )
+    r.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a problem parameter, e.g. n=256 (repeatable; `edgeflow list` shows each problem's)",
+    )
+    r.add_argument("--download", action="store_true", help="let the problem download its dataset")
     r.add_argument("--lr", help="learning rate η (default: the problem's)")
     r.add_argument("--steps", help="number of GD steps (default: the problem's)")
-    r.add_argument("--flows", default=",".join(DEFAULT_FLOWS), help="comma-separated flows to run")
+    r.add_argument("--flows", help=f"comma-separated flows to run (default {','.join(DEFAULT_FLOWS)})")
     r.add_argument("--out", help="run directory (default runs/<problem>-<time>)")
-    r.add_argument("--seed", default="0", help="seed for data subsets, initialization and Lanczos")
-    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    r.add_argument("--seed", help="seed for data subsets, initialization and Lanczos (default 0)")
+    r.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
     r.add_argument("--dtype", help=f"{' or '.join(DTYPES)} (default: the problem's)")
     r.add_argument("--record-every", help="record every N steps (default: the problem's)")
     r.add_argument("--sharpness-every", help="measure sharpness every N steps (multiple of --record-every)")
@@ -57,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FLOW.KEY=VALUE",
         help="a flow option, e.g. edge.substeps=4 (repeatable; `edgeflow list` shows each flow's options)",
     )
-    r.add_argument("--save-params", action="store_true", help="store every flow's parameters per record")
+    r.add_argument("--save-params", action="store_true", default=None, help="store parameters per record")
     r.add_argument("--no-plots", action="store_true", help="skip the figures")
     r.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -79,43 +92,80 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults, then ``--config``, then the flags that were given."""
+    flags: dict = {
+        key: getattr(args, key)
+        for key in ("problem", "lr", "steps", "flows", "out", "device", "dtype", "save_params")
+        if getattr(args, key) is not None
+    }
+    for key in ("seed", "record_every", "sharpness_every"):
+        if getattr(args, key) is not None:
+            flags[key] = _int_arg("--" + key.replace("_", "-"), getattr(args, key))
+    if args.no_plots:
+        flags["plots"] = False
+    params = parse_pairs(args.param, "--param", "KEY=VALUE (e.g. n=256)")
+    if args.download:
+        params["download"] = True
+    if params:
+        flags["params"] = params
+    if args.option:
+        flags["options"] = parse_options(args.option)
+    layers = [load_toml(args.config)] if args.config else []
+    return RunConfig.merged(*layers, flags)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = problem_spec(args.problem)
-    flows = [f.strip() for f in args.flows.split(",") if f.strip()]
-    if not flows:
-        raise ConfigError(f"--flows {args.flows!r} names no flow; valid choices: {', '.join(PROCESSES)}")
-    for f in flows:
+    cfg = run_config(args)
+    custom = is_factory(cfg.problem)
+    spec = None if custom else problem_spec(cfg.problem)
+    for f in cfg.flows:
         process_class(f)
-    lr = positive_float("--lr", args.lr if args.lr is not None else spec.lr)
-    steps = positive_int("--steps", args.steps if args.steps is not None else spec.steps)
+    if "download" in cfg.params and not custom and "download" not in problem_params(cfg.problem):
+        raise ConfigError(f"problem {cfg.problem!r} has no dataset to download (--download)")
+    for key, name in (("lr", "--lr"), ("steps", "--steps")):
+        if getattr(cfg, key) is None and spec is None:
+            raise ConfigError(f"{name} is required with a custom problem factory ({cfg.problem})")
+    lr = positive_float("--lr", cfg.lr if cfg.lr is not None else spec.lr)
+    steps = positive_int("--steps", cfg.steps if cfg.steps is not None else spec.steps)
+    spec_every = (spec.record_every, spec.sharpness_every) if spec else (1, 1)
     record_every = positive_int(
-        "--record-every", args.record_every if args.record_every is not None else spec.record_every
+        "--record-every", cfg.record_every if cfg.record_every is not None else spec_every[0]
     )
+    default_every = max(spec_every[1] // record_every, 1) * record_every
     sharpness_every = positive_int(
-        "--sharpness-every",
-        args.sharpness_every
-        if args.sharpness_every is not None
-        else max(spec.sharpness_every // record_every, 1) * record_every,
+        "--sharpness-every", cfg.sharpness_every if cfg.sharpness_every is not None else default_every
     )
     if sharpness_every % record_every:
         raise ConfigError(
             f"--sharpness-every ({sharpness_every}) must be a multiple of --record-every ({record_every})"
         )
-    seed = _int_arg("--seed", args.seed)
-    options = parse_options(args.option)
-    out = Path(args.out) if args.out else Path("runs") / f"{args.problem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = cfg.problem.replace(":", "-").replace(".", "-")
+    out = Path(cfg.out) if cfg.out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (out / "results.h5").exists() and not args.force:
         raise ConfigError(f"{out} already holds a run; choose another --out or pass --force")
 
-    problem = make_problem(args.problem, dtype=args.dtype, device=args.device, seed=seed)
-    build_processes(problem, lr, flows, options)  # bad options fail here, before any output
+    problem = make_problem(cfg.problem, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, **cfg.params)
+    build_processes(problem, lr, cfg.flows, cfg.options)  # bad options fail here, before any output
     print(
         f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, {problem.device}), "
-        f"η = {lr:g} (2/η = {2 / lr:.4g}), {steps} steps, flows: {', '.join(flows)}",
+        f"η = {lr:g} (2/η = {2 / lr:.4g}), {steps} steps, flows: {', '.join(cfg.flows)}",
         file=sys.stderr,
     )
+    resolved = RunConfig.merged(
+        asdict(cfg),
+        {
+            "lr": lr,
+            "steps": steps,
+            "out": str(out),
+            "dtype": dtype_name(problem.dtype),
+            "record_every": record_every,
+            "sharpness_every": sharpness_every,
+            "params": cfg.params if custom else {**problem_params(cfg.problem), **cfg.params},
+        },
+    )
     config = {
-        "problem_params": problem_params(args.problem),
+        "problem_params": resolved.params,
         "edgeflow_version": edgeflow.__version__,
         "torch_version": torch.__version__,
         "python": platform.python_version(),
@@ -125,23 +175,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         problem,
         lr,
         steps,
-        flows,
+        cfg.flows,
         record_every=record_every,
         sharpness_every=sharpness_every,
-        save_params=args.save_params,
-        seed=seed,
-        options=options,
+        save_params=cfg.save_params,
+        seed=cfg.seed,
+        options=cfg.options,
         progress=not args.quiet,
         config=config,
     )
     out.mkdir(parents=True, exist_ok=True)
     res.save(out / "results.h5")
     (out / "config.json").write_text(json.dumps(res.config, indent=2) + "\n")
+    (out / "config.toml").write_text(resolved.to_toml())
     summary = summarize(res)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = summary_markdown(summary)
     (out / "summary.md").write_text(table)
-    if not args.no_plots:
+    if cfg.plots:
         from edgeflow.plots import plot_run
 
         plot_run(res, out / "figures")
@@ -150,7 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         k = res[name].info["diverged_at"]
         if k is not None:
             print(f"note: {name} diverged at step {k}; its records stop there.")
-    print(f"results in {out}/ (results.h5, summary.md, config.json{'' if args.no_plots else ', figures/'})")
+    figures = ", figures/" if cfg.plots else ""
+    print(f"results in {out}/ (results.h5, summary.md, config.toml, config.json{figures})")
     return 0
 
 
@@ -184,17 +236,27 @@ def cmd_list(args: argparse.Namespace) -> int:
 def parse_options(items: Sequence[str]) -> dict[str, dict]:
     """``["edge.substeps=4", "edge.magnitude=linear"]`` → ``{"edge": {"substeps": 4, ...}}``."""
     options: dict[str, dict] = {}
+    for key, value in parse_pairs(items, "--option", "FLOW.KEY=VALUE (e.g. edge.substeps=4)").items():
+        flow, dot, name = key.partition(".")
+        if not (dot and flow and name):
+            raise ConfigError(f"--option {key!r} is not of the form FLOW.KEY=VALUE (e.g. edge.substeps=4)")
+        options.setdefault(flow.strip(), {})[name.strip()] = value
+    return options
+
+
+def parse_pairs(items: Sequence[str], flag: str, form: str) -> dict:
+    """``["n=256", "loss=ce"]`` → ``{"n": 256, "loss": "ce"}``; values are JSON where they parse."""
+    out: dict = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        flow, dot, name = key.partition(".")
-        if not (sep and dot and flow and name):
-            raise ConfigError(f"--option {item!r} is not of the form FLOW.KEY=VALUE (e.g. edge.substeps=4)")
+        if not (sep and key.strip()):
+            raise ConfigError(f"{flag} {item!r} is not of the form {form}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        options.setdefault(flow.strip(), {})[name.strip()] = value
-    return options
+        out[key.strip()] = value
+    return out
 
 
 def _int_arg(name: str, value: str) -> int:

@@ -48,22 +48,31 @@ def _local_maxima(
     return s, v, maxima
 
 
-def first_peak(
+def overshoot_peaks(
     steps: np.ndarray, values: np.ndarray, after: int | None, min_drop: float = 0.01
-) -> tuple[int, float] | None:
-    """Step and height of the first overshoot peak at or after ``after``: a local maximum that the
-    values later fall below by the fraction ``min_drop`` before they exceed it. Rounding-level bumps
-    on a plateau (a smooth flow pinned at or rising past 2/η) are not peaks."""
+) -> list[tuple[int, float]]:
+    """Steps and heights of the overshoot peaks at or after ``after``: local maxima that the values
+    later fall below by the fraction ``min_drop`` before they exceed them. Rounding-level bumps on a
+    plateau (a smooth flow pinned at or rising past 2/η) are not peaks."""
     if after is None:
-        return None
+        return []
     s, v, maxima = _local_maxima(steps, values, after)
+    peaks = []
     for i in maxima:
         later = v[i + 1 :]
         higher = np.flatnonzero(later > v[i])
         before_higher = later[: higher[0]] if higher.size else later
         if before_higher.min() < v[i] * (1 - min_drop):
-            return int(s[i]), float(v[i])
-    return None
+            peaks.append((int(s[i]), float(v[i])))
+    return peaks
+
+
+def first_peak(
+    steps: np.ndarray, values: np.ndarray, after: int | None, min_drop: float = 0.01
+) -> tuple[int, float] | None:
+    """The first of ``overshoot_peaks``, or None."""
+    peaks = overshoot_peaks(steps, values, after, min_drop)
+    return peaks[0] if peaks else None
 
 
 def onset_profile(steps: np.ndarray, sharpness: np.ndarray, threshold: float, dip_window: int = 80) -> dict:
@@ -81,12 +90,13 @@ def onset_profile(steps: np.ndarray, sharpness: np.ndarray, threshold: float, di
     return out
 
 
-def oscillation_period(steps: np.ndarray, values: np.ndarray, after: int | None) -> int | None:
-    """Steps between the first two local maxima at or after ``after`` (NaNs skipped)."""
-    if after is None:
-        return None
-    s, _, maxima = _local_maxima(steps, values, after)
-    return int(s[maxima[1]] - s[maxima[0]]) if len(maxima) >= 2 else None
+def oscillation_period(
+    steps: np.ndarray, values: np.ndarray, after: int | None, min_drop: float = 0.01
+) -> int | None:
+    """Steps between the first two overshoot peaks at or after ``after`` (NaNs skipped); None when
+    the values settle without a second real peak."""
+    peaks = overshoot_peaks(steps, values, after, min_drop)
+    return peaks[1][0] - peaks[0][0] if len(peaks) >= 2 else None
 
 
 def relative_distance(res: Result, flow: str, reference: str = REFERENCE) -> np.ndarray | None:

