@@ -1,7 +1,8 @@
 """Cost per unit of simulated time (one GD step) of each process, relative to GD, on the default
 problem at the edge of stability. Measured in one process, interleaved, median over repeats.
 
-    python benchmarks/cost.py [--steps 40] [--repeats 5] [--warmup-steps 300] [--only gd,edge] [--json]
+    python benchmarks/cost.py [--problem P] [--param n=256] [--device cuda] [--steps 40] [--repeats 5]
+                              [--warmup-steps 300] [--only gd,edge] [--json]
 
 Wall time excludes measurements (sharpness, records): only ``Process.step`` is timed. Evaluation
 counts come from the oracle's counters. Gradient and modified flow pick their RK4 sub-steps from
@@ -19,6 +20,7 @@ import time
 import torch
 
 import edgeflow as ef
+from edgeflow.cli import parse_pairs
 from edgeflow.processes import make_process
 
 VARIANTS: list[tuple[str, str, dict]] = [
@@ -32,13 +34,20 @@ VARIANTS: list[tuple[str, str, dict]] = [
 ]
 
 
+def _sync(problem: ef.Problem) -> None:
+    if problem.device.type == "cuda":
+        torch.cuda.synchronize(problem.device)
+
+
 def time_steps(problem: ef.Problem, lr: float, flow: str, options: dict, w: torch.Tensor, steps: int):
     proc = make_process(flow, problem, lr, options)
     proc.init(w, seed=0)
     before = problem.counts.copy()
+    _sync(problem)
     t0 = time.perf_counter()
     for _ in range(steps):
         proc.step()
+    _sync(problem)  # GPU kernels run asynchronously: wait for them before reading the clock
     wall = time.perf_counter() - t0
     used = problem.counts - before
     return wall / steps, used.grad / steps, used.hvp / steps, used.third / steps
@@ -53,6 +62,7 @@ def main() -> None:
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--device", default=None)
     ap.add_argument("--only", help="comma-separated process labels' flows to time (gd is always timed)")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="problem parameter")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args()
     variants = VARIANTS
@@ -61,7 +71,8 @@ def main() -> None:
         variants = [v for v in VARIANTS if v[1] in keep]
 
     spec = ef.PROBLEMS[args.problem]
-    problem = ef.make_problem(args.problem, dtype=args.dtype, device=args.device)
+    params = parse_pairs(args.param, "--param", "KEY=VALUE")
+    problem = ef.make_problem(args.problem, dtype=args.dtype, device=args.device, **params)
     lr = spec.lr
     w = problem.w0.clone()
     for _ in range(args.warmup_steps):
