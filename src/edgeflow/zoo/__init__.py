@@ -299,10 +299,10 @@ PROBLEMS: dict[str, ProblemSpec] = {
         ),
         ProblemSpec(
             "scalar",
-            "½(xy − 1)², scalar factorization: sharpness x² + y² on the minima",
+            "½(xy − 1)², scalar factorization: starts above 2/η, GD catapults to a flatter minimum",
             _toy(toys.scalar, "scalar"),
             lr=0.15,
-            steps=400,
+            steps=60,
             params={"x0": 4.0, "y0": 0.1},
         ),
         ProblemSpec(
