@@ -110,7 +110,7 @@ def test_run_writes_a_run_directory_and_plot_redraws(capsys, tmp_path):
         "--save-params",
     )
     assert code == 0, err
-    for name in ["results.h5", "config.json", "summary.json", "summary.md"]:
+    for name in ["results.h5", "config.json", "config.toml", "summary.json", "summary.md"]:
         assert (out_dir / name).is_file()
     for name in ["loss.png", "sharpness.png", "overview.png"]:
         assert (out_dir / "figures" / name).stat().st_size > 10_000
@@ -122,6 +122,11 @@ def test_run_writes_a_run_directory_and_plot_redraws(capsys, tmp_path):
     config = json.loads((out_dir / "config.json").read_text())
     assert config["problem"] == "zhu" and config["steps"] == 30
     assert "| gd |" in out
+    summary = (out_dir / "summary.md").read_text()
+    assert "| flow | rel. distance |" in summary and "period |" in summary
+    fid = json.loads((out_dir / "summary.json").read_text())["fidelity"]
+    assert set(fid["midpoint"]["onset"]) == {"cross", "peak_step", "peak", "dip_step", "dip", "period"}
+    assert fid["gradient"]["distance_median"] > 0
     with h5py.File(out_dir / "results.h5") as f:
         assert json.loads(f.attrs["config"])["flows"] == ["gd", "midpoint", "gradient"]
 

@@ -276,8 +276,8 @@ def fidelity_markdown(fid: dict[str, dict]) -> list[str]:
         "Fidelity against GD (median over the run / over the EoS window; GD's center = its midpoint):",
         "",
         "| flow | rel. distance | mean-loss rel. error | sharpness error · η/2 | crosses 2/η | "
-        "first peak (step) | dip (step) |",
-        "|---|---|---|---|---|---|---|",
+        "first peak (step) | dip (step) | period |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in fid.items():
         o = row["onset"]
@@ -288,7 +288,7 @@ def fidelity_markdown(fid: dict[str, dict]) -> list[str]:
         lines.append(
             f"| {name} | {pair('distance')} | {pair('mean_loss')} | {pair('sharpness')} | "
             f"{_fmt(o['cross'])} | {_fmt(o['peak'])} ({_fmt(o['peak_step'])}) | "
-            f"{_fmt(o['dip'])} ({_fmt(o['dip_step'])}) |"
+            f"{_fmt(o['dip'])} ({_fmt(o['dip_step'])}) | {_fmt(o['period'])} |"
         )
     return lines
 
