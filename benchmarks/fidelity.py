@@ -3,6 +3,7 @@ Regenerates ``docs/results.md`` (and ``docs/results.json``) from scratch.
 
     python benchmarks/fidelity.py                          # the whole suite (see SUITE; ~45 min, 2 cores)
     python benchmarks/fidelity.py --problems zhu,quartic --out /tmp/results.md
+    python benchmarks/fidelity.py --reuse docs/results.json    # only what is not measured there
 
 Every flow runs in one ``compare`` call with GD (same problem, same η, same records), then again
 with its sub-steps doubled, and doubled again while that still moves it: a flow is reported at the
@@ -48,6 +49,11 @@ class Case:
     params: dict = field(default_factory=dict)  # problem size overrides
     why: str = ""
     max_doublings: int = 3  # of every flow's sub-steps, until its trajectory stops changing
+    label: str = ""  # the case's name in the report (default: the problem's)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.problem
 
 
 SUITE = (
@@ -59,7 +65,15 @@ SUITE = (
         300,
         every=5,
         max_doublings=1,
-        why="the default problem: progressive sharpening, overshoot (step ~260), dip, EoS",
+        why="the default problem through the onset: sharpening, overshoot (step ~260), dip",
+    ),
+    Case(
+        "digits-mlp",
+        600,
+        every=5,
+        max_doublings=0,
+        label="digits-mlp-600",
+        why="the same, 300 steps deeper into EoS (sub-steps as checked on the 300-step case)",
     ),
     Case("mnist5k-cnn", 160, every=5, max_doublings=1, why="a CNN on real images (registry defaults)"),
     Case("mnist5k-vit", 160, every=5, max_doublings=1, why="a ViT with LayerNorm (registry defaults)"),
@@ -155,9 +169,10 @@ def run_case(case: Case, dtype: str | None) -> dict:
             "wall_vs_gd": summarize(res)["flows"][flow]["wall_vs_gd"],
             "per_step": {k: v / done for k, v in rec.info["cost"].items()},
             "doubling_changes": changes[flow],
-            "converged": flow not in pending,
+            "converged": None if case.max_doublings == 0 else flow not in pending,
         }
     return {
+        "name": case.name,
         "problem": case.problem,
         "why": case.why,
         "params": {**problem_params(case.problem), **case.params},
@@ -178,6 +193,10 @@ def _f(x, fmt: str = ".3g") -> str:
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "–"
     return format(x, fmt) if isinstance(x, float) else str(x)
+
+
+def _name(case: dict) -> str:
+    return case.get("name", case["problem"])
 
 
 def _pair(row: dict, metric: str) -> str:
@@ -212,9 +231,9 @@ def fidelity_table(cases: list[dict]) -> list[str]:
             per = row["per_step"]
             ops = f"{per['grad']:.3g} + {per['hvp']:.3g} + {per['third']:.3g}"
             last = row["doubling_changes"][-1] if row["doubling_changes"] else (None, None)
-            mark = "" if row["converged"] else " — not converged"
+            mark = {True: "", False: " — not converged", None: "not checked"}[row["converged"]]
             lines.append(
-                f"| {case['problem']} | {flow} ({row['resolution']}) | {_pair(row, 'distance')} | "
+                f"| {_name(case)} | {flow} ({row['resolution']}) | {_pair(row, 'distance')} | "
                 f"{_pair(row, 'mean_loss')} | {_pair(row, 'sharpness')} | {cross} | {peak} | "
                 f"{_f(row['onset']['period'])} ({_f(gd_period)}) | {_f(row['wall_vs_gd'], '.3g')} | {ops} | "
                 f"{_f(last[0])} / {_f(last[1])}{mark} |"
@@ -232,7 +251,7 @@ def onset_table(cases: list[dict]) -> list[str]:
             o = case["flows"][flow]["onset"]
             name = "GD (midpoint)" if flow == REFERENCE else flow
             lines.append(
-                f"| {case['problem']} | {case['threshold']:.4g} | {name} | {_f(o['cross'])} | "
+                f"| {_name(case)} | {case['threshold']:.4g} | {name} | {_f(o['cross'])} | "
                 f"{_f(o['peak'], '.4g')} ({_f(o['peak_step'])}) | "
                 f"{_f(o['dip'], '.4g')} ({_f(o['dip_step'])}) | {_f(o['period'])} |"
             )
@@ -257,21 +276,21 @@ def edge_vs_central(cases: list[dict]) -> list[str]:
             parts.append(f"{label} {_f(a)} vs {_f(b)} ({verdict})")
         cost = e["wall_vs_gd"] / c["wall_vs_gd"] if e["wall_vs_gd"] and c["wall_vs_gd"] else None
         lines.append(
-            f"- **{case['problem']}**: Edge Flow vs central flow, medians over the run — "
+            f"- **{_name(case)}**: Edge Flow vs central flow, medians over the run — "
             + "; ".join(parts)
             + (f"; Edge Flow costs {_f(cost, '.2f')}× the central flow per GD step." if cost else ".")
         )
     return lines
 
 
-def write_report(cases: list[dict], out: Path, started: str, total_s: float, partial: str | None) -> None:
+def write_report(cases: list[dict], out: Path, started: str, partial: str | None) -> None:
     lines = [
         "# Fidelity of the continuous-time models of GD",
         "",
         *([f"**Partial: {partial} measured so far.**", ""] if partial else []),
-        f"Generated by `python benchmarks/fidelity.py` on {started} in {total_s / 60:.1f} min "
-        f"(edgeflow {ef.__version__}, torch {torch.__version__}, {platform.machine()}, "
-        f"{torch.get_num_threads()} threads, CPU). Regenerate it rather than edit it.",
+        f"Generated by `python benchmarks/fidelity.py` (written {started}; edgeflow {ef.__version__}, "
+        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, CPU); "
+        "each problem's wall time is in the first table. Regenerate it rather than edit it.",
         "",
         "Each problem runs GD, its midpoint w*_k (GD's center), Edge Flow, the central flow, gradient "
         "flow and the modified flow in one process from the same w₀ with the problem's η. Errors are "
@@ -297,7 +316,7 @@ def write_report(cases: list[dict], out: Path, started: str, total_s: float, par
     for c in cases:
         params = ", ".join(f"{k}={v}" for k, v in c["params"].items() if v is not None)
         lines.append(
-            f"| {c['problem']} | {c['lr']:g} ({c['threshold']:.4g}) | {c['steps']} | {c['every']} | "
+            f"| {_name(c)} | {c['lr']:g} ({c['threshold']:.4g}) | {c['steps']} | {c['every']} | "
             f"{c['dim']} | {c['dtype']} | {params} | {c['why']} | {c['wall_s'] / 60:.1f} min |"
         )
     lines += [
@@ -321,26 +340,43 @@ def write_report(cases: list[dict], out: Path, started: str, total_s: float, par
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    names = [c.problem for c in SUITE]
-    ap.add_argument("--problems", default=",".join(names), help=f"subset of {', '.join(names)}")
+    names = [c.name for c in SUITE]
+    ap.add_argument("--problems", default=",".join(names), help=f"subset of: {'; '.join(names)}")
     ap.add_argument("--dtype", default=None, help="override every problem's dtype")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    ap.add_argument(
+        "--reuse",
+        nargs="*",
+        default=[],
+        metavar="JSON",
+        help="results.json files of earlier runs of this script: a case measured there with the same "
+        "problem, steps and record interval is taken from it instead of being run again",
+    )
     args = ap.parse_args()
     wanted = [p.strip() for p in args.problems.split(",") if p.strip()]
     unknown = [p for p in wanted if p not in names]
     if unknown:
-        ap.error(f"unknown problem(s) {', '.join(unknown)}; the suite has: {', '.join(names)}")
+        ap.error(f"unknown problem(s) {', '.join(unknown)}; the suite has: {'; '.join(names)}")
+    measured = {}
+    for path in args.reuse:
+        for case in json.loads(Path(path).read_text())["cases"]:
+            measured[(_name(case), case["steps"], case["every"])] = case
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    t0 = time.perf_counter()
     cases = []
-    todo = [case for case in SUITE if case.problem in wanted]
+    todo = [case for case in SUITE if case.name in wanted]
     for case in todo:
-        print(f"== {case.problem}", flush=True)
+        key = (case.name, case.steps, case.every)
+        if key in measured and args.dtype is None:
+            print(f"== {case.name}: measured before, reused", flush=True)
+            cases.append(measured[key])
+            continue
+        print(f"== {case.name}", flush=True)
         cases.append(run_case(case, args.dtype))
         print(f"   {cases[-1]['wall_s'] / 60:.1f} min", flush=True)
         # written after every problem, so a long run that is stopped still leaves what it measured
         partial = None if len(cases) == len(todo) else f"{len(cases)} of {len(todo)} problems"
-        write_report(cases, Path(args.out), started, time.perf_counter() - t0, partial)
+        write_report(cases, Path(args.out), started, partial)
+    write_report(cases, Path(args.out), started, None)
     print(f"wrote {args.out}")
 
 
