@@ -80,7 +80,7 @@ def _mnist5k_cnn(
     X, y = data.mnist5k(n=n, classes=classes, seed=seed)
     return _module_problem(
         "mnist5k-cnn",
-        lambda: models.CNN(1, 28, classes, channels=channels, width=width, activation=activation),
+        _image_cnn(X, classes, channels, width, activation),
         (X, y),
         seed=seed,
         loss=loss,
@@ -90,9 +90,25 @@ def _mnist5k_cnn(
     )
 
 
-def _vit_kwargs(patch_size, dim, depth, heads, mlp_ratio, activation) -> dict:
-    return dict(
-        patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, activation=activation
+def _image_cnn(X, classes, channels, width, activation):
+    """A CNN builder sized from the images ``X`` (n, C, H, W) themselves."""
+    return lambda: models.CNN(
+        X.shape[1], X.shape[-1], classes, channels=channels, width=width, activation=activation
+    )
+
+
+def _image_vit(X, classes, patch_size, dim, depth, heads, mlp_ratio, activation):
+    """A ViT builder sized from the images ``X`` (n, C, H, W) themselves."""
+    return lambda: models.ViT(
+        X.shape[-1],
+        patch_size,
+        X.shape[1],
+        classes,
+        dim=dim,
+        depth=depth,
+        heads=heads,
+        mlp_ratio=mlp_ratio,
+        activation=activation,
     )
 
 
@@ -113,10 +129,9 @@ def _mnist5k_vit(
     chunk_size=None,
 ) -> Problem:
     X, y = data.mnist5k(n=n, classes=classes, seed=seed)
-    vit = _vit_kwargs(patch_size, dim, depth, heads, mlp_ratio, activation)
     return _module_problem(
         "mnist5k-vit",
-        lambda: models.ViT(28, in_channels=1, out_dim=classes, **vit),
+        _image_vit(X, classes, patch_size, dim, depth, heads, mlp_ratio, activation),
         (X, y),
         seed=seed,
         loss=loss,
@@ -144,7 +159,7 @@ def _cifar10_cnn(
     X, y = cifar10.cifar10(root, n=n, classes=classes, seed=seed, download=download)
     return _module_problem(
         "cifar10-cnn",
-        lambda: models.CNN(3, 32, classes, channels=channels, width=width, activation=activation),
+        _image_cnn(X, classes, channels, width, activation),
         (X, y),
         seed=seed,
         loss=loss,
@@ -173,10 +188,9 @@ def _cifar10_vit(
     chunk_size=None,
 ) -> Problem:
     X, y = cifar10.cifar10(root, n=n, classes=classes, seed=seed, download=download)
-    vit = _vit_kwargs(patch_size, dim, depth, heads, mlp_ratio, activation)
     return _module_problem(
         "cifar10-vit",
-        lambda: models.ViT(32, in_channels=3, out_dim=classes, **vit),
+        _image_vit(X, classes, patch_size, dim, depth, heads, mlp_ratio, activation),
         (X, y),
         seed=seed,
         loss=loss,
