@@ -331,11 +331,15 @@ def test_sharpness_every_must_be_multiple_of_record_every(quadratic):
         ef.compare(quadratic.problem, LR, 6, flows=["gd"], record_every=2, sharpness_every=3)
 
 
-def test_duplicate_flows_run_once(quadratic):
-    res = ef.compare(quadratic.problem, LR, 2, flows=["gd", "midpoint", "gd"])
-    assert list(res) == ["gd", "midpoint"]
-    assert res.config["flows"] == ["gd", "midpoint"]
-    assert res["gd"].info["cost"]["grad"] == 2
+def test_duplicate_flows_are_an_error(quadratic):
+    with pytest.raises(ef.ConfigError, match="'gd' is named more than once"):
+        ef.compare(quadratic.problem, LR, 2, flows=["gd", "midpoint", "gd"])
+
+
+def test_flows_as_one_string(quadratic):
+    res = ef.compare(quadratic.problem, LR, 2, flows="gd")  # not iterated character by character
+    assert list(res) == ["gd"]
+    assert list(ef.compare(quadratic.problem, LR, 2, flows="gd,midpoint")) == ["gd", "midpoint"]
 
 
 def test_no_flows(quadratic):

@@ -4,7 +4,7 @@ from edgeflow.errors import ConfigError
 from edgeflow.oracle import Counts, Problem, SharpnessTracker, lanczos
 from edgeflow.processes import PROCESSES, Process
 from edgeflow.results import Result, load
-from edgeflow.runner import compare
+from edgeflow.runner import RunInterrupted, compare, resume
 from edgeflow.zoo import PROBLEMS, make_problem
 
 __version__ = "0.1.0"
@@ -17,9 +17,11 @@ __all__ = [
     "Problem",
     "Process",
     "Result",
+    "RunInterrupted",
     "SharpnessTracker",
     "compare",
     "lanczos",
     "load",
     "make_problem",
+    "resume",
 ]

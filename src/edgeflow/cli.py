@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 import edgeflow
+from edgeflow.checkpoint import CHECKPOINT
 from edgeflow.config import DEFAULT_FLOWS, RunConfig, load_toml
 from edgeflow.errors import ConfigError
 from edgeflow.metrics import summarize, summary_markdown
 from edgeflow.processes import PROCESSES, option_names, process_class
 from edgeflow.results import load
-from edgeflow.runner import build_processes, compare
+from edgeflow.runner import RunInterrupted, build_processes, check_run_dir, compare, resume
 from edgeflow.utils import DTYPES, dtype_name, positive_float, positive_int
 from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, is_factory, make_problem, problem_params, problem_spec
 
@@ -71,9 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="a flow option, e.g. edge.substeps=4 (repeatable; `edgeflow list` shows each flow's options)",
     )
     r.add_argument("--save-params", action="store_true", default=None, help="store parameters per record")
+    r.add_argument("--params-every", help="with --save-params: store them every N records (default 1)")
+    r.add_argument("--params-dtype", help="with --save-params: float32 or float64 (default: the problem's)")
     r.add_argument("--no-plots", action="store_true", help="skip the figures")
-    r.add_argument("--force", action="store_true", help="overwrite an existing run directory")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--force", action="store_true", help="empty and reuse a directory that holds an earlier run"
+    )
+    r.add_argument(
+        "--flush-every", help="append records to results.h5 every N records (default 20; at least every 30 s)"
+    )
+    r.add_argument(
+        "--checkpoint-every", help="checkpoint every N steps (default: every 60 s, and on SIGINT/SIGTERM)"
+    )
+    r.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the interrupted or killed run in DIR from its last checkpoint",
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress bar (also off when not on a terminal)")
 
     pl = sub.add_parser("plot", help="(re)draw the figures of a run directory")
     pl.add_argument("run_dir", help="a directory written by `edgeflow run`")
@@ -99,9 +116,11 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         for key in ("problem", "lr", "steps", "flows", "out", "device", "dtype", "save_params")
         if getattr(args, key) is not None
     }
-    for key in ("seed", "record_every", "sharpness_every"):
+    for key in ("seed", "record_every", "sharpness_every", "flush_every", "checkpoint_every", "params_every"):
         if getattr(args, key) is not None:
             flags[key] = _int_arg("--" + key.replace("_", "-"), getattr(args, key))
+    if args.params_dtype is not None:
+        flags["params_dtype"] = args.params_dtype
     if args.no_plots:
         flags["plots"] = False
     params = parse_pairs(args.param, "--param", "KEY=VALUE (e.g. n=256)")
@@ -116,6 +135,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.resume:
+        return resume_run(args)
     cfg = run_config(args)
     custom = is_factory(cfg.problem)
     spec = None if custom else problem_spec(cfg.problem)
@@ -142,9 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     stem = cfg.problem.replace(":", "-").replace(".", "-")
     out = Path(cfg.out) if cfg.out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (out / "results.h5").exists() and not args.force:
-        raise ConfigError(f"{out} already holds a run; choose another --out or pass --force")
 
+    check_run_dir(out, args.force)  # before the data are loaded and anything is computed
     problem = make_problem(cfg.problem, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, **cfg.params)
     build_processes(problem, lr, cfg.flows, cfg.options)  # bad options fail here, before any output
     print(
@@ -157,21 +177,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         {
             "lr": lr,
             "steps": steps,
-            "out": str(out),
             "dtype": dtype_name(problem.dtype),
             "record_every": record_every,
             "sharpness_every": sharpness_every,
             "params": cfg.params if custom else {**problem_params(cfg.problem), **cfg.params},
         },
     )
+    # The saved settings leave `out` unset, so `--config DIR/config.toml` repeats the run elsewhere.
+    resolved.out = None
     config = {
         "problem_params": resolved.params,
+        "plots": cfg.plots,
         "edgeflow_version": edgeflow.__version__,
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    res = compare(
+    run = functools.partial(
+        compare,
         problem,
         lr,
         steps,
@@ -179,20 +202,86 @@ def cmd_run(args: argparse.Namespace) -> int:
         record_every=record_every,
         sharpness_every=sharpness_every,
         save_params=cfg.save_params,
+        params_every=cfg.params_every,
+        params_dtype=cfg.params_dtype,
         seed=cfg.seed,
         options=cfg.options,
-        progress=not args.quiet,
         config=config,
+        out=out,
+        force=args.force,
+        files={"config.toml": resolved.to_toml()},
+        checkpoint_every=cfg.checkpoint_every,
+        flush_every=cfg.flush_every,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    res.save(out / "results.h5")
-    (out / "config.json").write_text(json.dumps(res.config, indent=2) + "\n")
-    (out / "config.toml").write_text(resolved.to_toml())
+    return _run_and_report(run, out, cfg, args.quiet)
+
+
+#: flags that change what is computed: a resumed run keeps its own
+_SETTINGS = ("config", "problem", "lr", "steps", "flows", "out", "seed", "device", "dtype", "record_every")
+_SETTINGS += ("sharpness_every", "save_params", "params_every", "params_dtype")
+
+
+def resume_run(args: argparse.Namespace) -> int:
+    """``edgeflow run --resume DIR``: the run's own settings, only output flags may be added."""
+    given = [f"--{key.replace('_', '-')}" for key in _SETTINGS if getattr(args, key) is not None]
+    given += [flag for flag, used in (("--param", args.param), ("--option", args.option)) if used]
+    given += [flag for flag, used in (("--download", args.download), ("--force", args.force)) if used]
+    if given:
+        raise ConfigError(
+            f"--resume continues a run with its saved settings; remove {', '.join(given)} "
+            "(only --quiet, --no-plots, --flush-every and --checkpoint-every may be given)"
+        )
+    out = Path(args.resume)
+    if not out.is_dir():
+        raise ConfigError(f"--resume {out}: no such run directory")
+    cfg = RunConfig.merged(load_toml(out / "config.toml")) if (out / "config.toml").is_file() else RunConfig()
+    if args.no_plots:
+        cfg.plots = False
+    if not (out / CHECKPOINT).exists() and (out / "results.h5").exists() and load(out, params=False).complete:
+        raise ConfigError(f"the run in {out} is complete; there is nothing to resume")
+    flags = {"flush_every": args.flush_every, "checkpoint_every": args.checkpoint_every}
+    checked = {k: _int_arg(f"--{k.replace('_', '-')}", v) for k, v in flags.items() if v is not None}
+    run = functools.partial(
+        resume,
+        out,
+        flush_every=checked.get("flush_every", cfg.flush_every),
+        checkpoint_every=checked.get("checkpoint_every", cfg.checkpoint_every),
+    )
+    return _run_and_report(run, out, cfg, args.quiet)
+
+
+def _run_and_report(run: Callable[..., object], out: Path, cfg: RunConfig, quiet: bool) -> int:
+    """Run to the end, or to an interrupt; either way write the summary and figures of what ran."""
+    interrupted: RunInterrupted | None = None
+    try:
+        run(progress=not quiet)
+    except RunInterrupted as stop:
+        interrupted = stop
+    except KeyboardInterrupt:
+        print(
+            f"edgeflow: stopped at once (second interrupt); the last checkpoint is kept: "
+            f"edgeflow run --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
+    report(out, cfg.plots)
+    if interrupted is not None:
+        print(
+            f"edgeflow: interrupted at step {interrupted.step}; resume with: edgeflow run --resume {out}",
+            file=sys.stderr,
+        )
+        return interrupted.exit_code
+    return 0
+
+
+def report(out: Path, plots: bool) -> None:
+    """summary.json, summary.md and the figures of the run in ``out``; prints the summary."""
+    res = load(out, params=False)
     summary = summarize(res)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = summary_markdown(summary)
     (out / "summary.md").write_text(table)
-    if cfg.plots:
+    if plots:
         from edgeflow.plots import plot_run
 
         plot_run(res, out / "figures")
@@ -201,9 +290,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         k = res[name].info["diverged_at"]
         if k is not None:
             print(f"note: {name} diverged at step {k}; its records stop there.")
-    figures = ", figures/" if cfg.plots else ""
+    figures = ", figures/" if plots else ""
     print(f"results in {out}/ (results.h5, summary.md, config.toml, config.json{figures})")
-    return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

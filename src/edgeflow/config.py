@@ -49,6 +49,10 @@ class RunConfig:
     record_every: int | None = None
     sharpness_every: int | None = None
     save_params: bool = False
+    params_every: int = 1  # with save_params: every N records
+    params_dtype: str | None = None  # with save_params: float32 or float64 (None: the problem's)
+    flush_every: int = 20  # append records to results.h5 every N records (and every 30 s)
+    checkpoint_every: int | None = None  # checkpoint every N steps (None: every 60 s)
     plots: bool = True
     params: dict = field(default_factory=dict)  # problem parameters (sizes, loss, data options)
     options: dict[str, dict] = field(default_factory=dict)  # flow -> {option: value}

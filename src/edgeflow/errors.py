@@ -12,3 +12,8 @@ class ConfigError(ValueError):
 def invalid_choice(what: str, value: object, choices: Iterable[object]) -> ConfigError:
     listed = ", ".join(str(c) for c in choices)
     return ConfigError(f"unknown {what} {value!r}; valid choices: {listed}")
+
+
+class IntegrationError(RuntimeError):
+    """A flow's numerical integrator failed (too stiff for its sub-step budget, or a non-finite step
+    of a flow that cannot diverge): a failure of the discretization, not of the modelled dynamics."""

@@ -1,22 +1,17 @@
-"""Results of a comparison: per-flow records over time, distances between flows, HDF5 storage.
+"""Results of a comparison: per-flow records over time and distances between flows.
 
-Layout of ``results.h5`` (SPEC section 7): one group per flow with 1-D datasets over records
-(``step``, ``train_loss``, ``sharpness``, the flow's own fields) and ``params`` (records × d) when
-saved; the group's ``info`` attribute is JSON (costs, divergence, options). Group ``distances``
-holds ``<a>-<b>`` datasets over the shared ``step`` dataset. Root attributes: ``lr``, ``config``.
+``res[flow][field]`` are numpy arrays over that flow's records; ``res.distances`` holds
+``‖a − b‖`` for pairs of flows over its ``step`` array. The file format is in ``edgeflow.storage``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-FORMAT = "edgeflow-results/1"
 DISTANCES = "distances"
 
 
@@ -45,6 +40,10 @@ class Result:
         self.flows = flows
         self.distances = distances
         self.config = dict(config or {})
+        #: whether the run reached its last step (False for an interrupted or killed run)
+        self.complete = True
+        #: steps at which an interrupted run was resumed
+        self.resumed_from: list[int] = []
 
     def __getitem__(self, flow: str) -> FlowRecord:
         if flow not in self.flows:
@@ -72,41 +71,18 @@ class Result:
         return 2.0 / self.lr
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write HDF5 to a temporary file, then rename: a crash never leaves a half-written file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["lr"] = self.lr
-            f.attrs["config"] = json.dumps(self.config)
-            for name, record in self.flows.items():
-                g = f.create_group(name, track_order=True)
-                g.attrs["info"] = json.dumps(record.info)
-                for field, values in record.items():
-                    g.create_dataset(field, data=np.asarray(values))
-            g = f.create_group(DISTANCES, track_order=True)
-            for key, values in self.distances.items():
-                g.create_dataset(key, data=np.asarray(values))
-        os.replace(tmp, path)
-        return path
+        """Write ``results.h5`` (temporary file, then rename: a crash never leaves a half-written file)."""
+        from edgeflow.storage import save
+
+        return save(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Result:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise ValueError(f"{path} is not an edgeflow results file (format {FORMAT})")
-            flows = {}
-            distances: dict[str, np.ndarray] = {}
-            for name, g in f.items():
-                data = {field: np.asarray(ds[()]) for field, ds in g.items()}
-                if name == DISTANCES:
-                    distances = data
-                else:
-                    flows[name] = FlowRecord(data, json.loads(g.attrs["info"]))
-            return cls(float(f.attrs["lr"]), flows, distances, json.loads(f.attrs["config"]))
+    def load(cls, path: str | os.PathLike, *, params: bool = True) -> Result:
+        from edgeflow.storage import load
+
+        return load(path, params=params)
 
 
-def load(path: str | os.PathLike) -> Result:
-    """Read a ``results.h5`` written by ``Result.save``."""
-    return Result.load(path)
+def load(path: str | os.PathLike, *, params: bool = True) -> Result:
+    """Read a ``results.h5`` (or a run directory's): complete, partial, or still being written."""
+    return Result.load(path, params=params)

@@ -1,165 +1,452 @@
-"""The comparison runner: GD and its models stepped in lockstep, measured at the same steps."""
+"""The comparison runner: GD and its models stepped in lockstep, measured at the same steps.
+
+With a run directory (``compare(..., out=DIR)``) a run survives: its records stream into
+``DIR/results.h5``, its full state is checkpointed atomically to ``DIR/checkpoint.pt`` (at step 0,
+every ``checkpoint_every`` steps or ``checkpoint_seconds`` of computation, on SIGINT/SIGTERM, and at
+the end), and ``resume(DIR)`` continues it bit for bit. A checkpoint is taken at a step boundary,
+before that step's records, so a resumed run repeats exactly what the uninterrupted one did.
+"""
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
+import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from edgeflow.errors import ConfigError
+from edgeflow import checkpoint
+from edgeflow.errors import ConfigError, IntegrationError
 from edgeflow.oracle import Counts, Problem
 from edgeflow.processes import Process, make_process, process_class
-from edgeflow.results import FlowRecord, Result
+from edgeflow.results import DISTANCES, FlowRecord, Result
+from edgeflow.storage import RESULTS, MemoryRecords, ResultsWriter, load
 from edgeflow.utils import positive_float, positive_int
 
 log = logging.getLogger("edgeflow")
 
 #: flows whose positions every other flow's distance is measured against
 REFERENCES = ("midpoint", "gd")
+#: files a run directory holds; a directory with any of them is an earlier run
+RUN_FILES = (RESULTS, checkpoint.CHECKPOINT, "config.json", "config.toml", "summary.md", "summary.json")
+PARAMS_DTYPES = ("float32", "float64")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT/SIGTERM at a step boundary, checkpointed and with its records saved."""
+
+    def __init__(self, out: Path, step: int, signum: int) -> None:
+        super().__init__(f"interrupted at step {step}; resume with: edgeflow run --resume {out}")
+        self.out, self.step, self.signum = out, step, signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def compare(
     problem: Problem,
     lr: float,
     steps: int,
-    flows: Sequence[str] = ("gd", "midpoint", "gradient"),
+    flows: Sequence[str] | str = ("gd", "midpoint", "gradient"),
     *,
     record_every: int = 1,
     sharpness_every: int | None = None,
     save_params: bool = False,
+    params_every: int = 1,
+    params_dtype: str | None = None,
     seed: int = 0,
     options: dict[str, dict] | None = None,
     w0: Tensor | None = None,
     progress: bool = False,
     config: dict | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 60.0,
+    flush_every: int = 20,
+    files: dict[str, str] | None = None,
 ) -> Result:
     """Run every flow in ``flows`` from ``w0`` (default ``problem.w0``) for ``steps`` GD steps.
 
     Records at steps ``0, record_every, 2·record_every, …`` and at the last step; the top Hessian
     eigenvalue is measured at records that are multiples of ``sharpness_every`` (NaN elsewhere).
-    A flow whose state or loss becomes non-finite stops; its records up to then are kept and
-    ``res[flow].info['diverged_at']`` holds the step.
+    ``save_params`` stores each flow's position every ``params_every`` records (as ``params_dtype``,
+    default the problem's). A flow whose state or loss becomes non-finite stops; its records up to
+    then are kept and ``res[flow].info['diverged_at']`` holds the step; a flow whose integrator
+    fails stops with ``info['failed_at']`` and ``info['failure']``.
+
+    With ``out`` the run streams into that directory (created; an earlier run there needs
+    ``force=True``, which empties it), checkpoints, and on SIGINT/SIGTERM stops at the next step
+    boundary and raises ``RunInterrupted``; ``resume(out)`` continues it. ``files`` are text files
+    (name → content) written into the run directory before the computation starts.
     """
-    lr = positive_float("lr", lr)
-    steps = positive_int("steps", steps)
-    record_every = positive_int("record_every", record_every)
-    sharpness_every = (
-        record_every if sharpness_every is None else positive_int("sharpness_every", sharpness_every)
+    if not isinstance(problem, Problem):
+        hint = f"; build one with ef.make_problem({problem!r})" if isinstance(problem, str) else ""
+        raise ConfigError(f"problem must be an edgeflow.Problem, got {type(problem).__name__}{hint}")
+    settings = _settings(
+        problem,
+        lr,
+        steps,
+        flows,
+        record_every,
+        sharpness_every,
+        save_params,
+        params_every,
+        params_dtype,
+        seed,
     )
-    if sharpness_every % record_every:
-        raise ConfigError(
-            f"sharpness_every ({sharpness_every}) must be a multiple of record_every ({record_every})"
+    settings["options"] = dict(options or {})
+    w0 = _start_point(problem, w0)
+    cfg = {**settings, **(config or {})}
+    if out is None:
+        run = Run(problem, cfg, w0)
+        run.start()
+        run.execute(progress=progress)
+        return run.result()
+    out = prepare_run_dir(out, force)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    for name, text in (files or {}).items():
+        (out / name).write_text(text)
+    writer = ResultsWriter.create(
+        out / RESULTS,
+        cfg["lr"],
+        cfg,
+        [*cfg["flows"], DISTANCES],
+        flush_every=flush_every,
+        params_dtype=params_dtype,
+    )
+    run = Run(problem, cfg, w0, out, writer, checkpoint_every, checkpoint_seconds)
+    return _execute_with_signals(run, progress, fresh=True)
+
+
+def resume(
+    out: str | Path,
+    problem: Problem | None = None,
+    *,
+    progress: bool = False,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 60.0,
+    flush_every: int = 20,
+) -> Result:
+    """Continue the run in ``out`` from its last checkpoint; the result is bit-identical to an
+    uninterrupted run's. A named or factory problem is rebuilt from the run's settings; a problem
+    built by hand (``Problem.from_function``/``from_module``) must be given again."""
+    run = Run.resume(Path(out), problem, checkpoint_every, checkpoint_seconds, flush_every)
+    return _execute_with_signals(run, progress, fresh=False)
+
+
+def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> Result:
+    with StopSignals() as stop:
+        if fresh:
+            run.start()
+        finished = run.execute(progress=progress, stop=stop)
+    if not finished:
+        assert run.out is not None and stop.signum is not None
+        raise RunInterrupted(run.out, run.k, stop.signum)
+    return run.result()
+
+
+def check_run_dir(out: str | Path, force: bool) -> Path:
+    """Raise ``ConfigError`` unless ``out`` can become a run directory: not a file, not an earlier
+    run (unless ``force``), not someone else's non-empty directory, and writable. Changes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    if out.is_dir():
+        entries = [e.name for e in out.iterdir()]
+        earlier = sorted(e for e in entries if e in RUN_FILES or e == "figures")
+        if earlier and not force:
+            raise ConfigError(
+                f"{out} already holds a run ({', '.join(earlier)}); choose another --out, "
+                f"pass --force to replace it, or --resume {out} to continue it"
+            )
+        if entries and not earlier:
+            raise ConfigError(
+                f"{out} is a non-empty directory that holds no edgeflow run; choose another --out"
+            )
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the run directory {out}: {existing} is not writable")
+    return out
+
+
+def prepare_run_dir(out: str | Path, force: bool) -> Path:
+    """``check_run_dir``, then create the directory, or empty it when ``force`` replaces a run."""
+    out = check_run_dir(out, force)
+    if out.is_dir():
+        for entry in out.iterdir():
+            _remove(entry)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the run directory {out}: {err.strerror or err}") from None
+    return out
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            _remove(child)
+        path.rmdir()
+    else:
+        path.unlink()
+
+
+class Run:
+    """Every flow's process, the evaluation tallies, and where the records go."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        config: dict,
+        w0: Tensor,
+        out: Path | None = None,
+        writer: ResultsWriter | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_seconds: float = 60.0,
+    ) -> None:
+        self.problem = problem
+        self.config = config
+        self.w0 = w0
+        self.out = out
+        self.flows: list[str] = list(config["flows"])
+        self.lr: float = config["lr"]
+        self.steps: int = config["steps"]
+        self.procs = build_processes(problem, self.lr, self.flows, config["options"])
+        self.cost = {name: Counts() for name in self.flows}
+        self.init_cost = {name: Counts() for name in self.flows}
+        self.measure = {name: Counts() for name in self.flows}
+        self.wall = dict.fromkeys(self.flows, 0.0)
+        self.diverged: dict[str, int] = {}
+        self.failed: dict[str, list] = {}  # flow -> [step, message]
+        self.k = 0
+        refs = [r for r in REFERENCES if r in self.procs]
+        pairs = [(a, b) for a, b in itertools.permutations(self.flows, 2) if b in refs]
+        self.pairs = [(a, b) for a, b in pairs if not (a in refs and refs.index(a) < refs.index(b))]
+        self.refs = refs
+        self.checkpoint_every = (
+            None if checkpoint_every is None else positive_int("checkpoint_every", checkpoint_every)
         )
-    flows = list(dict.fromkeys(flows))
-    if not flows:
-        raise ConfigError("no flows given; valid choices: see `edgeflow list`")
-    for name in flows:
-        process_class(name)
-    options = dict(options or {})
-    procs = build_processes(problem, lr, flows, options)
-    w0 = problem.w0 if w0 is None else w0.to(dtype=problem.dtype, device=problem.device)
-    cost = {name: Counts() for name in flows}
-    init_cost = {name: Counts() for name in flows}
-    measure = {name: Counts() for name in flows}
-    wall = dict.fromkeys(flows, 0.0)
-    diverged: dict[str, int] = {}
-    records: dict[str, dict[str, list]] = {name: {"step": []} for name in flows}
-    params: dict[str, list] = {name: [] for name in flows}
-    refs = [r for r in REFERENCES if r in procs]
-    pairs = [(a, b) for a, b in itertools.permutations(flows, 2) if b in refs and a != b]
-    pairs = [(a, b) for a, b in pairs if not (a in refs and refs.index(a) < refs.index(b))]
-    dist: dict[str, list[float]] = {f"{a}-{b}": [] for a, b in pairs}
-    dist.update({f"{r}-w0": [] for r in refs})
-    dist_steps: list[int] = []
+        self.checkpoint_seconds = positive_float("checkpoint_seconds", checkpoint_seconds)
+        self.sink = writer or MemoryRecords([*self.flows, DISTANCES], config.get("params_dtype"))
+        self.last_checkpoint = time.monotonic()
+        self.checkpointed_at: int | None = None
+        self.complete = False
 
-    for name, proc in procs.items():
-        with _metered(problem, init_cost[name]):
-            proc.init(w0, seed)
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        seed = self.config["seed"]
+        for name, proc in self.procs.items():
+            with _metered(self.problem, self.init_cost[name]):
+                proc.init(self.w0, seed)
+        if self.out is not None:
+            self.checkpoint()
 
-    def alive() -> list[str]:
-        return [n for n in flows if n not in diverged]
+    @classmethod
+    def resume(
+        cls,
+        out: Path,
+        problem: Problem | None,
+        checkpoint_every: int | None,
+        checkpoint_seconds: float,
+        flush_every: int,
+    ) -> Run:
+        payload = checkpoint.load(out / checkpoint.CHECKPOINT)
+        config = payload["config"]
+        problem = problem if problem is not None else _rebuild_problem(config, out)
+        w0 = payload["w0"].to(dtype=problem.dtype, device=problem.device)
+        if problem.dim != w0.numel() or not torch.equal(problem.w0.cpu(), payload["problem_w0"]):
+            raise ConfigError(
+                f"the problem given to resume {out} differs from the one the run started with "
+                f"(dimension {problem.dim} vs {w0.numel()}, or other initial parameters)"
+            )
+        writer = ResultsWriter.reopen(
+            out / RESULTS,
+            payload["records"],
+            resumed_from=payload["step"],
+            flush_every=positive_int("flush_every", flush_every),
+            params_dtype=config.get("params_dtype"),
+        )
+        run = cls(problem, config, w0, out, writer, checkpoint_every, checkpoint_seconds)
+        for name, state in payload["processes"].items():
+            run.procs[name].load_state_dict(checkpoint.to_device(state, problem.device))
+        for tally in ("cost", "init_cost", "measure"):
+            for name, counts in payload[tally].items():
+                getattr(run, tally)[name] = Counts(**counts)
+        problem.counts = Counts(**payload["problem_counts"])
+        run.wall = dict(payload["wall"])
+        run.diverged = dict(payload["diverged"])
+        run.failed = dict(payload["failed"])
+        run.k = run.checkpointed_at = int(payload["step"])
+        torch.set_rng_state(payload["torch_rng"])
+        log.info("resuming %s from step %d of %d", out, run.k, run.steps)
+        return run
 
-    def record(k: int) -> None:
-        want_sharpness = k % sharpness_every == 0
-        for name in alive():
-            with _metered(problem, measure[name]):
-                obs = procs[name].observe(want_sharpness)
+    def execute(self, progress: bool = False, stop: Callable[[], bool] | None = None) -> bool:
+        """Step every flow to the last step (True), or until ``stop()`` says so at a step boundary
+        (False: the state is checkpointed and the records so far are saved)."""
+        steps, every = self.steps, self.config["record_every"]
+        with tqdm(
+            total=steps,
+            initial=self.k,
+            disable=None if progress else True,
+            desc=self.problem.name,
+            unit="step",
+        ) as bar:
+            while True:
+                k = self.k
+                if stop is not None and stop():
+                    self.checkpoint()
+                    self.finish(complete=False)
+                    return False
+                if self.out is not None and k != self.checkpointed_at and self._checkpoint_due(k):
+                    self.checkpoint()
+                if k % every == 0 or k == steps:
+                    self.record(k)
+                if k == steps or not self.alive():
+                    break
+                self.step_all(k)
+                self.k = k + 1
+                bar.update(1)
+        self.finish(complete=True)
+        return True
+
+    def _checkpoint_due(self, k: int) -> bool:
+        if self.checkpoint_every is not None:
+            return k % self.checkpoint_every == 0
+        return time.monotonic() - self.last_checkpoint >= self.checkpoint_seconds
+
+    def checkpoint(self) -> None:
+        """Flush the records, then write the full state atomically."""
+        assert self.out is not None
+        self.sink.flush(self.infos())
+        p = self.problem
+        payload = {
+            "step": self.k,
+            "config": self.config,
+            "w0": self.w0.cpu(),
+            "problem_w0": p.w0.cpu(),
+            "processes": {name: proc.state_dict() for name, proc in self.procs.items()},
+            "cost": {n: c.as_dict() for n, c in self.cost.items()},
+            "init_cost": {n: c.as_dict() for n, c in self.init_cost.items()},
+            "measure": {n: c.as_dict() for n, c in self.measure.items()},
+            "problem_counts": p.counts.as_dict(),
+            "wall": self.wall,
+            "diverged": self.diverged,
+            "failed": self.failed,
+            "records": self.sink.counts(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        checkpoint.save(self.out / checkpoint.CHECKPOINT, payload)
+        self.last_checkpoint = time.monotonic()
+        self.checkpointed_at = self.k
+
+    def finish(self, complete: bool) -> None:
+        """Write what the records do not hold (costs, divergence, completion). A complete run
+        drops its checkpoint: there is nothing left to resume."""
+        self.sink.finish(self.infos(), complete)
+        self.complete = complete
+        if complete and self.out is not None:
+            (self.out / checkpoint.CHECKPOINT).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ the lockstep
+    def alive(self) -> list[str]:
+        return [n for n in self.flows if n not in self.diverged and n not in self.failed]
+
+    def record(self, k: int) -> None:
+        cfg = self.config
+        want_sharpness = k % cfg["sharpness_every"] == 0
+        for name in self.alive():
+            proc = self.procs[name]
+            with _metered(self.problem, self.measure[name]):
+                obs = proc.observe(want_sharpness)
             if not math.isfinite(obs["train_loss"]):
-                _diverge(name, k, diverged)
+                self._diverge(name, k)
                 continue
-            rec = records[name]
-            rec["step"].append(k)
-            for key, value in obs.items():
-                rec.setdefault(key, []).append(value)
-            if save_params:
-                params[name].append(procs[name].position.detach().cpu().numpy().copy())
-        dist_steps.append(k)
-        for a, b in pairs:
-            ok = a not in diverged and b not in diverged
-            d = float((procs[a].position - procs[b].position).norm()) if ok else math.nan
-            dist[f"{a}-{b}"].append(d)
-        for r in refs:
-            d = float((procs[r].position - w0).norm()) if r not in diverged else math.nan
-            dist[f"{r}-w0"].append(d)
+            self.sink.append(name, {"step": k, **obs})
+            if cfg["save_params"] and (
+                (k // cfg["record_every"]) % cfg["params_every"] == 0 or k == self.steps
+            ):
+                params = proc.position.detach().cpu().numpy()
+                self.sink.append(name, {"params": params, "params_step": k})
+        row: dict = {"step": k}
+        for a, b in self.pairs:
+            ok = self._finite(a) and self._finite(b)
+            row[f"{a}-{b}"] = (
+                float((self.procs[a].position - self.procs[b].position).norm()) if ok else math.nan
+            )
+        for r in self.refs:
+            row[f"{r}-w0"] = float((self.procs[r].position - self.w0).norm()) if self._finite(r) else math.nan
+        self.sink.append(DISTANCES, row)
+        if self.sink.due():
+            self.sink.flush()
 
-    with tqdm(total=steps, disable=not progress, desc=problem.name, unit="step") as bar:
-        for k in range(steps + 1):
-            if k % record_every == 0 or k == steps:
-                record(k)
-            if k == steps or not alive():
-                break
-            for name in alive():
-                proc = procs[name]
-                with _metered(problem, cost[name], wall, name):
+    def _finite(self, name: str) -> bool:
+        return name not in self.diverged and name not in self.failed
+
+    def step_all(self, k: int) -> None:
+        for name in self.alive():
+            proc = self.procs[name]
+            try:
+                with _metered(self.problem, self.cost[name], self.wall, name):
                     proc.step()
-                if not proc.is_finite():
-                    _diverge(name, k + 1, diverged)
-            bar.update(1)
+            except IntegrationError as err:
+                self.failed[name] = [k + 1, str(err)]
+                log.warning("%s stopped at step %d: %s", name, k + 1, err)
+                continue
+            if not proc.is_finite():
+                self._diverge(name, k + 1)
 
-    out = {}
-    for name in flows:
-        data = {
-            key: np.asarray(values, dtype=np.int64 if key == "step" else np.float64)
-            for key, values in records[name].items()
-        }
-        if save_params:
-            data["params"] = np.asarray(params[name]).reshape(len(params[name]), problem.dim)
-        done = diverged.get(name, steps)
-        info = {
-            "diverged_at": diverged.get(name),
-            "steps_completed": done,
-            "cost": cost[name].as_dict(),
-            "init_cost": init_cost[name].as_dict(),
-            "measurement_cost": measure[name].as_dict(),
-            "wall_time": wall[name],
-            "options": options.get(name, {}),
-        }
-        out[name] = FlowRecord(data, info)
-    distances = {key: np.asarray(v, dtype=np.float64) for key, v in dist.items()}
-    distances["step"] = np.asarray(dist_steps, dtype=np.int64)
-    cfg = {
-        "problem": problem.name,
-        "lr": lr,
-        "steps": steps,
-        "flows": flows,
-        "record_every": record_every,
-        "sharpness_every": sharpness_every,
-        "save_params": save_params,
-        "seed": seed,
-        "options": options,
-        "dtype": str(problem.dtype).removeprefix("torch."),
-        "device": str(problem.device),
-        "dim": problem.dim,
-        **(config or {}),
-    }
-    return Result(lr, out, distances, cfg)
+    def _diverge(self, name: str, k: int) -> None:
+        self.diverged[name] = k
+        log.warning("%s diverged at step %d (non-finite loss or parameters); its records stop there", name, k)
+
+    # ------------------------------------------------------------------ results
+    def infos(self) -> dict[str, dict]:
+        out = {}
+        for name in self.flows:
+            failed = self.failed.get(name)
+            done = self.diverged.get(name, failed[0] if failed else self.k)
+            out[name] = {
+                "diverged_at": self.diverged.get(name),
+                "failed_at": failed[0] if failed else None,
+                "failure": failed[1] if failed else None,
+                "steps_completed": done,
+                "cost": self.cost[name].as_dict(),
+                "init_cost": self.init_cost[name].as_dict(),
+                "measurement_cost": self.measure[name].as_dict(),
+                "wall_time": self.wall[name],
+                "options": self.config["options"].get(name, {}),
+            }
+        return out
+
+    def result(self, params: bool = True) -> Result:
+        if self.out is not None:
+            return load(self.out / RESULTS, params=params)
+        assert isinstance(self.sink, MemoryRecords)
+        infos = self.infos()
+        flows = {name: FlowRecord(self._arrays(name), infos[name]) for name in self.flows}
+        res = Result(self.lr, flows, self._arrays(DISTANCES), self.config)
+        res.complete = self.complete
+        return res
+
+    def _arrays(self, group: str) -> dict[str, np.ndarray]:
+        assert isinstance(self.sink, MemoryRecords)
+        data = self.sink.arrays(group)
+        if "step" not in data:  # a flow without records (diverged at step 0) still has its fields
+            data = {"step": np.zeros(0, dtype=np.int64)}
+        return data
 
 
 def build_processes(
@@ -174,9 +461,113 @@ def build_processes(
     return {name: make_process(name, problem, lr, options.get(name)) for name in flows}
 
 
-def _diverge(name: str, k: int, diverged: dict[str, int]) -> None:
-    diverged[name] = k
-    log.warning("%s diverged at step %d (non-finite loss or parameters); its records stop there", name, k)
+def _settings(
+    problem, lr, steps, flows, record_every, sharpness_every, save_params, params_every, params_dtype, seed
+) -> dict:
+    lr = positive_float("lr", lr)
+    steps = positive_int("steps", steps)
+    record_every = positive_int("record_every", record_every)
+    sharpness_every = (
+        record_every if sharpness_every is None else positive_int("sharpness_every", sharpness_every)
+    )
+    if sharpness_every % record_every:
+        raise ConfigError(
+            f"sharpness_every ({sharpness_every}) must be a multiple of record_every ({record_every})"
+        )
+    if isinstance(flows, str):
+        flows = flows.split(",")
+    flows = [f.strip() for f in flows]
+    if not flows or not all(flows):
+        raise ConfigError(f"no flows given ({flows!r}); valid choices: see `edgeflow list`")
+    for name in flows:
+        process_class(name)
+    dupes = sorted({f for f in flows if flows.count(f) > 1})
+    if dupes:
+        raise ConfigError(f"flow {dupes[0]!r} is named more than once in {', '.join(flows)}")
+    if not isinstance(save_params, bool):
+        raise ConfigError(f"save_params must be true or false, got {save_params!r}")
+    if params_dtype is not None and params_dtype not in PARAMS_DTYPES:
+        raise ConfigError(f"unknown params_dtype {params_dtype!r}; valid choices: {', '.join(PARAMS_DTYPES)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    return {
+        "problem": problem.name,
+        "lr": lr,
+        "steps": steps,
+        "flows": flows,
+        "record_every": record_every,
+        "sharpness_every": sharpness_every,
+        "save_params": save_params,
+        "params_every": positive_int("params_every", params_every),
+        "params_dtype": params_dtype,
+        "seed": seed,
+        "dtype": str(problem.dtype).removeprefix("torch."),
+        "device": str(problem.device),
+        "dim": problem.dim,
+        "recipe": problem.info.get("recipe"),
+    }
+
+
+def _start_point(problem: Problem, w0: Tensor | None) -> Tensor:
+    if w0 is None:
+        return problem.w0
+    w0 = torch.as_tensor(w0).to(dtype=problem.dtype, device=problem.device)
+    if w0.shape != (problem.dim,):
+        raise ConfigError(
+            f"w0 must be a vector of the problem's {problem.dim} parameters, got shape {tuple(w0.shape)}"
+        )
+    if not torch.isfinite(w0).all():
+        raise ConfigError("w0 has non-finite entries (NaN or inf)")
+    return w0
+
+
+def _rebuild_problem(config: dict, out: Path) -> Problem:
+    recipe = config.get("recipe")
+    if not recipe:
+        raise ConfigError(
+            f"the run in {out} used a problem built by hand ({config.get('problem')!r}); "
+            "pass it again: ef.resume(out, problem=...)"
+        )
+    from edgeflow.zoo import make_problem
+
+    return make_problem(
+        recipe["name"],
+        dtype=config["dtype"],
+        device=config["device"],
+        seed=recipe["seed"],
+        **recipe["params"],
+    )
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM ask the run to stop at the next step boundary (calling the
+    object says whether one came); a second signal stops at once. Only the main thread can install
+    signal handlers; elsewhere this does nothing and signals keep their usual effect."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: stopping at the end of this step", signal.Signals(signum).name)
 
 
 class _metered:
@@ -195,3 +586,6 @@ class _metered:
                 torch.cuda.synchronize(self.problem.device)
             self.wall[self.key] += time.perf_counter() - self.t0
         self.tally.add_(self.problem.counts - self.before)
+
+
+__all__ = ["Run", "RunInterrupted", "StopSignals", "check_run_dir", "compare", "prepare_run_dir", "resume"]

@@ -44,6 +44,19 @@ class Process(ABC):
     def position(self) -> Tensor:
         """The point compared with GD's midpoint (the center, for oscillation models)."""
 
+    def state_dict(self) -> dict:
+        """The full state (every attribute set by ``init``/``step``/``observe``; the constructor's
+        options are rebuilt from the run's settings), for checkpoints. Override both methods only
+        for state that is not tensors, numbers, strings, numpy arrays, generators or processes."""
+        from edgeflow.checkpoint import state_of
+
+        return state_of(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        from edgeflow.checkpoint import restore
+
+        restore(self, state)
+
     def is_finite(self) -> bool:
         return bool(torch.isfinite(self.position).all())
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from edgeflow.errors import IntegrationError
 from edgeflow.oracle import Problem
 from edgeflow.oracle.lanczos import tracking_tol
 from edgeflow.processes.base import Process
@@ -52,9 +53,12 @@ def solve_sdcp(lams: np.ndarray, A: np.ndarray, gram: np.ndarray, lr: float, dt:
     evals, evecs = np.linalg.eigh(0.5 * (gram + gram.T))
     factor = (evecs * np.sqrt(np.clip(evals, 0, None))).T
     objective = cp.trace(C @ X) + (lr * dt / 4) * cp.sum_squares(factor @ cp.vec(X, order="C"))
-    cp.Problem(cp.Minimize(objective)).solve(solver=cp.CLARABEL)
+    try:
+        cp.Problem(cp.Minimize(objective)).solve(solver=cp.CLARABEL)
+    except cp.error.SolverError as err:
+        raise IntegrationError(f"central flow: the SDCP solver failed ({err})") from None
     if X.value is None:
-        raise RuntimeError("the central flow's SDCP solver returned no solution")
+        raise IntegrationError("central flow: the SDCP solver returned no solution")
     value = 0.5 * (X.value + X.value.T)
     w, v = np.linalg.eigh(value)
     return (v * np.clip(w, 0, None)) @ v.T
