@@ -1,8 +1,10 @@
 """Every input defect is one clear error before any gradient: a one-line `edgeflow: error:` with exit
-code 2 on the command line, a ``ConfigError`` naming the value and the valid choices in the API."""
+code 2 on the command line, a ``ConfigError`` naming the value and the valid choices in the API. An
+RK4 flow that cannot be integrated says so with ``IntegrationError``, never with a non-finite state."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -52,6 +54,7 @@ FLAGS = [
     (["--flows", "gd,gd,edge"], ["'gd'", "twice"]),
     (["--problem", ".:x", "--lr", "0.1", "--steps", "2"], ["'.:x'", "absolute module"]),
     (["--problem", "..pkg:x", "--lr", "0.1", "--steps", "2"], ["'..pkg'", "absolute module"]),
+    (["--option", "gradient.max_substeps=0"], ["max_substeps must be a positive integer", "got 0"]),
 ]
 
 
@@ -284,3 +287,72 @@ def test_options_for_a_flow_must_be_a_dict():
     with pytest.raises(ef.ConfigError, match=r"options for flow 'edge'.*got list"):
         ef.compare(prob, 0.1, 2, ["gd", "edge"], options={"edge": ["substeps", 2]})
     assert prob.counts.grad == 0 and prob.counts.hvp == 0
+
+
+# ------------------------------------------------------------------------------------ RK4 integrator
+def x2_minus_y2(w: torch.Tensor) -> float:
+    return float(w[0] ** 2 - w[1] ** 2)
+
+
+@pytest.mark.parametrize("flow", ["gradient", "modified"])
+def test_rk4_on_zhu_at_large_lr_integrates_finitely_or_raises(flow):
+    # At η = 50 the radius grows from 0.85 to 18 within the first step: sub-steps sized at its start
+    # overflow, and 4× as many stay finite but wrong. Gradient flow conserves x² − y² on zhu.
+    prob = ef.make_problem("zhu")
+    proc = make_process(flow, prob, 50.0)
+    proc.init(prob.w0, 0)
+    steps_done = 0
+    with pytest.raises(ef.IntegrationError) as err:
+        for _ in range(5):
+            proc.step()
+            assert torch.isfinite(proc.position).all()
+            if flow == "gradient":
+                assert x2_minus_y2(proc.position) == pytest.approx(x2_minus_y2(prob.w0), rel=1e-3)
+            steps_done += 1
+    assert not isinstance(err.value, ef.ConfigError) and isinstance(err.value, RuntimeError)
+    assert f"--option {flow}.max_substeps=N" in str(err.value) and "smaller η" in str(err.value)
+    assert torch.isfinite(proc.position).all()
+    if flow == "gradient":
+        assert steps_done == 2  # then the radius 18.4 at the minimum needs more than 1000 sub-steps
+        assert re.search(r"step 3 needs 1\d{3} RK4 sub-steps", str(err.value))
+
+
+def test_rk4_integrates_zhu_at_large_lr_with_a_larger_budget():
+    prob = ef.make_problem("zhu")
+    proc = make_process("gradient", prob, 50.0, {"max_substeps": 2000})
+    proc.init(prob.w0, 0)
+    for _ in range(3):
+        proc.step()
+    assert x2_minus_y2(proc.position) == pytest.approx(x2_minus_y2(prob.w0), rel=1e-4)
+    assert float(prob.loss(proc.position)) < 1e-20
+
+
+def test_rk4_over_budget_names_flow_step_radius_and_substeps():
+    prob = ef.make_problem("zhu")
+    proc = make_process("gradient", prob, 50.0, {"max_substeps": 10})
+    proc.init(prob.w0, 0)
+    before = prob.counts.grad
+    with pytest.raises(ef.IntegrationError) as err:
+        proc.step()
+    msg = str(err.value)
+    for needle in ["gradient:", "step 1", "needs 52 RK4 sub-steps", "radius 0.8529", "max_substeps = 10"]:
+        assert needle in msg
+    assert prob.counts.grad == before  # refused before integrating
+
+
+def test_rk4_failing_within_budget_says_it_is_not_a_divergence():
+    prob = ef.make_problem("zhu")
+    proc = make_process("gradient", prob, 50.0, {"max_substeps": 100})
+    proc.init(prob.w0, 0)
+    w0 = proc.position.clone()
+    with pytest.raises(ef.IntegrationError) as err:
+        proc.step()
+    msg = str(err.value)
+    for needle in [
+        "integrator failed at step 1",
+        "52, 100 sub-steps",
+        "radius 0.8529",
+        "not the flow diverging",
+    ]:
+        assert needle in msg
+    assert torch.equal(proc.position, w0)  # the failed step left the state alone
