@@ -1,6 +1,6 @@
 """edgeflow: gradient descent at the edge of stability, side by side with its continuous-time models."""
 
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, IntegrationError
 from edgeflow.oracle import Counts, Problem, SharpnessTracker, lanczos
 from edgeflow.processes import PROCESSES, Process
 from edgeflow.results import Result, load
@@ -14,6 +14,7 @@ __all__ = [
     "PROCESSES",
     "ConfigError",
     "Counts",
+    "IntegrationError",
     "Problem",
     "Process",
     "Result",

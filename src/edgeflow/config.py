@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgeflow.errors import ConfigError
+from edgeflow.utils import RUN_KEYWORDS, seed_int
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,7 +71,7 @@ class RunConfig:
             _check_keys(layer, "configuration")
             for key, value in layer.items():
                 if key == "params":
-                    cfg["params"] = {**cfg["params"], **_table(value, "params")}
+                    cfg["params"] = {**cfg["params"], **_params(value)}
                 elif key == "options":
                     opts = {flow: dict(v) for flow, v in cfg["options"].items()}
                     for flow, table in _table(value, "options").items():
@@ -78,8 +79,10 @@ class RunConfig:
                     cfg["options"] = opts
                 elif key == "flows":
                     cfg["flows"] = _flow_list(value)
+                elif key == "seed":
+                    cfg["seed"] = seed_int("seed", value)
                 else:
-                    cfg[key] = value
+                    cfg[key] = _typed(key, value)
         return cls(**cfg)
 
     def to_toml(self) -> str:
@@ -88,9 +91,28 @@ class RunConfig:
         return tomli_w.dumps(_without_none(asdict(self)))
 
 
+# The accepted types of each plain setting, and how to say so. None is the "unset" of the optional
+# ones; strings for the numbers come from the command line and are checked when they are used.
+_OPTIONAL = type(None)
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "problem": ((str,), "a string"),
+    "lr": ((int, float, str, _OPTIONAL), "a number"),
+    "steps": ((int, str, _OPTIONAL), "an integer"),
+    "out": ((str, _OPTIONAL), "a string"),
+    "device": ((str,), "a string"),
+    "dtype": ((str, _OPTIONAL), "a string"),
+    "record_every": ((int, str, _OPTIONAL), "an integer"),
+    "sharpness_every": ((int, str, _OPTIONAL), "an integer"),
+    "save_params": ((bool,), "true or false"),
+    "plots": ((bool,), "true or false"),
+}
+
+
 def load_toml(path: str | Path) -> dict:
     """The configuration layer in a TOML file (keys are checked when layers are merged)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give a TOML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
@@ -98,6 +120,10 @@ def load_toml(path: str | Path) -> dict:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a UTF-8 text file (TOML)") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
 
 
 def _check_keys(layer: dict, where: str) -> None:
@@ -106,6 +132,25 @@ def _check_keys(layer: dict, where: str) -> None:
         raise ConfigError(
             f"unknown key {unknown[0]!r} in the {where}; valid keys: {', '.join(RunConfig.keys())}"
         )
+
+
+def _typed(key: str, value: object) -> object:
+    types, what = _TYPES[key]
+    # bool is an int to Python, but `lr = true` or `plots = 1` is a mistake, not a number or a flag
+    if not isinstance(value, types) or isinstance(value, bool) != (bool in types):
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
+    return value
+
+
+def _params(value: object) -> dict:
+    params = _table(value, "params")
+    for key in RUN_KEYWORDS:  # make_problem takes these as keywords of their own
+        if key in params:
+            raise ConfigError(
+                f"{key!r} is a setting of the run, not a problem parameter: "
+                f"use --{key} (or `{key} = ...` at the top of a config file)"
+            )
+    return params
 
 
 def _table(value: object, name: str) -> dict:
@@ -123,6 +168,9 @@ def _flow_list(value: object) -> list[str]:
         from edgeflow.processes import PROCESSES
 
         raise ConfigError(f"flows {value!r} names no flow; valid choices: {', '.join(PROCESSES)}")
+    for i, flow in enumerate(flows):
+        if flow in flows[:i]:
+            raise ConfigError(f"flow {flow!r} is named twice in flows {value!r}; name each flow once")
     return flows
 
 

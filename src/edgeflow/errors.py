@@ -1,4 +1,5 @@
-"""Errors that the command line turns into one clear line and exit code 2."""
+"""Errors that the command line turns into one clear line and exit code 2, and the one numerical
+failure that is not the user's input."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from collections.abc import Iterable
 
 class ConfigError(ValueError):
     """A user-supplied value is invalid; the message names the value and the valid choices."""
+
+
+class IntegrationError(RuntimeError):
+    """An ODE integrator could not follow a flow within its sub-step budget (the flow is too stiff
+    there). It says nothing about the flow itself diverging."""
 
 
 def invalid_choice(what: str, value: object, choices: Iterable[object]) -> ConfigError:

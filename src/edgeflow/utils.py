@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 from edgeflow.errors import ConfigError, invalid_choice
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+#: the keywords every problem builder and factory takes besides its own parameters
+RUN_KEYWORDS = ("seed", "dtype", "device")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, default: torch.dtype) -> torch.dtype:
@@ -37,6 +41,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError):
         raise ConfigError(f"unknown device {device!r}; valid choices: {valid}") from None
     if dev.type == "cpu":
+        if dev.index is not None:  # torch accepts "cpu:3" but there is only one CPU device
+            raise ConfigError(f"unknown device {device!r} (the CPU takes no index); valid choices: {valid}")
         return dev
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -84,3 +90,13 @@ def positive_int(name: str, value: object) -> int:
     if not math.isfinite(x) or x <= 0 or x != int(x):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return int(x)
+
+
+#: the largest seed a TOML integer (signed 64-bit) holds, so every run's config.toml reads back
+MAX_SEED = 2**63 - 1
+
+
+def seed_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name} must be an integer in [0, 2**63 - 1], got {value!r}")
+    return int(value)

@@ -18,7 +18,7 @@ from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
 from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.oracle.lanczos import Eigenpairs, lanczos, tracking_tol
-from edgeflow.utils import positive_int, resolve_device, resolve_dtype
+from edgeflow.utils import DTYPES, dtype_name, positive_int, resolve_device, resolve_dtype
 
 Term = Callable[[Tensor], Tensor]
 LOSSES = ("mse", "ce")
@@ -62,8 +62,7 @@ class Problem:
         unflatten: Callable[[Tensor], dict[str, Tensor]] | None = None,
         info: dict | None = None,
     ) -> None:
-        if w0.ndim != 1:
-            raise ConfigError(f"w0 must be a 1-D parameter vector, got shape {tuple(w0.shape)}")
+        _check_w0(w0)
         self.terms = list(terms)
         self.w0 = w0.detach().clone()
         self.name = name
@@ -84,12 +83,23 @@ class Problem:
         device: str | torch.device | None = None,
         name: str = "function",
     ) -> Problem:
-        """``fn`` maps a 1-D tensor to a scalar tensor using torch operations only."""
-        # Plain numbers are float64 (toy problems are where precision decides the answer).
-        w0 = w0 if isinstance(w0, Tensor) else torch.as_tensor(w0, dtype=torch.float64)
+        """``fn`` maps a 1-D tensor to a scalar tensor using torch operations only; it is evaluated
+        once at ``w0`` to check that it returns a finite scalar."""
+        if not callable(fn):
+            raise ConfigError(f"fn must be a function of the parameter vector, got {type(fn).__name__}")
+        if not isinstance(w0, Tensor):
+            try:
+                # Plain numbers are float64 (toy problems are where precision decides the answer).
+                w0 = torch.as_tensor(w0, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise ConfigError(f"w0 must be a 1-D sequence of real numbers, got {w0!r}") from None
+        if w0.is_complex():
+            raise ConfigError(f"w0 must be real (float32 or float64), got {dtype_name(w0.dtype)}")
         default = w0.dtype if w0.is_floating_point() else torch.float64
         w0 = w0.to(dtype=resolve_dtype(dtype, default), device=resolve_device(device))
-        return cls([fn], w0.flatten(), name=name)
+        problem = cls([fn], w0, name=name)
+        _check_loss(fn, problem.w0)
+        return problem
 
     @classmethod
     def from_module(
@@ -286,6 +296,35 @@ class SharpnessTracker:
         pairs = p.eigs(w, v0=v0, tol=self.tol, min_iter=self.min_iter, generator=self.gen)
         self.vector = pairs.vectors[0]
         return float(pairs.values[0]), self.vector
+
+
+def _check_w0(w0: Tensor) -> None:
+    if w0.ndim != 1:
+        raise ConfigError(f"w0 must be a 1-D parameter vector, got shape {tuple(w0.shape)}")
+    if w0.numel() == 0:
+        raise ConfigError("w0 is empty; a problem needs at least one parameter")
+    if w0.dtype not in DTYPES.values():
+        raise ConfigError(
+            f"parameters must be float32 or float64, got {dtype_name(w0.dtype)}; "
+            f"pass dtype='float32' or dtype='float64'"
+        )
+    bad = (~torch.isfinite(w0)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise ConfigError(f"w0 must be finite, got {float(w0[i])} at index {i}")
+
+
+def _check_loss(fn: Term, w0: Tensor) -> None:
+    """One evaluation at ``w0``: a loss that is not a finite scalar would fail deep inside the first
+    gradient (or silently sum its entries), far from the mistake."""
+    with torch.no_grad():
+        value = fn(w0)
+    if not isinstance(value, Tensor):
+        raise ConfigError(f"the loss function must return a scalar tensor, got {type(value).__name__}")
+    if value.ndim != 0:
+        raise ConfigError(f"the loss function must return a scalar tensor, got shape {tuple(value.shape)}")
+    if not torch.isfinite(value):
+        raise ConfigError(f"the loss function must be finite at w0, got {float(value)}")
 
 
 def _sum(parts) -> Tensor:

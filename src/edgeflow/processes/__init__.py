@@ -35,6 +35,11 @@ def option_names(name: str) -> list[str]:
 
 def make_process(name: str, problem: Problem, lr: float, options: dict | None = None) -> Process:
     cls = process_class(name)
+    if options is not None and not isinstance(options, dict):
+        raise ConfigError(
+            f"options for flow {name!r} must be a dict of option names to values, "
+            f"got {type(options).__name__}: {options!r}"
+        )
     options = dict(options or {})
     valid = option_names(name)
     for key in options:

@@ -14,7 +14,7 @@ import torch
 
 from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.oracle import Problem
-from edgeflow.utils import resolve_device, resolve_dtype
+from edgeflow.utils import RUN_KEYWORDS, resolve_device, resolve_dtype, seed_int
 from edgeflow.zoo import cifar10, data, models, toys
 
 
@@ -410,7 +410,7 @@ def problem_params(name: str) -> dict:
     """Every parameter of a named problem with its default."""
     spec = problem_spec(name)
     sig = inspect.signature(spec.build).parameters
-    defaults = {k: p.default for k, p in sig.items() if k not in ("dtype", "device", "seed")}
+    defaults = {k: p.default for k, p in sig.items() if k not in RUN_KEYWORDS}
     defaults.update(spec.params)
     return defaults
 
@@ -428,13 +428,11 @@ def make_problem(
     ``name`` may also be ``"package.module:function"``, a factory called as
     ``function(dtype=, device=, seed=, **params)`` that returns a ``Problem``.
     """
+    seed = seed_int("seed", seed)
     if is_factory(name):
         return _from_factory(name, dtype=dtype, device=device, seed=seed, **params)
     spec = problem_spec(name)
-    valid = problem_params(name)
-    for key in params:
-        if key not in valid:
-            raise ConfigError(f"unknown parameter {key!r} for problem {name!r}; valid: {', '.join(valid)}")
+    _check_params(name, params, problem_params(name))
     dt = resolve_dtype(dtype, resolve_dtype(spec.dtype, torch.float64))
     dev = resolve_device(device)
     return spec.build(dtype=dt, device=dev, seed=seed, **{**spec.params, **params})
@@ -442,13 +440,45 @@ def make_problem(
 
 def is_factory(name: str) -> bool:
     """Whether ``name`` points at a user's problem factory (``module:function``)."""
-    return ":" in name
+    return isinstance(name, str) and ":" in name
+
+
+# What a parameter's default says about the values it takes; a None default takes anything.
+_KINDS: list[tuple[type, tuple[type, ...], str]] = [
+    (bool, (bool,), "true or false"),
+    (int, (int,), "an integer"),
+    (float, (int, float), "a number"),
+    (str, (str,), "a string"),
+]
+
+
+def _check_params(problem: str, params: dict, defaults: dict) -> None:
+    """Unknown names, and values of another type than the parameter's default."""
+    for key, value in params.items():
+        if key not in defaults:
+            valid = ", ".join(defaults) or "none"
+            raise ConfigError(f"unknown parameter {key!r} for problem {problem!r}; valid: {valid}")
+        default = defaults[key]
+        for kind, accepted, what in _KINDS:
+            # bool before int: a bool default takes only bools, and no number takes a bool
+            if isinstance(default, kind):
+                if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
+                    raise ConfigError(
+                        f"parameter {key!r} of problem {problem!r} must be {what} "
+                        f"(like its default {default!r}), got {value!r}"
+                    )
+                break
 
 
 def _from_factory(path: str, *, dtype, device, seed, **params) -> Problem:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"problem {path!r} must be a registry name or 'package.module:function'")
+    # import_module reads a leading dot as a relative import and fails with a TypeError
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        raise ConfigError(
+            f"problem {path!r}: {module_name!r} is not an absolute module name like 'package.module'"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -456,12 +486,36 @@ def _from_factory(path: str, *, dtype, device, seed, **params) -> Problem:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"{module_name!r} has no function {attr!r} (problem {path!r})")
+    _check_factory_params(path, factory, params)
     problem = factory(
         dtype=resolve_dtype(dtype, torch.float64), device=resolve_device(device), seed=seed, **params
     )
     if not isinstance(problem, Problem):
         raise ConfigError(f"{path} returned {type(problem).__name__}, not an edgeflow Problem")
     return problem
+
+
+def _check_factory_params(path: str, factory: Callable, params: dict) -> None:
+    """``params`` against the factory's signature, unless it takes ``**kwargs`` (or has none)."""
+    try:
+        sig = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+        return
+    keywords = {k: p for k, p in sig.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    missing = [k for k in RUN_KEYWORDS if k not in keywords]
+    if missing:
+        raise ConfigError(
+            f"problem factory {path!r} must take the keywords seed, dtype and device; "
+            f"it lacks {', '.join(missing)}"
+        )
+    own = {k: p for k, p in keywords.items() if k not in RUN_KEYWORDS}
+    needed = [k for k, p in own.items() if p.default is p.empty and k not in params]
+    if needed:
+        raise ConfigError(f"problem {path!r} needs the parameter {needed[0]!r} (--param {needed[0]}=...)")
+    # a parameter without a default takes anything, like one whose default is None
+    _check_params(path, params, {k: None if p.default is p.empty else p.default for k, p in own.items()})
 
 
 __all__ = [
