@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from edgeflow.results import Result
+from edgeflow.results import FlowRecord, Result
 
 REFERENCE = "midpoint"
 #: the field with which a flow predicts GD's loss averaged over one oscillation period
@@ -99,30 +99,64 @@ def oscillation_period(
     return peaks[1][0] - peaks[0][0] if len(peaks) >= 2 else None
 
 
+def field(rec: FlowRecord, name: str) -> np.ndarray:
+    """``rec[name]`` as floats, or NaNs over the flow's records where it lacks the field: a flow that
+    diverged at step 0 recorded nothing but ``step``, and older files lack newer fields."""
+    if name in rec:
+        return np.asarray(rec[name], dtype=np.float64)
+    return np.full(len(record_steps(rec)), np.nan)
+
+
+def record_steps(rec: FlowRecord) -> np.ndarray:
+    """The steps of a flow's records (empty when it recorded nothing)."""
+    return np.asarray(rec.get("step", np.zeros(0, dtype=np.int64)))
+
+
+def stop_reason(info: dict) -> tuple[str, int | None, str | None] | None:
+    """Why a flow's records end before the run does: ``("failed", step, message)`` when its
+    integrator failed (a numerical failure, not a property of the flow), ``("diverged", step,
+    None)`` when the flow itself diverged; None when it ran on. Older files have no ``failed_at``."""
+    if info.get("failed_at") is not None or info.get("failure"):
+        return "failed", info.get("failed_at"), info.get("failure") or "no message"
+    if info.get("diverged_at") is not None:
+        return "diverged", info["diverged_at"], None
+    return None
+
+
 def relative_distance(res: Result, flow: str, reference: str = REFERENCE) -> np.ndarray | None:
     """``‖c_flow − w*‖ / ‖w* − w0‖`` over the shared record steps (NaN where undefined)."""
-    key = f"{flow}-{reference}"
-    if key not in res.distances:
+    key, scale_key = f"{flow}-{reference}", f"{reference}-w0"
+    if key not in res.distances or scale_key not in res.distances:
         return None
-    scale = res.distances[f"{reference}-w0"]
+    scale = np.asarray(res.distances[scale_key], dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(scale > 0, res.distances[key] / scale, np.nan)
 
 
+def gd_reference(res: Result) -> str | None:
+    """The flow at which GD's sharpness is read: its midpoint, else GD itself (the first of them
+    with a measured sharpness); None when neither ran."""
+    present = [f for f in (REFERENCE, "gd") if f in res]
+    measured = [f for f in present if np.isfinite(field(res[f], "sharpness")).any()]
+    return (measured or present or [None])[0]
+
+
 def eos_onset(res: Result) -> dict:
-    """Where GD (measured at its midpoints) first reaches 2/η, its first overshoot and the dip after
-    it, and how close to 2/η its sharpness stays after the dip."""
-    ref = REFERENCE if REFERENCE in res else "gd"
-    rec = res[ref]
-    steps, s = rec["step"], rec["sharpness"]
-    profile = onset_profile(steps, s, res.threshold)
-    after = np.array([])
-    if profile["dip_step"] is not None:
-        after = s[(steps > profile["dip_step"]) & np.isfinite(s)]
+    """Where GD (measured at its midpoints, else its iterates) first reaches 2/η, its first
+    overshoot and the dip after it, and how close to 2/η its sharpness stays after the dip. All
+    None (``measured_at`` too) when GD did not run; ``initial_sharpness`` None when never measured."""
+    ref = gd_reference(res)
+    out = {"measured_at": ref, "threshold": res.threshold, "initial_sharpness": None}
+    profile = {"cross": None, "peak_step": None, "peak": None, "dip_step": None, "dip": None}
+    after = np.zeros(0)
+    if ref is not None:
+        steps, s = record_steps(res[ref]), field(res[ref], "sharpness")
+        out["initial_sharpness"] = _finite_first(s)
+        profile = onset_profile(steps, s, res.threshold)
+        if profile["dip_step"] is not None:
+            after = s[(steps > profile["dip_step"]) & np.isfinite(s)]
     return {
-        "measured_at": ref,
-        "threshold": res.threshold,
-        "initial_sharpness": _finite_first(s),
+        **out,
         "onset_step": profile["cross"],
         "peak_step": profile["peak_step"],
         "peak_sharpness": profile["peak"],
@@ -140,29 +174,40 @@ def _require_reference(res: Result) -> None:
 
 
 def error_traces(res: Result, flow: str) -> dict[str, np.ndarray]:
-    """Relative errors of ``flow`` against GD at the records both have (``step`` included)."""
+    """Relative errors of ``flow`` against GD at the records both have (``step`` included); empty
+    arrays when they share none (either diverged at step 0)."""
     _require_reference(res)
     ref, rec = res[REFERENCE], res[flow]
-    steps, i_ref, i_flow = np.intersect1d(ref["step"], rec["step"], return_indices=True)
-    gd_mean = ref["mean_loss"][i_ref]
-    predicted = rec[MEAN_LOSS_FIELD.get(flow, "train_loss")][i_flow]
+    steps, i_ref, i_flow = np.intersect1d(record_steps(ref), record_steps(rec), return_indices=True)
+    gd_mean = field(ref, "mean_loss")[i_ref]
+    predicted = field(rec, MEAN_LOSS_FIELD.get(flow, "train_loss"))[i_flow]
     out = {"step": steps}
     with np.errstate(divide="ignore", invalid="ignore"):
         # Once GD's loss has fallen to rounding level (relative to its start) a relative error of the
         # prediction is noise over noise, so it is undefined (NaN) there.
-        floor = np.sqrt(np.finfo(np.dtype(res.config.get("dtype", "float64"))).eps) * gd_mean[0]
+        start = _finite_first(field(ref, "mean_loss"))
+        floor = _sqrt_eps(res) * start if start is not None else np.inf
         out["mean_loss"] = np.where(gd_mean > floor, np.abs(predicted - gd_mean) / gd_mean, np.nan)
-        out["sharpness"] = np.abs(rec["sharpness"][i_flow] - ref["sharpness"][i_ref]) * res.lr / 2
+        gd_s = field(ref, "sharpness")[i_ref]
+        out["sharpness"] = np.abs(field(rec, "sharpness")[i_flow] - gd_s) * res.lr / 2
         if "magnitude" in rec:
-            osc = ref["oscillation"][i_ref]
-            out["oscillation"] = np.abs(rec["magnitude"][i_flow] - osc) / osc
+            osc = field(ref, "oscillation")[i_ref]
+            out["oscillation"] = np.abs(field(rec, "magnitude")[i_flow] - osc) / osc
     rel = relative_distance(res, flow) if flow != REFERENCE else None
-    if rel is not None:
+    if rel is not None and "step" in res.distances:
         _, i_dist, i_steps = np.intersect1d(res.distances["step"], steps, return_indices=True)
         distance = np.full(len(steps), np.nan)
         distance[i_steps] = rel[i_dist]
         out["distance"] = distance
     return out
+
+
+def _sqrt_eps(res: Result) -> float:
+    try:
+        dtype = np.dtype(res.config.get("dtype", "float64"))
+    except TypeError:  # a torch-only dtype name (bfloat16): float32's resolution is the closer bound
+        dtype = np.dtype("float32")
+    return float(np.sqrt(np.finfo(dtype).eps))
 
 
 def fidelity(res: Result) -> dict[str, dict]:
@@ -190,84 +235,203 @@ def fidelity(res: Result) -> dict[str, dict]:
     return out
 
 
-def _onset_with_period(rec, threshold: float) -> dict:
-    onset = onset_profile(rec["step"], rec["sharpness"], threshold)
-    onset["period"] = oscillation_period(rec["step"], rec["sharpness"], onset["cross"])
+def _onset_with_period(rec: FlowRecord, threshold: float) -> dict:
+    steps, s = record_steps(rec), field(rec, "sharpness")
+    onset = onset_profile(steps, s, threshold)
+    onset["period"] = oscillation_period(steps, s, onset["cross"])
     return onset
 
 
+def run_progress(res: Result) -> dict:
+    """``complete`` (False when the run was interrupted), the ``steps`` asked for and the largest
+    step any flow recorded (``reached_step``; None when no flow recorded anything)."""
+    last = [int(record_steps(res[f])[-1]) for f in res if len(record_steps(res[f]))]
+    return {
+        "complete": bool(getattr(res, "complete", True)),
+        "steps": res.config.get("steps"),
+        "reached_step": max(last) if last else None,
+    }
+
+
+def fidelity_unavailable(res: Result) -> str | None:
+    """Why the fidelity section cannot be computed for this run, or None when it can."""
+    if REFERENCE not in res:
+        flows = ",".join([*res, REFERENCE])
+        return f"fidelity against GD needs the `{REFERENCE}` flow (GD's center); run it with --flows {flows}"
+    if not len(record_steps(res[REFERENCE])):
+        return f"fidelity against GD is undefined: the `{REFERENCE}` flow (GD's center) has no records"
+    return None
+
+
 def summarize(res: Result) -> dict:
-    """Per-flow summary (final loss, sharpness, distance to GD's midpoint, cost per unit time)."""
-    gd_wall = _per_step(res["gd"].info, "wall_time") if "gd" in res else None
-    flows = {}
-    for name in res:
-        rec, info = res[name], res[name].info
-        s = rec["sharpness"]
-        rel = relative_distance(res, name)
-        done = max(info["steps_completed"], 1)
-        wall = _per_step(info, "wall_time")
-        flows[name] = {
-            "steps_completed": info["steps_completed"],
-            "diverged_at": info["diverged_at"],
-            "final_loss": float(rec["train_loss"][-1]) if len(rec["train_loss"]) else None,
-            "final_sharpness": _finite_last(s),
-            "max_sharpness": float(np.nanmax(s)) if np.isfinite(s).any() else None,
-            "median_rel_distance": _nanmedian(rel),
-            "final_rel_distance": _finite_last(rel) if rel is not None else None,
-            "grads_per_step": info["cost"]["grad"] / done,
-            "hvps_per_step": info["cost"]["hvp"] / done,
-            "wall_per_step_s": wall,
-            "wall_vs_gd": wall / gd_wall if gd_wall else None,
-        }
-    summary = {"lr": res.lr, "threshold": res.threshold, "eos": eos_onset(res), "flows": flows}
-    if REFERENCE in res:
+    """Per-flow summary (last loss and measured sharpness with their steps, distance to GD's
+    midpoint, cost per step, why a flow stopped), GD's EoS onset, fidelity against GD, and notes
+    for the reader. JSON-ready: plain Python numbers, None where a value is undefined."""
+    gd_wall = _wall_per_step(res["gd"].info) if "gd" in res else None
+    progress = run_progress(res)
+    summary: dict = {"lr": res.lr, "threshold": res.threshold, "run": progress}
+    summary["flows"] = {name: _flow_summary(res, name, gd_wall, progress) for name in res}
+    summary["eos"] = eos_onset(res)
+    reason = fidelity_unavailable(res)
+    if reason is None:
         summary["fidelity"] = fidelity(res)
-    return summary
+    else:
+        summary["fidelity_unavailable"] = reason
+    summary["notes"] = _notes(summary)
+    return _jsonable(summary)
+
+
+def _flow_summary(res: Result, name: str, gd_wall: float | None, progress: dict) -> dict:
+    rec, info = res[name], res[name].info
+    steps = record_steps(rec)
+    s = field(rec, "sharpness")
+    rel = relative_distance(res, name)
+    done = _steps_completed(info, steps)
+    cost = info.get("cost", {})
+    wall = _wall_per_step(info)
+    last_loss, last_loss_step = _last_finite(steps, field(rec, "train_loss"))
+    last_s, last_s_step = _last_finite(steps, s)
+    rel_steps = res.distances.get("step", np.zeros(0))
+    last_rel, last_rel_step = _last_finite(rel_steps, rel) if rel is not None else (None, None)
+    return {
+        "status": _status(info, steps, progress),
+        "records": len(steps),
+        "last_step": int(steps[-1]) if len(steps) else None,
+        "steps_completed": done,
+        "diverged_at": info.get("diverged_at"),
+        "failed_at": info.get("failed_at"),
+        "failure": info.get("failure"),
+        "last_loss": last_loss,
+        "last_loss_step": last_loss_step,
+        "last_sharpness": last_s,
+        "last_sharpness_step": last_s_step,
+        "max_sharpness": float(s[np.isfinite(s)].max()) if np.isfinite(s).any() else None,
+        "median_rel_distance": _nanmedian(rel),
+        "last_rel_distance": last_rel,
+        "last_rel_distance_step": last_rel_step,
+        "grads_per_step": cost["grad"] / done if done and "grad" in cost else None,
+        "hvps_per_step": cost["hvp"] / done if done and "hvp" in cost else None,
+        "wall_per_step_s": wall,
+        "wall_vs_gd": wall / gd_wall if wall is not None and gd_wall else None,
+    }
+
+
+def _status(info: dict, steps: np.ndarray, progress: dict) -> str:
+    stop = stop_reason(info)
+    if stop is not None:
+        kind, k, _ = stop
+        what = "integrator failed" if kind == "failed" else "diverged"
+        return f"{what} at step {k}" if k is not None else what
+    if not progress["complete"]:
+        return f"interrupted after step {int(steps[-1])}" if len(steps) else "interrupted before step 0"
+    return "completed"
+
+
+def _notes(summary: dict) -> list[str]:
+    """Sentences for the reader: an interrupted run, and each flow whose records end early."""
+    notes = []
+    run = summary["run"]
+    if not run["complete"]:
+        of = f" of {run['steps']}" if run["steps"] is not None else ""
+        reached = run["reached_step"]
+        notes.append(
+            f"partial run: reached step {reached}{of} (interrupted)"
+            if reached is not None
+            else f"partial run: no step{of} was recorded (interrupted)"
+        )
+    for name, row in summary["flows"].items():
+        if row["failed_at"] is not None or row["failure"]:
+            at = f" at step {row['failed_at']}" if row["failed_at"] is not None else ""
+            notes.append(
+                f"{name}: integrator failed{at}: {row['failure'] or 'no message'} "
+                f"(a numerical failure of the integrator, not a divergence of the flow); {_records_end(row)}"
+            )
+        elif row["diverged_at"] is not None:
+            notes.append(
+                f"{name} diverged at step {row['diverged_at']} (non-finite loss or parameters); "
+                f"{_records_end(row)}"
+            )
+    return notes
+
+
+def _records_end(row: dict) -> str:
+    if row["last_step"] is None:
+        return "it has no records."
+    return f"its records stop at step {row['last_step']}."
 
 
 def summary_markdown(summary: dict) -> str:
-    cols = [
-        ("flow", None),
-        ("final loss", "final_loss"),
-        ("final S", "final_sharpness"),
-        ("max S", "max_sharpness"),
-        ("median rel. dist. to GD midpoint", "median_rel_distance"),
-        ("grads/step", "grads_per_step"),
-        ("HVPs/step", "hvps_per_step"),
-        ("wall/step vs GD", "wall_vs_gd"),
-        ("diverged at", "diverged_at"),
-    ]
-    lines = [
-        f"η = {summary['lr']:g}, stability threshold 2/η = {summary['threshold']:.4g}",
-        "",
-        "| " + " | ".join(c for c, _ in cols) + " |",
-        "|" + "|".join("---" for _ in cols) + "|",
-    ]
-    for name, row in summary["flows"].items():
-        cells = [name] + [_fmt(row[key]) for _, key in cols[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
+    """The summary as markdown: the per-flow table, notes, fidelity (or why it is missing) and GD's
+    EoS onset."""
+    lines = [f"η = {summary['lr']:g}, stability threshold 2/η = {summary['threshold']:.4g}", ""]
+    notes = summary.get("notes", [])
+    partial = [n for n in notes if n.startswith("partial run")]
+    lines += [f"**{n}**" for n in partial] + ([""] if partial else [])
+    lines += _flow_table(summary["flows"])
+    others = [n for n in notes if n not in partial]
+    if others:
+        lines += ["", *(f"- {n}" for n in others)]
     if "fidelity" in summary:
         lines += ["", *fidelity_markdown(summary["fidelity"])]
-    eos = summary["eos"]
-    lines.append("")
+    elif summary.get("fidelity_unavailable"):
+        lines += ["", f"No fidelity section: {summary['fidelity_unavailable']}."]
+    lines += ["", _eos_sentence(summary["eos"], summary["flows"])]
+    return "\n".join(lines) + "\n"
+
+
+def _flow_table(flows: dict[str, dict]) -> list[str]:
+    cols = [
+        ("last loss (step)", "last_loss", "last_loss_step"),
+        ("last S (step)", "last_sharpness", "last_sharpness_step"),
+        ("max S", "max_sharpness", None),
+        ("median rel. dist. to GD midpoint", "median_rel_distance", None),
+        ("grads/step", "grads_per_step", None),
+        ("HVPs/step", "hvps_per_step", None),
+        ("wall/step vs GD", "wall_vs_gd", None),
+        ("status", "status", None),
+    ]
+    lines = [
+        "| flow | " + " | ".join(c for c, _, _ in cols) + " |",
+        "|" + "|".join("---" for _ in range(len(cols) + 1)) + "|",
+    ]
+    for name, row in flows.items():
+        cells = [name] + [_fmt_at(row[key], row[at]) if at else _fmt(row[key]) for _, key, at in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _eos_sentence(eos: dict, flows: dict[str, dict]) -> str:
+    ref = eos["measured_at"]
+    if ref is None:
+        return "GD was not run (neither `gd` nor `midpoint` is among the flows): its EoS onset is unknown."
+    where = "midpoints" if ref == REFERENCE else "iterates"
+    row = flows[ref]
+    status = row["status"]
+    stopped = row["diverged_at"] is not None or row["failed_at"] is not None or bool(row["failure"])
+    if eos["initial_sharpness"] is None:
+        why = f": `{ref}` {status}" if stopped else ""
+        return f"GD's sharpness (at its {where}) was never measured in this run{why}."
     if eos["onset_step"] is None:
-        lines.append(f"GD's sharpness (at its {eos['measured_at']}) did not reach 2/η in this run.")
+        before = f" before `{ref}` {status}" if stopped else " in this run"
+        return f"GD's sharpness (at its {where}) did not reach 2/η{before}."
+    if eos["initial_sharpness"] >= eos["threshold"]:
+        start = _fmt(eos["initial_sharpness"])
+        text = f"GD's sharpness (at its {where}) started at {start}, already above 2/η"
     else:
         text = (
-            f"GD's sharpness (at its {eos['measured_at']}s) rose from {_fmt(eos['initial_sharpness'])} "
+            f"GD's sharpness (at its {where}) rose from {_fmt(eos['initial_sharpness'])} "
             f"to 2/η at step {eos['onset_step']}"
         )
-        if eos["peak_step"] is not None:
-            text += f", overshot to {_fmt(eos['peak_sharpness'])} (step {eos['peak_step']})"
-        if eos["dip_step"] is not None:
-            text += f", dipped to {_fmt(eos['dip_sharpness'])} (step {eos['dip_step']})"
-        if eos["after_dip_median"] is not None:
-            text += (
-                f", then stayed within [{_fmt(eos['after_dip_min'])}, {_fmt(eos['after_dip_max'])}] "
-                f"(median {_fmt(eos['after_dip_median'])})"
-            )
-        lines.append(text + ".")
-    return "\n".join(lines) + "\n"
+    if eos["peak_step"] is not None:
+        text += f", overshot to {_fmt(eos['peak_sharpness'])} (step {eos['peak_step']})"
+    if eos["dip_step"] is not None:
+        text += f", dipped to {_fmt(eos['dip_sharpness'])} (step {eos['dip_step']})"
+    if eos["after_dip_median"] is not None:
+        text += (
+            f", then stayed within [{_fmt(eos['after_dip_min'])}, {_fmt(eos['after_dip_max'])}] "
+            f"(median {_fmt(eos['after_dip_median'])})"
+        )
+    return text + "."
 
 
 def fidelity_markdown(fid: dict[str, dict]) -> list[str]:
@@ -293,15 +457,31 @@ def fidelity_markdown(fid: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _per_step(info: dict, key: str) -> float:
-    return info[key] / max(info["steps_completed"], 1)
+def _steps_completed(info: dict, steps: np.ndarray) -> int | None:
+    """Steps the flow took; older or hand-made files without the count fall back to its last record."""
+    done = info.get("steps_completed")
+    if done is None and len(steps):
+        done = int(steps[-1])
+    return done
 
 
-def _finite_last(x: np.ndarray | None) -> float | None:
-    if x is None:
+def _wall_per_step(info: dict) -> float | None:
+    # a flow that took no step has no cost per step (not a cost of zero)
+    done = info.get("steps_completed")
+    if not done or info.get("wall_time") is None:
         return None
-    ok = x[np.isfinite(x)]
-    return float(ok[-1]) if ok.size else None
+    return info["wall_time"] / done
+
+
+def _last_finite(steps: np.ndarray, x: np.ndarray | None) -> tuple[float | None, int | None]:
+    """The last finite value and its step: a record without a measurement (NaN) is never reported
+    as the final value."""
+    if x is None:
+        return None, None
+    ok = np.flatnonzero(np.isfinite(x))
+    if not ok.size:
+        return None, None
+    return float(x[ok[-1]]), int(steps[ok[-1]])
 
 
 def _finite_first(x: np.ndarray) -> float | None:
@@ -312,7 +492,22 @@ def _finite_first(x: np.ndarray) -> float | None:
 def _nanmedian(x: np.ndarray | None) -> float | None:
     if x is None or not np.isfinite(x).any():
         return None
-    return float(np.nanmedian(x))
+    return float(np.median(x[np.isfinite(x)]))
+
+
+def _jsonable(x: object) -> object:
+    """Plain Python containers and numbers; NaN and ±inf become None (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple | np.ndarray):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, bool | np.bool_):
+        return bool(x)
+    if isinstance(x, int | np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    return x
 
 
 def _fmt(x: object) -> str:
@@ -323,3 +518,8 @@ def _fmt(x: object) -> str:
             return "–"
         return f"{x:.4g}"
     return str(x)
+
+
+def _fmt_at(x: object, step: int | None) -> str:
+    """A value with the step it was measured at: ``4.998 (95)``."""
+    return _fmt(x) if x is None or step is None else f"{_fmt(x)} ({step})"
