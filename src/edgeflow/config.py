@@ -104,6 +104,10 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "record_every": ((int, str, _OPTIONAL), "an integer"),
     "sharpness_every": ((int, str, _OPTIONAL), "an integer"),
     "save_params": ((bool,), "true or false"),
+    "params_every": ((int, str), "an integer"),
+    "params_dtype": ((str, _OPTIONAL), "a string"),
+    "flush_every": ((int, str), "an integer"),
+    "checkpoint_every": ((int, str, _OPTIONAL), "an integer"),
     "plots": ((bool,), "true or false"),
 }
 

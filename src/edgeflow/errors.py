@@ -11,15 +11,11 @@ class ConfigError(ValueError):
 
 
 class IntegrationError(RuntimeError):
-    """An ODE integrator could not follow a flow within its sub-step budget (the flow is too stiff
-    there). It says nothing about the flow itself diverging."""
+    """A flow's numerical method failed: an ODE integrator could not follow the flow within its
+    sub-step budget (the flow is too stiff there), or the central flow's SDCP solver failed. It says
+    nothing about the flow itself diverging."""
 
 
 def invalid_choice(what: str, value: object, choices: Iterable[object]) -> ConfigError:
     listed = ", ".join(str(c) for c in choices)
     return ConfigError(f"unknown {what} {value!r}; valid choices: {listed}")
-
-
-class IntegrationError(RuntimeError):
-    """A flow's numerical integrator failed (too stiff for its sub-step budget, or a non-finite step
-    of a flow that cannot diverge): a failure of the discretization, not of the modelled dynamics."""

@@ -108,12 +108,13 @@ def compare(
     )
     settings["options"] = dict(options or {})
     w0 = _start_point(problem, w0)
-    cfg = {**settings, **(config or {})}
+    cfg = _plain({**settings, **(config or {})})
     if out is None:
         run = Run(problem, cfg, w0)
         run.start()
         run.execute(progress=progress)
         return run.result()
+    flush_every = positive_int("flush_every", flush_every)
     out = prepare_run_dir(out, force)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     for name, text in (files or {}).items():
@@ -506,6 +507,15 @@ def _settings(
         "dim": problem.dim,
         "recipe": problem.info.get("recipe"),
     }
+
+
+def _plain(config: dict) -> dict:
+    """The run's settings as plain JSON values: they go into results.h5 and the checkpoint (which
+    loads only plain data)."""
+    try:
+        return json.loads(json.dumps(config))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config must hold JSON values (numbers, strings, lists, dicts): {err}") from None
 
 
 def _start_point(problem: Problem, w0: Tensor | None) -> Tensor:

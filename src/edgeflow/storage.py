@@ -11,7 +11,9 @@ the run reached its last step), ``resumed_from`` (the steps at which it was resu
 While a run computes, records are buffered and appended in batches: each flush opens the file,
 switches it to HDF5's single-writer/multiple-reader (SWMR) mode, appends and closes. Between flushes
 the file is closed, so any HDF5 reader opens it; a process killed during a flush leaves a file that
-SWMR readers (and ``load``) still open, with every record of the earlier flushes.
+SWMR readers (``h5py.File(path, "r", swmr=True)``, and ``load``) still open, with every record of
+the earlier flushes. The writer takes no HDF5 file lock, so a reader that holds the file open never
+stops a run.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class ResultsWriter:
         """A new file with the root attributes and one empty group per flow (and ``distances``)."""
         writer = cls(path, **kw)
         tmp = writer.path.with_name(writer.path.name + ".tmp")
-        with h5py.File(tmp, "w", libver="latest", track_order=True) as f:
+        with h5py.File(tmp, "w", libver="latest", track_order=True, locking=False) as f:
             _write_root(f, lr, config, complete=False, resumed_from=[])
             for g in groups:
                 f.create_group(g, track_order=True).attrs["info"] = "{}"
@@ -123,7 +125,7 @@ class ResultsWriter:
         writer = cls(path, **kw)
         old = load(writer.path)
         tmp = writer.path.with_name(writer.path.name + ".tmp")
-        with h5py.File(tmp, "w", libver="latest", track_order=True) as f:
+        with h5py.File(tmp, "w", libver="latest", track_order=True, locking=False) as f:
             _write_root(f, old.lr, old.config, complete=False, resumed_from=[*old.resumed_from, resumed_from])
             for group, fields in counts.items():
                 g = f.create_group(group, track_order=True)
@@ -156,7 +158,7 @@ class ResultsWriter:
         """Append the buffered records (and update the groups' ``info`` attributes, if given)."""
         if not self.buffered and not infos:
             return
-        with h5py.File(self.path, "a", libver="latest") as f:
+        with h5py.File(self.path, "a", libver="latest", locking=False) as f:
             # Attributes and new datasets can only be written outside SWMR mode.
             for group, info in (infos or {}).items():
                 f[group].attrs["info"] = json.dumps(info)
@@ -184,7 +186,7 @@ class ResultsWriter:
 
     def finish(self, infos: dict[str, dict], complete: bool) -> None:
         self.flush(infos)
-        with h5py.File(self.path, "a", libver="latest") as f:
+        with h5py.File(self.path, "a", libver="latest", locking=False) as f:
             f.attrs["complete"] = complete
 
 
@@ -208,7 +210,7 @@ def save(res: Result, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w", libver="latest", track_order=True) as f:
+    with h5py.File(tmp, "w", libver="latest", track_order=True, locking=False) as f:
         _write_root(f, res.lr, res.config, complete=res.complete, resumed_from=res.resumed_from)
         for name, record in res.flows.items():
             g = f.create_group(name, track_order=True)
@@ -263,12 +265,29 @@ def load(path: str | os.PathLike, *, params: bool = True) -> Result:
         raise ResultsFileError(f"{path} is damaged or incomplete: {err}") from None
 
 
-def _open(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError:
-        # A file that a running (or killed) writer holds in SWMR mode opens only as an SWMR reader.
-        return h5py.File(path, "r", swmr=True)
+def _open(path: Path, attempts: int = 30) -> h5py.File:
+    """Open for reading, also while a run appends to the file: a file that a running (or killed)
+    writer holds in SWMR mode opens only as an SWMR reader, and in the instant a flush starts it
+    opens as neither, so that is tried again. Any other failure is final: a truncated file above all
+    (SWMR readers retry its reads without end)."""
+    for _ in range(attempts):
+        try:
+            return h5py.File(path, "r")
+        except OSError as err:
+            if not _held_by_writer(err):
+                raise
+        try:
+            return h5py.File(path, "r", swmr=True)
+        except OSError as err:
+            if not _held_by_writer(err):
+                raise
+        time.sleep(0.05)
+    raise OSError(f"{path} stayed busy: a writer held it for {attempts * 0.05:.1f} s")
+
+
+def _held_by_writer(err: OSError) -> bool:
+    signs = ("already open for write", "unable to lock file", "not already open for SWMR writing")
+    return any(sign in str(err) for sign in signs)
 
 
 def _read_group(g: h5py.Group, params: bool) -> dict[str, np.ndarray]:

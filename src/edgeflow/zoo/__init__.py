@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -430,12 +431,25 @@ def make_problem(
     """
     seed = seed_int("seed", seed)
     if is_factory(name):
-        return _from_factory(name, dtype=dtype, device=device, seed=seed, **params)
-    spec = problem_spec(name)
-    _check_params(name, params, problem_params(name))
-    dt = resolve_dtype(dtype, resolve_dtype(spec.dtype, torch.float64))
-    dev = resolve_device(device)
-    return spec.build(dtype=dt, device=dev, seed=seed, **{**spec.params, **params})
+        problem = _from_factory(name, dtype=dtype, device=device, seed=seed, **params)
+    else:
+        spec = problem_spec(name)
+        _check_params(name, params, problem_params(name))
+        dt = resolve_dtype(dtype, resolve_dtype(spec.dtype, torch.float64))
+        dev = resolve_device(device)
+        problem = spec.build(dtype=dt, device=dev, seed=seed, **{**spec.params, **params})
+    _remember_recipe(problem, name, seed, params)
+    return problem
+
+
+def _remember_recipe(problem: Problem, name: str, seed: int, params: dict) -> None:
+    """How to build this problem again (with its dtype and device), so that an interrupted run can
+    be resumed in a new process. Parameters that JSON cannot hold leave no recipe."""
+    try:
+        json.dumps(params)
+    except (TypeError, ValueError):
+        return
+    problem.info["recipe"] = {"name": name, "seed": seed, "params": dict(params)}
 
 
 def is_factory(name: str) -> bool:
