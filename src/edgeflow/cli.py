@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar (also off when not on a terminal)")
 
     pl = sub.add_parser("plot", help="(re)draw the figures of a run directory")
-    pl.add_argument("run_dir", help="a directory written by `edgeflow run`")
+    pl.add_argument("run_dir", help="a directory written by `edgeflow run` (or its results.h5)")
 
     sub.add_parser("list", help="list the named problems and the flows")
     return p
@@ -210,6 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out=out,
         force=args.force,
         files={"config.toml": resolved.to_toml()},
+        load_result=False,
         checkpoint_every=cfg.checkpoint_every,
         flush_every=cfg.flush_every,
     )
@@ -246,6 +247,7 @@ def resume_run(args: argparse.Namespace) -> int:
         out,
         flush_every=checked.get("flush_every", cfg.flush_every),
         checkpoint_every=checked.get("checkpoint_every", cfg.checkpoint_every),
+        load_result=False,
     )
     return _run_and_report(run, out, cfg, args.quiet)
 
@@ -286,22 +288,19 @@ def report(out: Path, plots: bool) -> None:
 
         plot_run(res, out / "figures")
     print(table)
-    for name in res:
-        k = res[name].info["diverged_at"]
-        if k is not None:
-            print(f"note: {name} diverged at step {k}; its records stop there.")
     figures = ", figures/" if plots else ""
     print(f"results in {out}/ (results.h5, summary.md, config.toml, config.json{figures})")
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir)
-    path = run_dir / "results.h5"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} has no results.h5; give a directory written by `edgeflow run`")
+    """Figures of a run directory (or of its results.h5), also of a run that is still going."""
+    target = Path(args.run_dir)
+    run_dir = target.parent if target.is_file() else target
+    if not target.is_file() and not (target / "results.h5").is_file():
+        raise ConfigError(f"{target} has no results.h5; give a directory written by `edgeflow run`")
     from edgeflow.plots import plot_run
 
-    for p in plot_run(load(path), run_dir / "figures"):
+    for p in plot_run(load(target, params=False), run_dir / "figures"):
         print(p)
     return 0
 

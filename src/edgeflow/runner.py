@@ -76,7 +76,8 @@ def compare(
     checkpoint_seconds: float = 60.0,
     flush_every: int = 20,
     files: dict[str, str] | None = None,
-) -> Result:
+    load_result: bool = True,
+) -> Result | None:
     """Run every flow in ``flows`` from ``w0`` (default ``problem.w0``) for ``steps`` GD steps.
 
     Records at steps ``0, record_every, 2·record_every, …`` and at the last step; the top Hessian
@@ -89,7 +90,9 @@ def compare(
     With ``out`` the run streams into that directory (created; an earlier run there needs
     ``force=True``, which empties it), checkpoints, and on SIGINT/SIGTERM stops at the next step
     boundary and raises ``RunInterrupted``; ``resume(out)`` continues it. ``files`` are text files
-    (name → content) written into the run directory before the computation starts.
+    (name → content) written into the run directory before the computation starts. With
+    ``load_result=False`` nothing is read back and None is returned: the stored parameters then
+    never enter memory (``edgeflow run`` reads the summary from the file without them).
     """
     if not isinstance(problem, Problem):
         hint = f"; build one with ef.make_problem({problem!r})" if isinstance(problem, str) else ""
@@ -128,7 +131,8 @@ def compare(
         params_dtype=params_dtype,
     )
     run = Run(problem, cfg, w0, out, writer, checkpoint_every, checkpoint_seconds)
-    return _execute_with_signals(run, progress, fresh=True)
+    _execute_with_signals(run, progress, fresh=True)
+    return run.result() if load_result else None
 
 
 def resume(
@@ -139,15 +143,17 @@ def resume(
     checkpoint_every: int | None = None,
     checkpoint_seconds: float = 60.0,
     flush_every: int = 20,
-) -> Result:
+    load_result: bool = True,
+) -> Result | None:
     """Continue the run in ``out`` from its last checkpoint; the result is bit-identical to an
     uninterrupted run's. A named or factory problem is rebuilt from the run's settings; a problem
     built by hand (``Problem.from_function``/``from_module``) must be given again."""
     run = Run.resume(Path(out), problem, checkpoint_every, checkpoint_seconds, flush_every)
-    return _execute_with_signals(run, progress, fresh=False)
+    _execute_with_signals(run, progress, fresh=False)
+    return run.result() if load_result else None
 
 
-def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> Result:
+def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> None:
     with StopSignals() as stop:
         if fresh:
             run.start()
@@ -155,7 +161,6 @@ def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> Result:
     if not finished:
         assert run.out is not None and stop.signum is not None
         raise RunInterrupted(run.out, run.k, stop.signum)
-    return run.result()
 
 
 def check_run_dir(out: str | Path, force: bool) -> Path:
