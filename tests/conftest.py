@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -98,6 +99,35 @@ def make_quadratic(d: int = 6, lmin: float = 0.1, lmax: float = 10.0, seed: int 
 @pytest.fixture
 def quadratic() -> Quadratic:
     return make_quadratic()
+
+
+@pytest.fixture
+def importable_module(tmp_path, monkeypatch):
+    """``importable_module(name, source)`` writes a module that ``import name`` finds during the test;
+    returns the name."""
+    names = []
+
+    def write(name: str, source: str) -> str:
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        names.append(name)
+        return name
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``edgeflow ARGV`` in this process: exit code, stdout, stderr."""
+    from edgeflow.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse exits for its own errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def full_loss(problem: ef.Problem) -> Callable[[Tensor], Tensor]:

@@ -11,17 +11,7 @@ import numpy as np
 import pytest
 
 import edgeflow as ef
-from edgeflow.cli import main
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse exits for its own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
+from conftest import run_cli
 
 BAD_INPUTS = [
     (["run", "--problem", "nope"], ["'nope'", "digits-mlp", "zhu"]),

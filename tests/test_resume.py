@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import edgeflow as ef
+from conftest import run_cli
 from edgeflow.checkpoint import CHECKPOINT
 from edgeflow.runner import Run, RunInterrupted
 from edgeflow.storage import ResultsFileError
@@ -225,33 +226,24 @@ def test_truncated_results_file(make_mlp, tmp_path):
 
 
 # ---------------------------------------------------------------- the command line, in process
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    from edgeflow.cli import main
-
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 TINY = ["--problem", "zhu", "--steps", "4", "--quiet", "--no-plots"]
 
 
 def test_cli_run_directory_checks_and_repeating_a_run(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("x")
-    code, _, err = cli(capsys, "run", *TINY, "--out", "afile")
+    code, _, err = run_cli(capsys, "run", *TINY, "--out", "afile")
     assert code == 2 and "is a file" in err
-    code, _, err = cli(capsys, "run", *TINY, "--out", "runs/x")
+    code, _, err = run_cli(capsys, "run", *TINY, "--out", "runs/x")
     assert code == 0, err
     # the saved settings do not pin the directory: repeating the run goes to a fresh one
     assert "out" not in (tmp_path / "runs/x/config.toml").read_text()
-    code, _, err = cli(capsys, "run", "--config", "runs/x/config.toml", "--out", "runs/y")
+    code, _, err = run_cli(capsys, "run", "--config", "runs/x/config.toml", "--out", "runs/y")
     assert code == 0, err
     assert_same_records(ef.load("runs/x"), ef.load("runs/y"))
-    code, _, err = cli(capsys, "plot", "runs/x/results.h5")  # a results file works as well as its directory
+    code, _, err = run_cli(
+        capsys, "plot", "runs/x/results.h5"
+    )  # a results file works as well as its directory
     assert code == 0, err
     assert (tmp_path / "runs/x/figures/loss.png").is_file()
 
@@ -264,17 +256,18 @@ def test_cli_run_directory_checks_and_repeating_a_run(capsys, tmp_path, monkeypa
         (["--resume", "runs/x", "--param", "x0=1"], "remove --param"),
         (["--resume", "runs/x"], "is complete"),
         (["--resume", "runs/x", "--checkpoint-every", "0"], "is complete"),
+        (["--steps", "1e12", "--out", "runs/y"], "at most 1_000_000_000"),
     ],
 )
-def test_cli_resume_errors(capsys, tmp_path, monkeypatch, argv, needle):
+def test_cli_run_and_resume_errors(capsys, tmp_path, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)
-    assert cli(capsys, "run", *TINY, "--out", "runs/x")[0] == 0
-    code, _, err = cli(capsys, "run", *argv)
+    assert run_cli(capsys, "run", *TINY, "--out", "runs/x")[0] == 0
+    code, _, err = run_cli(capsys, "run", *argv)
     assert code == 2 and needle in err
     assert len(err.strip().splitlines()) == 1
 
 
 def test_cli_plot_of_a_damaged_results_file(capsys, tmp_path):
     (tmp_path / "results.h5").write_bytes(os.urandom(2048))
-    code, _, err = cli(capsys, "plot", str(tmp_path))
+    code, _, err = run_cli(capsys, "plot", str(tmp_path))
     assert code == 2 and "not a readable HDF5" in err

@@ -86,6 +86,7 @@ def test_interrupt_saves_everything_and_resumes(tmp_path, uninterrupted, signum,
     got, stdout, err = finish(proc)
     assert got == code, err
     assert "Traceback" not in err
+    assert "step/s" not in err and "s/step" not in err  # no progress bar when stderr is not a terminal
     resume_lines = [line for line in err.splitlines() if f"edgeflow run --resume {out}" in line]
     assert len(resume_lines) == 1, err
     partial = ef.load(out)

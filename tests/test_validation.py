@@ -5,25 +5,15 @@ RK4 flow that cannot be integrated says so with ``IntegrationError``, never with
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 import torch
 
 import edgeflow as ef
-from edgeflow.cli import main
+from conftest import run_cli
 from edgeflow.config import RunConfig, load_toml
 from edgeflow.processes import make_process
 from edgeflow.utils import resolve_device, seed_int
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse exits for its own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_error_line(capsys, tmp_path, argv: list[str], needles: list[str]) -> None:
@@ -195,11 +185,8 @@ def needs_scale(*, dtype, device, seed, scale):
 
 
 @pytest.fixture
-def factories(tmp_path, monkeypatch):
-    (tmp_path / "validation_factories.py").write_text(FACTORY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "validation_factories"
-    sys.modules.pop("validation_factories", None)
+def factories(importable_module):
+    return importable_module("validation_factories", FACTORY)
 
 
 @pytest.mark.parametrize(

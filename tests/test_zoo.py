@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import edgeflow as ef
-from edgeflow.cli import main
+from conftest import run_cli
 from edgeflow.config import RunConfig, load_toml
 from edgeflow.errors import ConfigError
 from edgeflow.zoo import PROBLEMS, problem_params
@@ -31,15 +31,6 @@ TINY = {
     "scalar": {},
     "quartic": {},
 }
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_every_registered_problem_has_a_tiny_size():
@@ -192,11 +183,8 @@ def not_a_problem(*, dtype, device, seed):
 
 
 @pytest.fixture
-def user_module(tmp_path, monkeypatch):
-    (tmp_path / "my_problems.py").write_text(FACTORY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "my_problems"
-    sys.modules.pop("my_problems", None)
+def user_module(importable_module):
+    return importable_module("my_problems", FACTORY)
 
 
 def test_user_factory_runs(capsys, tmp_path, user_module):

@@ -107,7 +107,10 @@ def save(path: str | os.PathLike, payload: dict) -> Path:
 def load(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path} does not exist: the run has no checkpoint to resume from")
+        raise ConfigError(
+            f"{path} does not exist: the run stopped before its first checkpoint (taken once every "
+            "flow is initialized); start it again with --force"
+        )
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # a foreign or damaged file: say so in one line

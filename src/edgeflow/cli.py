@@ -23,7 +23,7 @@ from edgeflow.metrics import summarize, summary_markdown
 from edgeflow.processes import PROCESSES, option_names, process_class
 from edgeflow.results import load
 from edgeflow.runner import RunInterrupted, build_processes, check_run_dir, compare, resume
-from edgeflow.utils import DTYPES, dtype_name, positive_float, positive_int
+from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, positive_float, positive_int
 from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, is_factory, make_problem, problem_params, problem_spec
 
 
@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(cfg, key) is None and spec is None:
             raise ConfigError(f"{name} is required with a custom problem factory ({cfg.problem})")
     lr = positive_float("--lr", cfg.lr if cfg.lr is not None else spec.lr)
-    steps = positive_int("--steps", cfg.steps if cfg.steps is not None else spec.steps)
+    steps = positive_int("--steps", cfg.steps if cfg.steps is not None else spec.steps, at_most=MAX_STEPS)
     spec_every = (spec.record_every, spec.sharpness_every) if spec else (1, 1)
     record_every = positive_int(
         "--record-every", cfg.record_every if cfg.record_every is not None else spec_every[0]

@@ -1,6 +1,6 @@
 """Measurements on a finished comparison: how each flow tracks GD, and where GD reaches EoS.
 
-Fidelity metrics (SPEC section 5), per flow F against GD, at the records both have:
+Fidelity metrics, per flow F against GD, at the records both have:
 
 * ``distance``: ``‖c_F(k) − w*_k‖ / ‖w*_k − w_0‖`` (w* = GD's midpoint; k = 0 is left out);
 * ``mean_loss``: ``|L̄_F(k) − L̄_GD(k)| / L̄_GD(k)`` with ``L̄_GD = ½[L(w_k) + L(w_{k+1})]`` and

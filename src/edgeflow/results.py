@@ -60,7 +60,7 @@ class Result:
         return f"Result(lr={self.lr}, flows={list(self.flows)})"
 
     def metrics(self) -> dict[str, dict]:
-        """Fidelity of every flow against GD (SPEC section 5); see ``edgeflow.metrics.fidelity``."""
+        """Fidelity of every flow against GD; see ``edgeflow.metrics.fidelity``."""
         from edgeflow.metrics import fidelity
 
         return fidelity(self)

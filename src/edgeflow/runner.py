@@ -31,7 +31,7 @@ from edgeflow.oracle import Counts, Problem
 from edgeflow.processes import Process, make_process, process_class
 from edgeflow.results import DISTANCES, FlowRecord, Result
 from edgeflow.storage import RESULTS, MemoryRecords, ResultsWriter, load
-from edgeflow.utils import positive_float, positive_int
+from edgeflow.utils import MAX_STEPS, positive_float, positive_int
 
 log = logging.getLogger("edgeflow")
 
@@ -471,7 +471,7 @@ def _settings(
     problem, lr, steps, flows, record_every, sharpness_every, save_params, params_every, params_dtype, seed
 ) -> dict:
     lr = positive_float("lr", lr)
-    steps = positive_int("steps", steps)
+    steps = positive_int("steps", steps, at_most=MAX_STEPS)
     record_every = positive_int("record_every", record_every)
     sharpness_every = (
         record_every if sharpness_every is None else positive_int("sharpness_every", sharpness_every)

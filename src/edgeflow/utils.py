@@ -80,7 +80,7 @@ def nonnegative_float(name: str, value: object) -> float:
     return x
 
 
-def positive_int(name: str, value: object) -> int:
+def positive_int(name: str, value: object, at_most: int | None = None) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     try:
@@ -89,7 +89,13 @@ def positive_int(name: str, value: object) -> int:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}") from None
     if not math.isfinite(x) or x <= 0 or x != int(x):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if at_most is not None and x > at_most:
+        raise ConfigError(f"{name} must be at most {at_most:_}, got {value!r}")
     return int(x)
+
+
+#: more GD steps than this is a typo (10⁹ steps at 1 ms each take 11 days)
+MAX_STEPS = 10**9
 
 
 #: the largest seed a TOML integer (signed 64-bit) holds, so every run's config.toml reads back

@@ -1,4 +1,4 @@
-"""Edge Flow: a continuous-time model of GD at the edge of stability (SPEC section 3).
+"""Edge Flow: a continuous-time model of GD at the edge of stability.
 
 GD's iterates are modelled as ``w_k ≈ c(k) + s_k r(k) u(k)`` with ``s_k = ±1`` alternating. Per unit
 of time (one GD step)::
