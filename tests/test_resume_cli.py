@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -24,10 +25,11 @@ RUN += ["--checkpoint-every", "7", "--flush-every", "1", "--no-plots"]
 
 def edgeflow(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "edgeflow.cli", *args],
+        [sys.executable, "-m", "edgeflow", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # a tiny problem: threads would only contend
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 import edgeflow
+from edgeflow import distributed as parallel
 from edgeflow.checkpoint import CHECKPOINT
 from edgeflow.config import DEFAULT_FLOWS, RunConfig, load_toml
 from edgeflow.errors import ConfigError
@@ -100,13 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(format="edgeflow: %(message)s", level=logging.INFO)
+    # Under torchrun every rank runs this; rank 0 speaks for all of them.
+    speaks = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(format="edgeflow: %(message)s", level=logging.INFO if speaks else logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "plot": cmd_plot, "list": cmd_list}[args.command](args)
     except ConfigError as err:
-        print(f"edgeflow: error: {err}", file=sys.stderr)
+        if speaks:
+            print(f"edgeflow: error: {err}", file=sys.stderr)
         return 2
+    except parallel.DistributedError as err:
+        print(f"edgeflow: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        parallel.leave()
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -138,6 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         return resume_run(args)
     cfg = run_config(args)
+    cfg.device = parallel.init_from_env(cfg.device)
     custom = is_factory(cfg.problem)
     spec = None if custom else problem_spec(cfg.problem)
     for f in cfg.flows:
@@ -162,15 +173,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"--sharpness-every ({sharpness_every}) must be a multiple of --record-every ({record_every})"
         )
     stem = cfg.problem.replace(":", "-").replace(".", "-")
-    out = Path(cfg.out) if cfg.out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    default_out = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(cfg.out) if cfg.out else parallel.on_main(lambda: default_out)  # one name for all ranks
 
-    check_run_dir(out, args.force)  # before the data are loaded and anything is computed
+    # before the data are loaded and anything is computed (rank 0 owns the directory)
+    parallel.on_main(lambda: check_run_dir(out, args.force), share=False)
     problem = make_problem(cfg.problem, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, **cfg.params)
     build_processes(problem, lr, cfg.flows, cfg.options)  # bad options fail here, before any output
-    print(
-        f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, {problem.device}), "
-        f"η = {lr:g} (2/η = {2 / lr:.4g}), {steps} steps, flows: {', '.join(cfg.flows)}",
-        file=sys.stderr,
+    ranks = f", {parallel.world_size()} processes" if parallel.active() else ""
+    say(
+        f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, "
+        f"{problem.device}{ranks}), η = {lr:g} (2/η = {2 / lr:.4g}), {steps} steps, "
+        f"flows: {', '.join(cfg.flows)}"
     )
     resolved = RunConfig.merged(
         asdict(cfg),
@@ -232,6 +246,7 @@ def resume_run(args: argparse.Namespace) -> int:
             f"--resume continues a run with its saved settings; remove {', '.join(given)} "
             "(only --quiet, --no-plots, --flush-every and --checkpoint-every may be given)"
         )
+    parallel.init_from_env(None)  # a data-parallel run resumes data-parallel (same device kind)
     out = Path(args.resume)
     if not out.is_dir():
         raise ConfigError(f"--resume {out}: no such run directory")
@@ -260,20 +275,23 @@ def _run_and_report(run: Callable[..., object], out: Path, cfg: RunConfig, quiet
     except RunInterrupted as stop:
         interrupted = stop
     except KeyboardInterrupt:
-        print(
-            f"edgeflow: stopped at once (second interrupt); the last checkpoint is kept: "
-            f"edgeflow run --resume {out}",
-            file=sys.stderr,
+        say(
+            "edgeflow: stopped at once (second interrupt); the last checkpoint is kept: "
+            f"edgeflow run --resume {out}"
         )
         return 130
-    report(out, cfg.plots)
+    if parallel.is_main():
+        report(out, cfg.plots)
     if interrupted is not None:
-        print(
-            f"edgeflow: interrupted at step {interrupted.step}; resume with: edgeflow run --resume {out}",
-            file=sys.stderr,
-        )
+        say(f"edgeflow: interrupted at step {interrupted.step}; resume with: edgeflow run --resume {out}")
         return interrupted.exit_code
     return 0
+
+
+def say(line: str) -> None:
+    """One line on stderr, from rank 0 only in a data-parallel run."""
+    if parallel.is_main():
+        print(line, file=sys.stderr)
 
 
 def report(out: Path, plots: bool) -> None:

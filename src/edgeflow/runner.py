@@ -26,11 +26,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from edgeflow import checkpoint
+from edgeflow import distributed as parallel
 from edgeflow.errors import ConfigError, IntegrationError
 from edgeflow.oracle import Counts, Problem
 from edgeflow.processes import Process, make_process, process_class
 from edgeflow.results import DISTANCES, FlowRecord, Result
-from edgeflow.storage import RESULTS, MemoryRecords, ResultsWriter, load
+from edgeflow.storage import RESULTS, MemoryRecords, NoRecords, ResultsWriter, load
 from edgeflow.utils import MAX_STEPS, positive_float, positive_int
 
 log = logging.getLogger("edgeflow")
@@ -118,19 +119,20 @@ def compare(
         run.execute(progress=progress)
         return run.result()
     flush_every = positive_int("flush_every", flush_every)
-    out = prepare_run_dir(out, force)
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    for name, text in (files or {}).items():
-        (out / name).write_text(text)
-    writer = ResultsWriter.create(
-        out / RESULTS,
-        cfg["lr"],
-        cfg,
-        [*cfg["flows"], DISTANCES],
-        flush_every=flush_every,
-        params_dtype=params_dtype,
-    )
-    run = Run(problem, cfg, w0, out, writer, checkpoint_every, checkpoint_seconds)
+
+    def create() -> ResultsWriter:
+        path = prepare_run_dir(out, force)
+        (path / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        for name, text in (files or {}).items():
+            (path / name).write_text(text)
+        groups = [*cfg["flows"], DISTANCES]
+        return ResultsWriter.create(
+            path / RESULTS, cfg["lr"], cfg, groups, flush_every=flush_every, params_dtype=params_dtype
+        )
+
+    # Rank 0 owns the run directory; its errors (an existing run, say) reach every rank.
+    writer = parallel.on_main(create, share=False)
+    run = Run(problem, cfg, w0, Path(out), writer, checkpoint_every, checkpoint_seconds)
     _execute_with_signals(run, progress, fresh=True)
     return run.result() if load_result else None
 
@@ -245,7 +247,10 @@ class Run:
             None if checkpoint_every is None else positive_int("checkpoint_every", checkpoint_every)
         )
         self.checkpoint_seconds = positive_float("checkpoint_seconds", checkpoint_seconds)
-        self.sink = writer or MemoryRecords([*self.flows, DISTANCES], config.get("params_dtype"))
+        groups = [*self.flows, DISTANCES]
+        self.sink = writer or (NoRecords if out is not None else MemoryRecords)(
+            groups, config.get("params_dtype")
+        )
         self.last_checkpoint = time.monotonic()
         self.checkpointed_at: int | None = None
         self.complete = False
@@ -277,12 +282,21 @@ class Run:
                 f"the problem given to resume {out} differs from the one the run started with "
                 f"(dimension {problem.dim} vs {w0.numel()}, or other initial parameters)"
             )
-        writer = ResultsWriter.reopen(
-            out / RESULTS,
-            payload["records"],
-            resumed_from=payload["step"],
-            flush_every=positive_int("flush_every", flush_every),
-            params_dtype=config.get("params_dtype"),
+        if config.get("world_size", 1) != parallel.world_size():
+            raise ConfigError(
+                f"the run in {out} ran on {config.get('world_size', 1)} process(es); resume it on as "
+                f"many (now {parallel.world_size()}): the sums over ranks, and so the bits, depend on it"
+            )
+        flush_every = positive_int("flush_every", flush_every)
+        writer = parallel.on_main(
+            lambda: ResultsWriter.reopen(
+                out / RESULTS,
+                payload["records"],
+                resumed_from=payload["step"],
+                flush_every=flush_every,
+                params_dtype=config.get("params_dtype"),
+            ),
+            share=False,
         )
         run = cls(problem, config, w0, out, writer, checkpoint_every, checkpoint_seconds)
         for name, state in payload["processes"].items():
@@ -303,16 +317,12 @@ class Run:
         """Step every flow to the last step (True), or until ``stop()`` says so at a step boundary
         (False: the state is checkpointed and the records so far are saved)."""
         steps, every = self.steps, self.config["record_every"]
-        with tqdm(
-            total=steps,
-            initial=self.k,
-            disable=None if progress else True,
-            desc=self.problem.name,
-            unit="step",
-        ) as bar:
+        quiet = True if not (progress and parallel.is_main()) else None  # None: quiet off a terminal
+        with tqdm(total=steps, initial=self.k, disable=quiet, desc=self.problem.name, unit="step") as bar:
             while True:
                 k = self.k
-                if stop is not None and stop():
+                # Every rank stops at the same step, whichever the signal reached first.
+                if parallel.any_rank(stop is not None and stop()):
                     self.checkpoint()
                     self.finish(complete=False)
                     return False
@@ -334,8 +344,11 @@ class Run:
         return time.monotonic() - self.last_checkpoint >= self.checkpoint_seconds
 
     def checkpoint(self) -> None:
-        """Flush the records, then write the full state atomically."""
+        """Flush the records, then write the full state atomically (rank 0's: all are equal)."""
         assert self.out is not None
+        self.checkpointed_at = self.k
+        if not parallel.is_main():
+            return
         self.sink.flush(self.infos())
         p = self.problem
         payload = {
@@ -356,14 +369,13 @@ class Run:
         }
         checkpoint.save(self.out / checkpoint.CHECKPOINT, payload)
         self.last_checkpoint = time.monotonic()
-        self.checkpointed_at = self.k
 
     def finish(self, complete: bool) -> None:
         """Write what the records do not hold (costs, divergence, completion). A complete run
         drops its checkpoint: there is nothing left to resume."""
         self.sink.finish(self.infos(), complete)
         self.complete = complete
-        if complete and self.out is not None:
+        if complete and self.out is not None and parallel.is_main():
             (self.out / checkpoint.CHECKPOINT).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ the lockstep
@@ -439,6 +451,7 @@ class Run:
 
     def result(self, params: bool = True) -> Result:
         if self.out is not None:
+            parallel.barrier()  # rank 0 has written everything
             return load(self.out / RESULTS, params=params)
         assert isinstance(self.sink, MemoryRecords)
         infos = self.infos()
@@ -511,6 +524,7 @@ def _settings(
         "device": str(problem.device),
         "dim": problem.dim,
         "recipe": problem.info.get("recipe"),
+        "world_size": parallel.world_size(),
     }
 
 

@@ -78,6 +78,14 @@ class MemoryRecords:
         return {g: {f: len(v) for f, v in fields.items()} for g, fields in self.rows.items()}
 
 
+class NoRecords(MemoryRecords):
+    """Where the records of a rank other than 0 go in a data-parallel run: nowhere (rank 0 keeps
+    the identical ones)."""
+
+    def append(self, group: str, row: dict[str, Any]) -> None:
+        pass
+
+
 class ResultsWriter:
     """Streams records into ``results.h5``: at most ``flush_every`` records, or ``flush_seconds`` of
     computation, are held in memory before they are appended to the file."""

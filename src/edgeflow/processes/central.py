@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from edgeflow import distributed as parallel
 from edgeflow.errors import IntegrationError
 from edgeflow.oracle import Problem
 from edgeflow.oracle.lanczos import tracking_tol
@@ -136,7 +137,8 @@ class CentralFlow(Process):
                 stack = torch.stack([G[key] for key in keys])
                 gram = (stack @ stack.T).cpu().numpy()
                 A = (stack @ g).cpu().numpy().reshape(m, m)
-                X = solve_sdcp(lams[active], A, gram, lr, dt)
+                # One solve for all ranks: CVXPY need not return the same bits everywhere.
+                X = parallel.on_main(lambda: solve_sdcp(lams[active], A, gram, lr, dt))
             correction = sum(float(X[i, j]) * G[(i, j)] for i in range(m) for j in range(m))
             velocity = g + 0.5 * correction
             trace = float(np.trace(X))
