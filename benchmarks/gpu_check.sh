@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# GPU check: the MNIST-5k ViT with GD, Edge Flow and the central flow on a GPU, end to end through
-# `edgeflow run --device cuda`, then the cost table (wall time per GD step against GD, same process).
-# Sized to finish in well under 10 minutes on one H100. Prints the fidelity and cost tables.
+# GPU check: the MNIST-5k ViT with GD, Edge Flow and the central flow on every GPU of the machine,
+# end to end through `edgeflow run --device cuda` (under torchrun, one process per GPU, when there
+# are several), then the cost table (wall time per GD step against GD, one process) and, with
+# several GPUs, strong scaling 1 → NPROC GPUs. Sized to finish in well under 10 minutes on one H100.
 #
 #   bash benchmarks/gpu_check.sh                 # on a machine with CUDA
-#   DEVICE=cpu STEPS=3 N=10 WARMUP=2 bash benchmarks/gpu_check.sh   # a dry run of the same path on CPU
+#   DEVICE=cpu STEPS=3 N=10 WARMUP=2 bash benchmarks/gpu_check.sh            # the same path on CPU
+#   DEVICE=cpu NPROC=2 STEPS=3 N=10 WARMUP=2 bash benchmarks/gpu_check.sh    # ... data-parallel (gloo)
 set -euo pipefail
 
 DEVICE=${DEVICE:-cuda}
@@ -13,6 +15,16 @@ N=${N:-1000}               # MNIST-5k examples
 WARMUP=${WARMUP:-150}      # cost is timed from GD's iterate at this step (inside EoS)
 OUT=${OUT:-runs/gpu-check}
 PYTHON=${PYTHON:-python}
+if [ "$DEVICE" = cpu ]; then
+    NPROC=${NPROC:-1}
+else
+    NPROC=${NPROC:-$("$PYTHON" -c "import torch; print(max(torch.cuda.device_count(), 1))")}
+fi
+if [ "$NPROC" -gt 1 ]; then
+    EDGEFLOW=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m edgeflow)
+else
+    EDGEFLOW=("$PYTHON" -m edgeflow)
+fi
 
 "$PYTHON" - "$DEVICE" <<'PY'
 import sys, torch
@@ -20,12 +32,18 @@ dev = sys.argv[1]
 if dev.startswith("cuda") and not torch.cuda.is_available():
     sys.exit(f"gpu_check: --device {dev} asked for, but this torch ({torch.__version__}) sees no CUDA GPU")
 name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "CPU"
-print(f"gpu_check: torch {torch.__version__} on {name}")
+count = torch.cuda.device_count() if dev.startswith("cuda") else 1
+print(f"gpu_check: torch {torch.__version__} on {count} × {name}")
 PY
 
-"$PYTHON" -m edgeflow.cli run --problem mnist5k-vit --device "$DEVICE" --dtype float32 \
+"${EDGEFLOW[@]}" run --problem mnist5k-vit --device "$DEVICE" --dtype float32 \
     --param n="$N" --steps "$STEPS" --flows gd,midpoint,edge,central \
     --out "$OUT" --force --quiet --no-plots
 
 "$PYTHON" benchmarks/cost.py --problem mnist5k-vit --device "$DEVICE" --dtype float32 --param n="$N" \
     --only edge,central --steps 5 --repeats 3 --warmup-steps "$WARMUP"
+
+if [ "$NPROC" -gt 1 ]; then
+    "$PYTHON" benchmarks/scaling.py --nproc "$NPROC" --device "$DEVICE" --problem mnist5k-vit \
+        --param n="$N" --steps 3 --repeats 3
+fi

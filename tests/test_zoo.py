@@ -222,7 +222,8 @@ def test_merged_rejects_unknown_keys():
 
 @pytest.mark.slow
 def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
-    """benchmarks/gpu_check.sh end to end with DEVICE=cpu at a tiny size (the GPU run is the same path)."""
+    """benchmarks/gpu_check.sh end to end with DEVICE=cpu at a tiny size on 2 processes (the GPU run
+    is the same path, NCCL instead of gloo)."""
     import os
     import subprocess
     from pathlib import Path
@@ -231,6 +232,8 @@ def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
     env = {
         **os.environ,
         "DEVICE": "cpu",
+        "NPROC": "2",
+        "OMP_NUM_THREADS": "1",
         "STEPS": "2",
         "N": "10",
         "WARMUP": "1",
@@ -243,4 +246,5 @@ def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Fidelity against GD" in done.stdout
     assert "| central |" in done.stdout and "wall vs GD" in done.stdout
+    assert "2 processes" in done.stderr and "efficiency" in done.stdout
     assert (tmp_path / "run" / "results.h5").is_file()

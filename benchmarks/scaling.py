@@ -1,0 +1,140 @@
+"""Strong scaling of data-parallel runs: the same full-batch problem on 1 and on N processes
+(torch.distributed, gloo on the CPU / NCCL on GPUs), same machine, measured in one invocation.
+
+    python benchmarks/scaling.py [--nproc 2] [--problem mnist5k-cnn] [--param n=1000] [--device cpu]
+                                 [--steps 6] [--repeats 3] [--json]
+
+Each configuration runs in fresh processes: 1 process, then N processes under torchrun, each
+process with ``--threads`` intra-op threads (default: the cores divided by N, so both use the same
+cores). Timed per GD step, per Edge Flow step (default options) and per HVP, median over repeats;
+efficiency = t₁ / (N · t_N). Also prints the evaluations per GD step of each flow (measured) and the
+bytes they all-reduce (the oracle sums every evaluation over ranks in one all-reduce of d floats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+WORKER_FLAG = "--worker"
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    import edgeflow as ef
+    from edgeflow import distributed as parallel
+    from edgeflow.cli import parse_pairs
+    from edgeflow.processes import make_process
+
+    torch.set_num_threads(args.threads)
+    device = parallel.init_from_env(args.device)
+    params = parse_pairs(args.param, "--param", "KEY=VALUE")
+    problem = ef.make_problem(args.problem, device=device, **params)
+    sync = torch.cuda.synchronize if problem.device.type == "cuda" else (lambda: None)
+
+    def timed(fn) -> float:
+        parallel.barrier()
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t0
+
+    gd, edge = make_process("gd", problem, 0.01), make_process("edge", problem, 0.01)
+    gd.init(problem.w0, 0)
+    edge.init(problem.w0, 0)
+    v = torch.randn(problem.dim, dtype=problem.dtype, device=problem.device)
+    out: dict[str, list[float]] = {"gd": [], "edge": [], "hvp": []}
+    gd.step(), edge.step(), problem.hvp(problem.w0, v)  # warm-up (allocations, first collectives)
+    for _ in range(args.repeats):
+        out["gd"].append(timed(lambda: [gd.step() for _ in range(args.steps)]) / args.steps)
+        out["edge"].append(timed(lambda: [edge.step() for _ in range(args.steps)]) / args.steps)
+        out["hvp"].append(timed(lambda: [problem.hvp(problem.w0, v) for _ in range(args.steps)]) / args.steps)
+    if parallel.is_main():
+        medians = {k: statistics.median(t) for k, t in out.items()}
+        print(json.dumps({"dim": problem.dim, "dtype": str(problem.dtype), **medians}))
+    parallel.leave()
+
+
+def launch(args: argparse.Namespace, nproc: int, threads: int) -> dict:
+    inner = [__file__, WORKER_FLAG, "--problem", args.problem, "--device", args.device]
+    inner += ["--steps", str(args.steps), "--repeats", str(args.repeats), "--threads", str(threads)]
+    inner += [f"--param={p}" for p in args.param]
+    if nproc == 1:
+        cmd = [sys.executable, *inner]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        cmd += inner
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def evaluations_per_step(problem_name: str, params: list[str]) -> dict[str, dict]:
+    """Gradients, HVPs and third derivatives per GD step of each flow, from a short real run."""
+    import edgeflow as ef
+    from edgeflow.cli import parse_pairs
+
+    problem = ef.make_problem(problem_name, **parse_pairs(params, "--param", "KEY=VALUE"))
+    spec = ef.PROBLEMS[problem_name]
+    res = ef.compare(problem, spec.lr, 10, ["gd", "midpoint", "edge", "central"], sharpness_every=10)
+    return {flow: {k: v / 10 for k, v in res[flow].info["cost"].items()} for flow in res}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--problem", default="mnist5k-cnn")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads per process (0: cores / nproc)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    if not args.param:
+        args.param = ["n=1000", "channels=16"]
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.nproc)
+    one = launch(args, 1, threads)
+    many = launch(args, args.nproc, threads)
+    evals = evaluations_per_step(args.problem, args.param)
+    bytes_per_float = 4 if "float32" in one["dtype"] else 8
+    rows = []
+    for key, label in (("gd", "GD step"), ("edge", "Edge Flow step"), ("hvp", "HVP")):
+        eff = one[key] / (args.nproc * many[key])
+        rows.append((label, one[key], many[key], eff))
+    if args.json:
+        print(json.dumps({"one": one, "many": many, "nproc": args.nproc, "threads": threads, "evals": evals}))
+        return
+    print(
+        f"{args.problem} {' '.join(args.param)} (d = {one['dim']}, {one['dtype']}), {args.device}, "
+        f"{threads} thread(s) per process\n"
+    )
+    print(f"| operation | 1 process (s) | {args.nproc} processes (s) | speed-up | efficiency |")
+    print("|---|---|---|---|---|")
+    for label, t1, tn, eff in rows:
+        print(f"| {label} | {t1:.4f} | {tn:.4f} | {t1 / tn:.2f} | {eff:.0%} |")
+    print("\n| flow | grads / step | HVPs / step | 3rd derivatives / step | all-reduced per step |")
+    print("|---|---|---|---|---|")
+    for flow, c in evals.items():
+        floats = (c["grad"] + c["hvp"] + c["third"]) * one["dim"] + c["loss"]
+        print(
+            f"| {flow} | {c['grad']:.1f} | {c['hvp']:.1f} | {c['third']:.1f} | "
+            f"{floats * bytes_per_float / 1e6:.2f} MB |"
+        )
+
+
+if __name__ == "__main__":
+    main()
