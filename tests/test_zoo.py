@@ -23,6 +23,8 @@ TINY = {
     "mnist5k-vit": {"n": 10, "dim": 4, "heads": 1},
     "cifar10-cnn": {"n": 10, "channels": 2, "width": 4},
     "cifar10-vit": {"n": 10, "dim": 4, "heads": 1, "patch_size": 8},
+    "mnist5k-resnet": {"n": 10, "channels": 2, "stages": 2},
+    "cifar10-resnet": {"n": 10, "channels": 2, "stages": 2},
     "sort-transformer": {"n": 8, "dim": 4, "heads": 1},
     "copy-transformer": {"n": 8, "dim": 4, "heads": 1},
     "teacher-deep-linear": {"n": 10, "d_in": 3, "d_out": 2, "width": 3},

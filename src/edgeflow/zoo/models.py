@@ -95,10 +95,34 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(-1, keepdim=True)
-        centered = x - mean
-        var = (centered * centered).mean(-1, keepdim=True)  # biased, as in F.layer_norm
-        return centered * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        return _standardize(x, (-1,), self.eps) * self.weight + self.bias
+
+
+def _standardize(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
+    """``(x − mean) / √(var + eps)`` over ``dims``, in plain tensor ops (see ``LayerNorm``)."""
+    centered = x - x.mean(dims, keepdim=True)
+    var = (centered * centered).mean(dims, keepdim=True)  # biased, as in F.layer_norm
+    return centered * torch.rsqrt(var + eps)
+
+
+class ImageLayerNorm(nn.Module):
+    """Layer norm of each image over (C, H, W) with a per-channel scale and shift (what
+    ``F.group_norm`` computes with one group), composed of plain tensor ops like ``LayerNorm``.
+
+    Per-example statistics keep the full-batch loss a plain mean over examples, which batch norm's
+    batch statistics would not.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        channels = positive_int("channels", channels)
+        self.eps = float(eps)
+        # per channel rather than per pixel: the same parameters fit any image size
+        self.weight = nn.Parameter(torch.ones(channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _standardize(x, (-3, -2, -1), self.eps) * self.weight + self.bias
 
 
 class SelfAttention(nn.Module):
@@ -204,6 +228,114 @@ class CNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x.reshape(x.shape[0], self.in_channels, self.image_size, self.image_size)
         return self.classifier(self.features(x))
+
+
+NORMS = ("none", "layer")
+
+
+def _image_norm(norm: str, channels: int) -> nn.Module:
+    if norm not in NORMS:
+        raise invalid_choice("norm", norm, NORMS)
+    # nn.Identity has no parameters, so norm="none" adds none and shifts no names.
+    return ImageLayerNorm(channels) if norm == "layer" else nn.Identity()
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block: shortcut(x) + conv(act(norm(conv(act(norm(x)))))), both
+    convolutions 3×3; the first one and a 1×1 shortcut convolution carry ``stride``.
+
+    The last convolution starts scaled by ``branch_scale`` (weights and bias), so that without
+    normalization the residual stream grows little over many blocks at initialization.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        norm: str = "none",
+        activation: str = "gelu",
+        branch_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = _image_norm(norm, in_channels)
+        self.act1 = _activation(activation)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
+        self.norm2 = _image_norm(norm, out_channels)
+        self.act2 = _activation(activation)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        with torch.no_grad():
+            self.conv2.weight.mul_(branch_scale)
+            self.conv2.bias.mul_(branch_scale)
+        reshaped = stride != 1 or in_channels != out_channels
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride) if reshaped else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(self.act1(self.norm1(x)))
+        return self.shortcut(x) + self.conv2(self.act2(self.norm2(h)))
+
+
+class ResNet(nn.Module):
+    """Small pre-activation ResNet without batch norm: a 3×3 stem convolution to ``channels``, then
+    ``stages`` stages of ``blocks`` residual blocks, stage s with channels·2^s channels, each stage
+    after the first halving the image (stride 2, rounding up, so odd sizes work); then norm → act →
+    global average pooling → linear.
+
+    ``norm="layer"`` puts an ``ImageLayerNorm`` before each activation; ``"none"`` (default) has
+    none. Takes square images (n, in_channels, image_size, image_size), or the same flattened.
+    """
+
+    # GELU by default: EoS studies and the third-derivative flows want a smooth loss, and ReLU's
+    # zero second derivative would leave the Hessian blind to the activations; GELU is the smooth
+    # function closest to the ReLU that ResNets are designed around (tanh saturates instead).
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        out_dim: int,
+        channels: int = 16,
+        stages: int = 3,
+        blocks: int = 1,
+        norm: str = "none",
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__()
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.image_size = positive_int("image_size", image_size)
+        out_dim = positive_int("out_dim", out_dim)
+        channels = positive_int("channels", channels)
+        stages = positive_int("stages", stages)
+        blocks = positive_int("blocks", blocks)
+        if norm not in NORMS:
+            raise invalid_choice("norm", norm, NORMS)
+        if activation not in ACTIVATIONS:
+            raise invalid_choice("activation", activation, ACTIVATIONS)
+        # Past 1×1 a stride-2 stage only multiplies the channels; that many stages is a mistake.
+        most = 1 + (self.image_size - 1).bit_length()
+        if stages > most:
+            raise ConfigError(
+                f"stages={stages} would halve image_size={image_size} below 1×1; at most {most} stages"
+            )
+        # 1/√(number of blocks): the branches' variances then add up to about one branch's, whatever
+        # the depth; small but not zero, so that every parameter moves the loss from the start.
+        scale = 1.0 / math.sqrt(stages * blocks)
+        self.stem = nn.Conv2d(self.in_channels, channels, 3, padding=1)
+        layers: list[nn.Module] = []
+        width = channels
+        for s in range(stages):
+            for b in range(blocks):
+                stride = 2 if s > 0 and b == 0 else 1
+                layers.append(ResidualBlock(width, channels * 2**s, stride, norm, activation, scale))
+                width = channels * 2**s
+        self.blocks = nn.Sequential(*layers)
+        self.norm = _image_norm(norm, width)
+        self.act = _activation(activation)
+        self.head = nn.Linear(width, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.reshape(x.shape[0], self.in_channels, self.image_size, self.image_size)
+        h = self.act(self.norm(self.blocks(self.stem(x))))
+        return self.head(h.mean((-2, -1)))
 
 
 class ViT(nn.Module):
