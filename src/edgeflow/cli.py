@@ -246,11 +246,11 @@ def resume_run(args: argparse.Namespace) -> int:
             f"--resume continues a run with its saved settings; remove {', '.join(given)} "
             "(only --quiet, --no-plots, --flush-every and --checkpoint-every may be given)"
         )
-    parallel.init_from_env(None)  # a data-parallel run resumes data-parallel (same device kind)
     out = Path(args.resume)
     if not out.is_dir():
         raise ConfigError(f"--resume {out}: no such run directory")
     cfg = RunConfig.merged(load_toml(out / "config.toml")) if (out / "config.toml").is_file() else RunConfig()
+    parallel.init_from_env(cfg.device)  # a data-parallel run resumes data-parallel, on its device kind
     if args.no_plots:
         cfg.plots = False
     if not (out / CHECKPOINT).exists() and (out / "results.h5").exists() and load(out, params=False).complete:

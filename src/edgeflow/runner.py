@@ -559,10 +559,13 @@ def _rebuild_problem(config: dict, out: Path) -> Problem:
         )
     from edgeflow.zoo import make_problem
 
+    device = config["device"]
+    if parallel.active() and device.startswith("cuda"):  # each rank on its own GPU, as when it started
+        device = f"cuda:{torch.cuda.current_device()}"
     return make_problem(
         recipe["name"],
         dtype=config["dtype"],
-        device=config["device"],
+        device=device,
         seed=recipe["seed"],
         **recipe["params"],
     )
