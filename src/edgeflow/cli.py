@@ -107,16 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="edgeflow: %(message)s", level=logging.INFO if speaks else logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "plot": cmd_plot, "list": cmd_list}[args.command](args)
+        code = {"run": cmd_run, "plot": cmd_plot, "list": cmd_list}[args.command](args)
     except ConfigError as err:
         if speaks:
             print(f"edgeflow: error: {err}", file=sys.stderr)
-        return 2
+        code = 2
+    except parallel.DistributedError as err:
+        print(f"edgeflow: error: {err}", file=sys.stderr)
+        parallel.leave(together=False)
+        return 1
+    try:
+        parallel.leave()
     except parallel.DistributedError as err:
         print(f"edgeflow: error: {err}", file=sys.stderr)
         return 1
-    finally:
-        parallel.leave()
+    return code
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

@@ -77,9 +77,16 @@ def init_from_env(device: str | None) -> str | None:
     return device
 
 
-def leave() -> None:
-    """Leave the process group ``init_from_env`` joined (at the end of a command)."""
-    if launched() and dist.is_available() and dist.is_initialized():
+def leave(together: bool = True) -> None:
+    """Leave the process group ``init_from_env`` joined (at the end of a command). ``together``
+    waits for the other ranks first: gloo aborts a rank that tears down while a peer still works
+    (rank 0 writing the summary and figures, say). After a failed collective, leave alone."""
+    if not (launched() and dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if together:
+            _collective(dist.barrier)
+    finally:
         dist.destroy_process_group()
 
 
@@ -106,13 +113,14 @@ def all_reduce(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(out)
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank if it is true on any (e.g. a stop signal that reached one rank first)."""
+def largest(value: int) -> int:
+    """The largest of the ranks' values, on every rank (e.g. the number of a stop signal that
+    reached one rank first, 0 where none did)."""
     if not active():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=_device())
+        return value
+    t = torch.tensor([float(value)], device=_device())
     _collective(dist.all_reduce, t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return int(t.item())
 
 
 def on_main(fn: Callable[[], T], share: bool = True) -> T | None:

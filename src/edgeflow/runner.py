@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -161,8 +161,8 @@ def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> None:
             run.start()
         finished = run.execute(progress=progress, stop=stop)
     if not finished:
-        assert run.out is not None and stop.signum is not None
-        raise RunInterrupted(run.out, run.k, stop.signum)
+        assert run.out is not None
+        raise RunInterrupted(run.out, run.k, run.stopped_by)
 
 
 def check_run_dir(out: str | Path, force: bool) -> Path:
@@ -254,6 +254,7 @@ class Run:
         self.last_checkpoint = time.monotonic()
         self.checkpointed_at: int | None = None
         self.complete = False
+        self.stopped_by = 0  # the signal that stopped the run, 0 while none has
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -313,16 +314,18 @@ class Run:
         log.info("resuming %s from step %d of %d", out, run.k, run.steps)
         return run
 
-    def execute(self, progress: bool = False, stop: Callable[[], bool] | None = None) -> bool:
-        """Step every flow to the last step (True), or until ``stop()`` says so at a step boundary
-        (False: the state is checkpointed and the records so far are saved)."""
+    def execute(self, progress: bool = False, stop: StopSignals | None = None) -> bool:
+        """Step every flow to the last step (True), or until ``stop`` has caught a signal, on any
+        rank, at a step boundary (False: the state is checkpointed and the records so far are
+        saved; ``self.stopped_by`` holds the signal)."""
         steps, every = self.steps, self.config["record_every"]
         quiet = True if not (progress and parallel.is_main()) else None  # None: quiet off a terminal
         with tqdm(total=steps, initial=self.k, disable=quiet, desc=self.problem.name, unit="step") as bar:
             while True:
                 k = self.k
                 # Every rank stops at the same step, whichever the signal reached first.
-                if parallel.any_rank(stop is not None and stop()):
+                self.stopped_by = parallel.largest((stop.signum or 0) if stop is not None else 0)
+                if self.stopped_by:
                     self.checkpoint()
                     self.finish(complete=False)
                     return False
@@ -572,8 +575,8 @@ def _rebuild_problem(config: dict, out: Path) -> Problem:
 
 
 class StopSignals:
-    """While active, SIGINT and SIGTERM ask the run to stop at the next step boundary (calling the
-    object says whether one came); a second signal stops at once. Only the main thread can install
+    """While active, SIGINT and SIGTERM ask the run to stop at the next step boundary (``signum``
+    holds the first that came); a second signal stops at once. Only the main thread can install
     signal handlers; elsewhere this does nothing and signals keep their usual effect."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -591,9 +594,6 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
-
-    def __call__(self) -> bool:
-        return self.signum is not None
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum is not None:
