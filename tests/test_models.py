@@ -3,7 +3,6 @@ third-derivative contractions) against finite differences, all in float64 at tin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +11,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import edgeflow as ef
+from conftest import (
+    assert_hvp_matches_finite_differences,
+    assert_third_matches_finite_differences,
+    random_point,
+    rel,
+)
 from edgeflow.errors import ConfigError
 from edgeflow.zoo import models
 
@@ -63,15 +68,6 @@ LAYER_NORM_CASES = ["vit", "transformer"]
 def make_problem(case: str, loss: str) -> ef.Problem:
     model, X, Y = models.seeded_init(CASES[case], seed=0)
     return ef.Problem.from_module(model, (X, Y), loss=loss, dtype="float64")
-
-
-def random_point(problem: ef.Problem, seed: int = 0, spread: float = 0.3) -> Tensor:
-    noise = torch.randn(problem.dim, generator=_gen(seed), dtype=problem.dtype)
-    return problem.w0 + spread * noise / math.sqrt(problem.dim)
-
-
-def rel(a: Tensor, b: Tensor) -> float:
-    return float((a - b).norm() / b.norm())
 
 
 # ------------------------------------------------------------------------------------------- shapes
@@ -175,30 +171,13 @@ def test_layer_norm_equals_functional():
 def test_hvp_matches_central_differences_of_grad(case, loss):
     problem = make_problem(case, loss)
     assert problem.dtype == torch.float64
-    w = random_point(problem)
-    gen = _gen(7)
-    for _ in range(2):
-        v = torch.randn(problem.dim, generator=gen, dtype=torch.float64)
-        h = 1e-5
-        fd = (problem.grad(w + h * v) - problem.grad(w - h * v)) / (2 * h)
-        hv = problem.hvp(w, v)
-        assert rel(hv, fd) < 1e-6
-        assert rel(hv, (hv @ v / (v @ v)) * v) > 1e-2  # not trivially proportional to v
+    assert_hvp_matches_finite_differences(problem)
 
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 @pytest.mark.parametrize("case", LAYER_NORM_CASES)
 def test_third_matches_central_differences_of_hvp(case, loss):
-    problem = make_problem(case, loss)
-    w = random_point(problem, seed=1)
-    u, v, e = (torch.randn(problem.dim, generator=_gen(10 + i), dtype=torch.float64) for i in range(3))
-    # A unit direction keeps the step at ε: the truncation error is O(ε²‖e‖²), and ‖e‖² = d for a raw
-    # Gaussian e (with dim-4 ViT blocks that alone made ε = 1e-5 miss by 4e-5).
-    e = e / e.norm()
-    third = problem.third(w, u, v)
-    eps = 1e-5
-    fd = (u @ problem.hvp(w + eps * e, v) - u @ problem.hvp(w - eps * e, v)) / (2 * eps)
-    assert float(third @ e) == pytest.approx(float(fd), rel=1e-6)
+    assert_third_matches_finite_differences(make_problem(case, loss))
 
 
 @pytest.mark.parametrize("case", ["cnn", "transformer"])

@@ -12,6 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import edgeflow as ef
+from conftest import (
+    assert_hvp_matches_finite_differences,
+    assert_third_matches_finite_differences,
+)
 from edgeflow.errors import ConfigError
 from edgeflow.zoo import make_problem, models
 
@@ -34,15 +38,6 @@ def tiny(norm: str = "none", **kwargs) -> models.ResNet:
 def tiny_problem(norm: str, loss: str) -> ef.Problem:
     labels = torch.randint(CLASSES, (N,), generator=_gen(2))
     return ef.Problem.from_module(tiny(norm), (images(), labels), loss=loss, dtype="float64")
-
-
-def random_point(problem: ef.Problem, seed: int = 0, spread: float = 0.3) -> Tensor:
-    noise = torch.randn(problem.dim, generator=_gen(seed), dtype=problem.dtype)
-    return problem.w0 + spread * noise / math.sqrt(problem.dim)
-
-
-def rel(a: Tensor, b: Tensor) -> float:
-    return float((a - b).norm() / b.norm())
 
 
 # ------------------------------------------------------------------------------------------- shapes
@@ -115,28 +110,13 @@ def test_image_layer_norm_is_layer_norm_over_channels_and_pixels():
 @pytest.mark.parametrize("norm", ["none", "layer"])
 def test_hvp_matches_central_differences_of_grad(norm, loss):
     problem = tiny_problem(norm, loss)
-    w = random_point(problem)
-    gen = _gen(7)
-    for _ in range(2):
-        v = torch.randn(problem.dim, generator=gen, dtype=torch.float64)
-        h = 1e-5
-        fd = (problem.grad(w + h * v) - problem.grad(w - h * v)) / (2 * h)
-        hv = problem.hvp(w, v)
-        assert rel(hv, fd) < 1e-6
-        assert rel(hv, (hv @ v / (v @ v)) * v) > 1e-2  # not trivially proportional to v
+    assert_hvp_matches_finite_differences(problem)
 
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 @pytest.mark.parametrize("norm", ["none", "layer"])
 def test_third_matches_central_differences_of_hvp(norm, loss):
-    problem = tiny_problem(norm, loss)
-    w = random_point(problem, seed=1)
-    u, v, e = (torch.randn(problem.dim, generator=_gen(10 + i), dtype=torch.float64) for i in range(3))
-    e = e / e.norm()  # a unit direction keeps the truncation error O(ε²)
-    third = problem.third(w, u, v)
-    eps = 1e-5
-    fd = (u @ problem.hvp(w + eps * e, v) - u @ problem.hvp(w - eps * e, v)) / (2 * eps)
-    assert float(third @ e) == pytest.approx(float(fd), rel=1e-6)
+    assert_third_matches_finite_differences(tiny_problem(norm, loss))
 
 
 # ------------------------------------------------------------------------------------------- errors
