@@ -1,6 +1,7 @@
 """edgeflow: gradient descent at the edge of stability, side by side with its continuous-time models."""
 
 from edgeflow.errors import ConfigError, IntegrationError
+from edgeflow.monitor import StabilityMonitor
 from edgeflow.oracle import Counts, Problem, SharpnessTracker, lanczos
 from edgeflow.processes import PROCESSES, Process
 from edgeflow.results import Result, load
@@ -20,6 +21,7 @@ __all__ = [
     "Result",
     "RunInterrupted",
     "SharpnessTracker",
+    "StabilityMonitor",
     "compare",
     "lanczos",
     "load",

@@ -45,6 +45,8 @@ from edgeflow.processes.midpoint import Midpoint
 from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
 MAGNITUDES = ("secant", "rayleigh", "linear")
+#: r ≥ NOISE_FLOOR · unit roundoff · ‖c‖: the rounding that seeds GD's oscillation (calibrated, below)
+NOISE_FLOOR = 0.03
 _TINY = torch.finfo(torch.float64).tiny  # keeps log r finite when the floor is 0
 
 
@@ -74,7 +76,7 @@ class EdgeFlow(Process):
         magnitude: str = "secant",
         substeps: int = 2,
         r0: float | None = None,
-        noise_floor: float = 0.03,
+        noise_floor: float = NOISE_FLOOR,
         warm_start: int = 0,
     ) -> None:
         super().__init__(problem, lr)

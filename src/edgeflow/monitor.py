@@ -1,0 +1,182 @@
+"""Forecasting GD's loss spikes from its own iterates, in Edge Flow's terms.
+
+GD at a learning rate η oscillates along the top Hessian eigenvector u: ``w_k ≈ c_k + s_k r_k u``
+with alternating signs. The amplitude grows by the factor ``|ηS − 1|`` per step, so it grows once the
+sharpness S exceeds 2/η and decays below, never below the rounding floor every step injects. The
+oscillation adds ``½·S·r²`` to the loss; a loss spike (catapult) comes when that share reaches the
+loss of the center. ``StabilityMonitor`` measures S and u by warm-started Lanczos every few steps
+and follows r as Edge Flow does: ``r ← max(r·|ηS − 1|, floor)`` each step, the floor being the
+rounding that seeds the oscillation, and never above what the iterates show (the third difference
+of the last four iterates along u, an upper bound that the center's own motion dominates until the
+oscillation is large). It then integrates Edge Flow's magnitude equation ``d log r/dt =
+log|ηS(t) − 1|`` forward, with S(t) extrapolated from its recent trend, to the step where r
+reaches the spike amplitude.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from edgeflow.errors import ConfigError
+from edgeflow.oracle import Problem, SharpnessTracker
+from edgeflow.processes.edge import NOISE_FLOOR, unit_roundoff
+from edgeflow.utils import positive_float, positive_int
+
+
+class StabilityMonitor:
+    """Watches a GD (or any) training loop and forecasts its next loss spike.
+
+    ``rep = mon.update(w)`` after each step, with the current iterate (a flat tensor, or the model for
+    a monitor made by ``from_module``) and optionally its loss (saves one loss evaluation). Returns:
+
+    * ``sharpness``: λ_max(∇²L(w)), NaN at steps where it is not measured (every ``sharpness_every``);
+    * ``oscillation``: GD's oscillation amplitude along the tracked top eigenvector (one step back),
+      as tracked above;
+    * ``growth``: the per-step growth factor of the oscillation, |ηS − 1| at the last sharpness;
+    * ``spike_in``: forecast steps until ½·S·r² reaches ``spike_ratio`` × the center's loss (inf if
+      the oscillation is not on course to get there within ``max_forecast`` steps);
+    * ``warning``: ``spike_in <= horizon``.
+
+    Cost: one Lanczos solve (a few warm-started HVPs) every ``sharpness_every`` steps, on average
+    at most one HVP per step at the default, plus one loss evaluation when ``loss`` is not given.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        lr: float,
+        horizon: int = 50,
+        *,
+        sharpness_every: int = 15,
+        trend_window: int = 5,
+        spike_ratio: float = 1.0,
+        max_forecast: int = 10_000,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(problem, Problem):
+            raise ConfigError(f"problem must be an edgeflow.Problem, got {type(problem).__name__}")
+        self.problem = problem
+        self.lr = positive_float("lr", lr)
+        self.horizon = positive_int("horizon", horizon)
+        self.sharpness_every = positive_int("sharpness_every", sharpness_every)
+        self.spike_ratio = positive_float("spike_ratio", spike_ratio)
+        self.max_forecast = positive_int("max_forecast", max_forecast)
+        self.tracker = SharpnessTracker(problem, seed=seed, tol=1e-3, min_iter=2)
+        self.model: nn.Module | None = None
+        self.step = -1
+        self.iterates: deque[Tensor] = deque(maxlen=self.DIFFERENCES + 1)
+        self.sharpness_history: deque[tuple[int, float]] = deque(
+            maxlen=positive_int("trend_window", trend_window)
+        )
+        self.u: Tensor | None = None
+        self.amplitude = math.nan  # the tracked oscillation r
+        self._last_growth = 1.0
+        self._floor = NOISE_FLOOR * unit_roundoff(problem.dtype)
+
+    @classmethod
+    def from_module(
+        cls, model: nn.Module, data: tuple[Tensor, Tensor], lr: float, loss: str = "mse", **kwargs
+    ) -> StabilityMonitor:
+        """A monitor for an ``nn.Module`` trained on ``data``: ``update(model)`` reads its parameters."""
+        dtype = next(model.parameters()).dtype
+        problem = Problem.from_module(
+            model, data, loss=loss, dtype=dtype, device=next(model.parameters()).device
+        )
+        monitor = cls(problem, lr, **kwargs)
+        monitor.model = model
+        return monitor
+
+    def update(self, w: Tensor | nn.Module, loss: float | None = None) -> dict:
+        w = self._flat(w)
+        self.step += 1
+        self.iterates.append(w.detach().clone())
+        sharpness = math.nan
+        if self.step % self.sharpness_every == 0:
+            sharpness, self.u = self.tracker(w)
+            self.sharpness_history.append((self.step, sharpness))
+        loss = float(self.problem.loss(w)) if loss is None else float(loss)
+        oscillation = self._track_amplitude(w)
+        report = {
+            "step": self.step,
+            "sharpness": sharpness,
+            "oscillation": oscillation,
+            "growth": math.nan,
+            "spike_in": math.inf,
+            "warning": False,
+        }
+        if not self.sharpness_history or not math.isfinite(oscillation) or not math.isfinite(loss):
+            return report
+        s_now, slope = self._sharpness_trend()
+        self._last_growth = abs(self.lr * s_now - 1.0)
+        report["growth"] = abs(self.lr * s_now - 1.0)
+        report["spike_in"] = self._forecast(oscillation, loss, s_now, slope)
+        report["warning"] = report["spike_in"] <= self.horizon
+        return report
+
+    # ------------------------------------------------------------------ measurements
+    def _flat(self, w: Tensor | nn.Module) -> Tensor:
+        if isinstance(w, nn.Module):
+            w = torch.cat([p.detach().reshape(-1) for p in w.parameters()])
+        if not isinstance(w, Tensor) or w.shape != (self.problem.dim,):
+            shape = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+            raise ConfigError(f"update needs the {self.problem.dim} parameters as a flat tensor, got {shape}")
+        return w.to(dtype=self.problem.dtype, device=self.problem.device)
+
+    #: finite differences that separate the oscillation from the center's own motion
+    DIFFERENCES = 3
+
+    def _track_amplitude(self, w: Tensor) -> float:
+        """Edge Flow's magnitude, one GD step on, held between the rounding floor and the
+        amplitude the iterates show."""
+        shown = self._oscillation()
+        if not math.isfinite(shown):
+            return math.nan
+        floor = self._floor * float(w.norm())
+        if math.isfinite(self.amplitude):
+            self.amplitude = max(self.amplitude * self._last_growth, floor)
+        else:
+            self.amplitude = shown
+        self.amplitude = min(self.amplitude, shown)
+        return self.amplitude
+
+    def _oscillation(self) -> float:
+        """GD's oscillation amplitude along u, from the third difference of the last four iterates:
+        a period-2 component s_k·r contributes 8r to it, the center's smooth motion (which
+        dominates a second difference before the edge of stability) almost nothing."""
+        if len(self.iterates) <= self.DIFFERENCES or self.u is None:
+            return math.nan
+        a = [float(self.u @ w) for w in self.iterates]
+        third = a[3] - 3 * a[2] + 3 * a[1] - a[0]
+        return abs(third) / 8
+
+    def _sharpness_trend(self) -> tuple[float, float]:
+        """The sharpness now and its change per step, by least squares over the recent
+        measurements (extrapolated to the current step)."""
+        steps = np.array([k for k, _ in self.sharpness_history], dtype=float)
+        values = np.array([s for _, s in self.sharpness_history])
+        if len(steps) < 2:
+            return float(values[-1]), 0.0
+        slope, intercept = np.polyfit(steps, values, 1)
+        return float(intercept + slope * self.step), float(slope)
+
+    def _forecast(self, r: float, loss: float, s_now: float, slope: float) -> float:
+        """Steps until r reaches the spike amplitude, integrating d log r/dt = log|ηS(t) − 1| with
+        S(t) = s_now + slope·t, held at the spike's own scale (the loss of the center stays)."""
+        share = 0.5 * s_now * r * r
+        center = max(loss - share, 0.0)
+        if s_now <= 0:
+            return math.inf
+        if share >= self.spike_ratio * center:
+            # at the spike's scale already: a spike if it still grows, one dying out if not
+            return 0.0 if abs(self.lr * s_now - 1.0) > 1.0 else math.inf
+        log_target = 0.5 * math.log(2 * self.spike_ratio * center / s_now)
+        t = np.arange(1, self.max_forecast + 1, dtype=float)
+        growth = np.log(np.maximum(np.abs(self.lr * (s_now + slope * t) - 1.0), 1e-300))
+        reached = np.flatnonzero(math.log(max(r, 1e-300)) + np.cumsum(growth) >= log_target)
+        # r was measured one step back, so the count starts a step early.
+        return max(float(t[reached[0]]) - 1.0, 0.0) if reached.size else math.inf
