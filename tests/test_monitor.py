@@ -87,15 +87,17 @@ def test_warns_ahead_of_the_catapult_on_the_default_problem():
     torch.set_num_threads(1)
     problem, lr = ef.make_problem("digits-mlp"), 0.4
     mon = ef.StabilityMonitor(problem, lr, horizon=50)
-    w, losses, warnings = problem.w0.clone(), [], []
-    for _ in range(300):
+    w, losses, warnings, forecasts = problem.w0.clone(), [], [], []
+    for k in range(300):
         loss, grad = problem.value_and_grad(w)
         rep = mon.update(w, loss=float(loss))
         losses.append(float(loss))
         warnings.append(rep["warning"])
+        forecasts.append(k + rep["spike_in"])
         w = w - lr * grad
     losses = np.array(losses)
     spike = int(np.flatnonzero(losses > 1.2 * np.minimum.accumulate(losses))[0])
     first = warnings.index(True)
     assert 5 <= spike - first <= 100, (first, spike)
+    assert all(abs(f - spike) <= 10 for f in forecasts[170:spike])  # measured: within 5 steps
     assert problem.counts.hvp / 300 <= 1.0
