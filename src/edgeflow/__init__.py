@@ -2,6 +2,7 @@
 
 from edgeflow.errors import ConfigError, IntegrationError
 from edgeflow.monitor import StabilityMonitor
+from edgeflow.optim import EdgeStableGD
 from edgeflow.oracle import Counts, Problem, SharpnessTracker, lanczos
 from edgeflow.processes import PROCESSES, Process
 from edgeflow.results import Result, load
@@ -15,6 +16,7 @@ __all__ = [
     "PROCESSES",
     "ConfigError",
     "Counts",
+    "EdgeStableGD",
     "IntegrationError",
     "Problem",
     "Process",

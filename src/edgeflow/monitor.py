@@ -96,10 +96,23 @@ class StabilityMonitor:
         self.step += 1
         self.iterates.append(w.detach().clone())
         sharpness = math.nan
-        if self.step % self.sharpness_every == 0:
-            sharpness, self.u = self.tracker(w)
-            self.sharpness_history.append((self.step, sharpness))
         loss = float(self.problem.loss(w)) if loss is None else float(loss)
+        if not (math.isfinite(loss) and bool(torch.isfinite(w).all())):
+            # the spike has come: nothing left to forecast
+            return {
+                "step": self.step,
+                "sharpness": math.nan,
+                "oscillation": math.nan,
+                "growth": math.nan,
+                "spike_in": 0.0,
+                "warning": True,
+            }
+        if self.step % self.sharpness_every == 0:
+            try:
+                sharpness, self.u = self.tracker(w)
+                self.sharpness_history.append((self.step, sharpness))
+            except FloatingPointError:
+                sharpness = math.nan
         oscillation = self._track_amplitude(w)
         report = {
             "step": self.step,

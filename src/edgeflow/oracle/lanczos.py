@@ -72,6 +72,8 @@ def lanczos(
     theta = s = None
     for j in range(max_iter):
         z = matvec(basis[j])
+        if not bool(torch.isfinite(z).all()):
+            raise FloatingPointError("a Hessian-vector product is not finite (the iterate has overflowed)")
         alpha[j] = torch.dot(basis[j], z).item()
         # Two passes of classical Gram-Schmidt against the whole basis ("twice is enough").
         for _ in range(2):

@@ -15,10 +15,11 @@ from edgeflow.processes.edge import EdgeFlow
 from edgeflow.processes.gd import GD
 from edgeflow.processes.gradient import GradientFlow
 from edgeflow.processes.midpoint import Midpoint
+from edgeflow.processes.mitigated import Mitigated
 from edgeflow.processes.modified import ModifiedFlow
 
 PROCESSES: dict[str, type[Process]] = {
-    cls.name: cls for cls in (GD, Midpoint, GradientFlow, ModifiedFlow, EdgeFlow, CentralFlow)
+    cls.name: cls for cls in (GD, Midpoint, GradientFlow, ModifiedFlow, EdgeFlow, CentralFlow, Mitigated)
 }
 
 

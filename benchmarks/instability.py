@@ -1,0 +1,233 @@
+"""Instabilities at the edge of stability: the monitor's forecasts of GD's loss spikes, and GD against
+the remedies of the `mitigated` flow, over a grid of learning rates → docs/instability.md.
+
+    python benchmarks/instability.py [--problems digits-mlp,mnist5k-cnn,mnist5k-vit,sort-transformer]
+                                     [--lrs 0.2,0.4,...] [--steps 600] [--out docs/instability.md]
+
+Per problem and η (float64 for digits, the problem's dtype otherwise):
+(a) GD with ``StabilityMonitor`` in the loop: GD's first loss spike (the first step whose loss is
+    20% above its running minimum), the lead time of the monitor's first warning, the error of its
+    ``spike_in`` forecasts from that warning on, and false warnings (a warning with no spike in the
+    ``horizon`` steps after it);
+(b) GD and every remedy (``ef.compare`` with flow ``mitigated``): final loss at equal steps, loss at
+    equal gradient evaluations (an HVP counted as two gradients), the largest spike (max over steps
+    of loss / running minimum), divergence, wall time per step relative to GD (same process).
+Summaries: the largest η that trains (finite, final loss below the initial) per method. A figure
+per problem: final loss against η for GD and each remedy, divergence marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import edgeflow as ef
+from edgeflow.processes.mitigated import REMEDIES
+
+SPIKE = 1.2  # a loss 20% above its running minimum is a spike
+HVP_IN_GRADIENTS = 2.0
+DEFAULT_LRS = {
+    "digits-mlp": [0.2, 0.4, 0.8, 1.6, 3.2, 6.4],
+    "mnist5k-cnn": [0.05, 0.1, 0.2, 0.4, 0.8, 1.6],
+    "mnist5k-vit": [0.01, 0.02, 0.05, 0.1, 0.2, 0.4],
+    "sort-transformer": [0.1, 0.25, 0.5, 1.0, 2.0, 4.0],
+}
+
+
+def first_spike(losses: np.ndarray) -> int | None:
+    finite = np.isfinite(losses)
+    if not finite.all():
+        return int(np.flatnonzero(~finite)[0])
+    hits = np.flatnonzero(losses > SPIKE * np.minimum.accumulate(losses))
+    return int(hits[0]) if hits.size else None
+
+
+def largest_spike(losses: np.ndarray) -> float:
+    finite = losses[np.isfinite(losses)]
+    return float(np.max(finite / np.minimum.accumulate(finite))) if finite.size else math.nan
+
+
+def monitor_case(problem: ef.Problem, lr: float, steps: int, horizon: int) -> dict:
+    """GD with the monitor in the loop; the monitor's forecasts against GD's first spike."""
+    mon = ef.StabilityMonitor(problem, lr, horizon=horizon)
+    w, losses, reports = problem.w0.clone(), [], []
+    for _ in range(steps):
+        loss, grad = problem.value_and_grad(w)
+        if not torch.isfinite(loss):
+            losses.append(math.inf)
+            break
+        reports.append(mon.update(w, loss=float(loss)))
+        losses.append(float(loss))
+        w = w - lr * grad
+    losses = np.array(losses)
+    spike = first_spike(losses)
+    warned = [r["step"] for r in reports if r["warning"]]
+    spikes_at = [k for k in range(1, len(losses)) if losses[k] > SPIKE * np.min(losses[:k])]
+    false = [k for k in warned if not any(k <= s <= k + horizon for s in spikes_at)]
+    first = next((k for k in warned if spike is None or k <= spike), None)
+    errors = [abs(r["step"] + r["spike_in"] - spike) for r in reports[first:spike]] if spike and first else []
+    return {
+        "gd_spike": spike,
+        "first_warning": first,
+        "lead": spike - first if spike is not None and first is not None else None,
+        "forecast_error_median": float(np.median(errors)) if errors else None,
+        "forecast_error_max": float(np.max(errors)) if errors else None,
+        "false_warnings": len(false),
+        "warnings": len(warned),
+    }
+
+
+def remedy_cases(problem: ef.Problem, lr: float, steps: int) -> dict[str, dict]:
+    out = {}
+    gd = None
+    for remedy in ("gd", *REMEDIES):
+        flows = ["gd"] if remedy == "gd" else ["gd", "mitigated"]
+        options = {} if remedy == "gd" else {"mitigated": {"remedy": remedy}}
+        res = ef.compare(problem, lr, steps, flows, options=options, sharpness_every=steps)
+        rec = res["gd" if remedy == "gd" else "mitigated"]
+        if remedy == "gd":
+            gd = rec
+        losses = rec["train_loss"]
+        done = max(rec.info["steps_completed"], 1)
+        cost = rec.info["cost"]
+        per_step = (cost["grad"] + HVP_IN_GRADIENTS * cost["hvp"] + cost["loss"] * 0.0) / done
+        equal = min(int(steps / max(per_step, 1e-12)), len(losses) - 1)
+        gd_wall = gd.info["wall_time"] / max(gd.info["steps_completed"], 1)
+        out[remedy] = {
+            "final_loss": float(losses[-1]) if rec.info["diverged_at"] is None else None,
+            "loss_at_equal_gradients": float(losses[equal]) if rec.info["diverged_at"] is None else None,
+            "largest_spike": largest_spike(losses),
+            "diverged_at": rec.info["diverged_at"],
+            "gradients_per_step": per_step,
+            "wall_vs_gd": rec.info["wall_time"] / done / gd_wall if gd_wall > 0 else None,
+            "initial_loss": float(losses[0]),
+        }
+    return out
+
+
+def figure(problem: str, rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    lrs = sorted(rows)
+    top = max(
+        (r["final_loss"] for lr in lrs for r in rows[lr]["remedies"].values() if r["final_loss"]), default=1.0
+    )
+    for method in ("gd", *REMEDIES):
+        ys = [rows[lr]["remedies"][method]["final_loss"] for lr in lrs]
+        style = {"color": "black", "lw": 2} if method == "gd" else {"lw": 1.2}
+        line = ax.plot(
+            [lr for lr, y in zip(lrs, ys, strict=True) if y],
+            [y for y in ys if y],
+            marker="o",
+            label=method,
+            **style,
+        )
+        div = [lr for lr, y in zip(lrs, ys, strict=True) if y is None]
+        if div:
+            ax.plot(div, [top * 2] * len(div), "x", color=line[0].get_color(), ms=9)
+    ax.set(xscale="log", yscale="log", xlabel="learning rate η", ylabel="training loss after the run")
+    ax.set_title(f"{problem}: GD and remedies (× at the top: diverged)", fontsize=10)
+    ax.grid(alpha=0.3, lw=0.5)
+    ax.legend(fontsize=8, frameon=False)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def markdown(results: dict, steps: int) -> str:
+    lines = [
+        "# Instabilities: forecasting GD's loss spikes, and remedies",
+        "",
+        f"Generated by `python benchmarks/instability.py` ({steps} steps per run). A spike is a loss "
+        f"{SPIKE:g}× above its running minimum; an HVP counts as {HVP_IN_GRADIENTS:g} gradients.",
+        "",
+    ]
+    for problem, rows in results.items():
+        lines += [f"## {problem}", "", f"![final loss against η](instability-{problem}.png)", ""]
+        lines += [
+            "| η | GD's first spike | first warning | lead | forecast error (median / max) | false warnings |"
+        ]
+        lines += ["|---|---|---|---|---|---|"]
+        for lr, row in sorted(rows.items()):
+            m = row["monitor"]
+            lines.append(
+                f"| {lr:g} | {_f(m['gd_spike'])} | {_f(m['first_warning'])} | {_f(m['lead'])} | "
+                f"{_f(m['forecast_error_median'])} / {_f(m['forecast_error_max'])} | {m['false_warnings']} |"
+            )
+        lines += [
+            "",
+            "| η | method | final loss | at equal gradients | largest spike | diverged at | grads/step | "
+            "wall vs GD |",
+        ]
+        lines += ["|---|---|---|---|---|---|---|---|"]
+        for lr, row in sorted(rows.items()):
+            for method, r in row["remedies"].items():
+                lines.append(
+                    f"| {lr:g} | {method} | {_f(r['final_loss'])} | {_f(r['loss_at_equal_gradients'])} | "
+                    f"{_f(r['largest_spike'])} | {_f(r['diverged_at'])} | {r['gradients_per_step']:.2f} | "
+                    f"{_f(r['wall_vs_gd'])} |"
+                )
+        lines += ["", "Largest η that trains (finite, final loss below the initial):", ""]
+        for method in ("gd", *REMEDIES):
+            ok = [
+                lr
+                for lr, row in rows.items()
+                if (r := row["remedies"][method])["final_loss"] is not None
+                and r["final_loss"] < r["initial_loss"]
+            ]
+            lines.append(f"- {method}: {max(ok):g}" if ok else f"- {method}: none")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _f(x) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default="digits-mlp,mnist5k-cnn,mnist5k-vit,sort-transformer")
+    ap.add_argument("--lrs", help="comma-separated η (default: a grid per problem)")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--horizon", type=int, default=50)
+    ap.add_argument("--out", default="docs/instability.md")
+    ap.add_argument("--reuse", help="a JSON written by an earlier run: its problems are not run again")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    store = out.with_suffix(".json")
+    results: dict = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
+    results = {p: {float(lr): row for lr, row in rows.items()} for p, rows in results.items()}
+    for problem_name in args.problems.split(","):
+        if problem_name in results:
+            continue
+        lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else DEFAULT_LRS[problem_name]
+        rows = {}
+        for lr in lrs:
+            t0 = time.time()
+            problem = ef.make_problem(problem_name)
+            rows[lr] = {"monitor": monitor_case(problem, lr, args.steps, args.horizon)}
+            rows[lr]["remedies"] = remedy_cases(problem, lr, args.steps)
+            print(f"{problem_name} η = {lr:g}: {time.time() - t0:.0f} s", flush=True)
+        results[problem_name] = rows
+        figure(problem_name, rows, out.parent / f"instability-{problem_name}.png")
+        out.write_text(markdown(results, args.steps))
+        store.write_text(
+            json.dumps({p: {str(k): v for k, v in r.items()} for p, r in results.items()}, indent=1)
+        )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The `mitigated` flow's remedies as a ``torch.optim.Optimizer`` for users' own models.
+
+``EdgeStableGD`` is (full-batch or mini-batch) gradient descent that tracks the top Hessian
+eigenvector u of the loss its closure returns, with one Hessian-vector product per step (double
+backward through the closure's graph, the shifted power step u ← (I + ηH)u/‖·‖), and
+
+* ``remedy="lr_cap"``: takes the step size min(η, (2 − margin)/ρ), ρ = uᵀHu, so that GD is never
+  unstable along u;
+* ``remedy="damped"``: damps the step along u by Edge Flow's implicit factor 1/(1 + ηρ) whenever
+  ηρ ≥ 2 − margin, and leaves every other direction to plain GD.
+
+    opt = EdgeStableGD(model.parameters(), lr=0.5)
+    def closure():
+        opt.zero_grad()
+        return loss_fn(model(X), Y)      # no .backward(): the optimizer differentiates twice
+    opt.step(closure)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from edgeflow.errors import invalid_choice
+from edgeflow.utils import nonnegative_float, positive_float
+
+OPTIMIZER_REMEDIES = ("lr_cap", "damped")
+
+
+class EdgeStableGD(torch.optim.Optimizer):
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        lr: float,
+        remedy: str = "lr_cap",
+        margin: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        if remedy not in OPTIMIZER_REMEDIES:
+            raise invalid_choice("remedy", remedy, OPTIMIZER_REMEDIES)
+        defaults = {
+            "lr": positive_float("lr", lr),
+            "remedy": remedy,
+            "margin": nonnegative_float("margin", margin),
+        }
+        super().__init__(params, defaults)
+        self._seed = seed
+        #: the last Rayleigh quotient ρ = uᵀHu (the sharpness once u has converged) and step size
+        self.rayleigh = float("nan")
+        self.step_size = float("nan")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
+        """One step; ``closure`` returns the loss (with its graph, without calling backward)."""
+        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        group = self.param_groups[0]
+        lr, remedy, margin = group["lr"], group["remedy"], group["margin"]
+        with torch.enable_grad():
+            loss = closure()
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            u = self._direction(params)
+            hu = torch.autograd.grad(grads, params, grad_outputs=u)
+        g = [gi.detach() for gi in grads]
+        rho = float(sum((ui * hi).sum() for ui, hi in zip(u, hu, strict=True)))
+        self.rayleigh = rho
+        shifted = [ui + lr * hi for ui, hi in zip(u, hu, strict=True)]
+        norm = torch.sqrt(sum((s * s).sum() for s in shifted))
+        self._store([s / norm for s in shifted])
+        if remedy == "lr_cap":
+            self.step_size = min(lr, (2.0 - margin) / rho) if rho > 0 else lr
+            for p, gi in zip(params, g, strict=True):
+                p.add_(gi, alpha=-self.step_size)
+        else:
+            along = float(sum((ui * gi).sum() for ui, gi in zip(u, g, strict=True)))
+            damp = lr * rho >= 2.0 - margin
+            self.step_size = lr / (1.0 + lr * rho) if damp else lr
+            for p, gi, ui in zip(params, g, u, strict=True):
+                p.add_(gi, alpha=-lr)
+                if damp:
+                    # replace the step along u, −η(uᵀg)u, by the damped −η(uᵀg)/(1 + ηρ)·u
+                    p.add_(ui, alpha=lr * along - lr * along / (1.0 + lr * rho))
+        return loss.detach()
+
+    def _direction(self, params: list[Tensor]) -> list[Tensor]:
+        state = [self.state[p].get("u") for p in params]
+        if any(s is None for s in state):
+            gen = torch.Generator(device=params[0].device).manual_seed(self._seed)
+            state = [torch.randn(p.shape, generator=gen, dtype=p.dtype, device=p.device) for p in params]
+            norm = torch.sqrt(sum((s * s).sum() for s in state))
+            state = [s / norm for s in state]
+        return state
+
+    def _store(self, u: list[Tensor]) -> None:
+        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        for p, ui in zip(params, u, strict=True):
+            self.state[p]["u"] = ui.detach()
