@@ -19,7 +19,8 @@ def quadratic() -> ef.Problem:
 def test_gd_diverges_where_damping_trains():
     """η·λ_max = 2.5: GD multiplies the top coordinate by −1.5 per step; damped by 1/(1 + ηλ) = 2/7."""
     lr = 0.25
-    res = ef.compare(quadratic(), lr, 400, ["gd", "mitigated"], sharpness_every=50)
+    options = {"mitigated": {"remedy": "damped"}}
+    res = ef.compare(quadratic(), lr, 400, ["gd", "mitigated"], sharpness_every=50, options=options)
     gd = res["gd"]["train_loss"]
     assert gd[-1] > 1e100 * gd[0]  # 1.5^800 times larger
     m = res["mitigated"]
@@ -32,7 +33,7 @@ def test_gd_diverges_where_damping_trains():
 
 def test_damped_step_along_the_top_eigenvector_is_the_implicit_factor():
     lr = 0.25
-    proc = ef.PROCESSES["mitigated"](quadratic(), lr)
+    proc = ef.PROCESSES["mitigated"](quadratic(), lr, remedy="damped")
     proc.init(quadratic().w0, seed=0)
     for _ in range(3):  # the tracked direction converges to e₁ (power steps with I + ηH)
         proc.step()
