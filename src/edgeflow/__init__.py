@@ -7,6 +7,7 @@ from edgeflow.oracle import Counts, Problem, SharpnessTracker, lanczos
 from edgeflow.processes import PROCESSES, Process
 from edgeflow.results import Result, load
 from edgeflow.runner import RunInterrupted, compare, resume
+from edgeflow.sweep import SweepResult, sweep
 from edgeflow.zoo import PROBLEMS, make_problem
 
 __version__ = "0.1.0"
@@ -24,9 +25,11 @@ __all__ = [
     "RunInterrupted",
     "SharpnessTracker",
     "StabilityMonitor",
+    "SweepResult",
     "compare",
     "lanczos",
     "load",
     "make_problem",
     "resume",
+    "sweep",
 ]

@@ -25,7 +25,7 @@ from edgeflow.metrics import summarize, summary_markdown
 from edgeflow.processes import PROCESSES, option_names, process_class
 from edgeflow.results import load
 from edgeflow.runner import RunInterrupted, build_processes, check_run_dir, compare, resume
-from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, positive_float, positive_int
+from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, positive_float, positive_int, seed_int
 from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, is_factory, make_problem, problem_params, problem_spec
 
 
@@ -98,6 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir", help="a directory written by `edgeflow run` (or its results.h5)")
 
     sub.add_parser("list", help="list the named problems and the flows")
+
+    sw = sub.add_parser(
+        "sweep",
+        help="GD at several learning rates from one initialization: sharpness against 2/η, final loss",
+        description="Runs GD and its midpoints at each η into DIR/lr-<η>/, then writes sweep.png, "
+        "sweep.md and sweep.json into DIR.",
+    )
+    sw.add_argument("--problem", default=DEFAULT_PROBLEM, help=f"named problem (default {DEFAULT_PROBLEM})")
+    sw.add_argument("--lrs", required=True, help="comma-separated learning rates, e.g. 0.05,0.1,0.2")
+    sw.add_argument("--steps", help="number of GD steps per η (default: the problem's)")
+    sw.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="a problem parameter (repeatable)"
+    )
+    sw.add_argument("--seed", help="seed for data subsets, initialization and Lanczos (default 0)")
+    sw.add_argument("--dtype", help=f"{' or '.join(DTYPES)} (default: the problem's)")
+    sw.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
+    sw.add_argument("--sharpness-every", help="measure sharpness every N steps (default: the problem's)")
+    sw.add_argument("--out", help="sweep directory (default runs/sweep-<problem>-<time>)")
+    sw.add_argument(
+        "--force", action="store_true", help="empty and reuse a directory that holds an earlier sweep"
+    )
+    sw.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
@@ -107,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="edgeflow: %(message)s", level=logging.INFO if speaks else logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
-        code = {"run": cmd_run, "plot": cmd_plot, "list": cmd_list}[args.command](args)
+        code = {"run": cmd_run, "plot": cmd_plot, "list": cmd_list, "sweep": cmd_sweep}[args.command](args)
     except ConfigError as err:
         if speaks:
             print(f"edgeflow: error: {err}", file=sys.stderr)
@@ -325,6 +347,46 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     for p in plot_run(load(target, params=False), run_dir / "figures"):
         print(p)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``edgeflow sweep``: flags checked here with their names, then ``edgeflow.sweep.sweep``."""
+    from edgeflow.sweep import parse_lrs, sweep
+
+    lrs = parse_lrs(args.lrs, "--lrs")
+    steps = None if args.steps is None else positive_int("--steps", args.steps, at_most=MAX_STEPS)
+    every = None if args.sharpness_every is None else positive_int("--sharpness-every", args.sharpness_every)
+    seed = 0 if args.seed is None else seed_int("--seed", _int_arg("--seed", args.seed))
+    params = parse_pairs(args.param, "--param", "KEY=VALUE (e.g. n=256)")
+    if steps is None and is_factory(args.problem):
+        raise ConfigError(f"--steps is required with a custom problem factory ({args.problem})")
+    stem = args.problem.replace(":", "-").replace(".", "-")
+    out = Path(args.out or f"runs/sweep-{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        result = sweep(
+            args.problem,
+            lrs,
+            steps,
+            out=out,
+            sharpness_every=every,
+            seed=seed,
+            params=params,
+            dtype=args.dtype,
+            device=args.device,
+            force=args.force,
+            progress=not args.quiet,
+            say=say,
+        )
+    except RunInterrupted as stop:
+        say(
+            f"edgeflow: sweep interrupted in {stop.out} at step {stop.step}, before its table and "
+            f"figure; the runs of the smaller η are complete; continue this one with: "
+            f"edgeflow run --resume {stop.out}"
+        )
+        return stop.exit_code
+    print(result.markdown(), end="")
+    print(f"results in {out}/ (sweep.png, sweep.md, sweep.json, one run directory lr-<η>/ per η)")
     return 0
 
 

@@ -1,0 +1,442 @@
+"""Learning-rate sweeps: GD at several η from one initialization, the classic EoS experiment.
+
+``sweep(problem, [0.1, 0.2, 0.4], steps, out=DIR)`` runs GD and its midpoints (where GD's center
+sharpness is measured) at each η, each into its own run directory ``DIR/lr-<η>/`` (streamed,
+checkpointed, readable with ``ef.load``), then writes into DIR the per-η table (``sweep.md``,
+``sweep.json``) and ``sweep.png``: sharpness against 2/η for every η, and the final loss against η.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeflow.config import RunConfig
+from edgeflow.errors import ConfigError
+from edgeflow.metrics import field as flow_field
+from edgeflow.metrics import onset_profile, record_steps
+from edgeflow.oracle import Problem
+from edgeflow.results import Result
+from edgeflow.runner import RUN_FILES, check_run_dir, compare
+from edgeflow.utils import MAX_STEPS, dtype_name, positive_float, positive_int
+from edgeflow.zoo import is_factory, make_problem, problem_spec
+
+#: GD and its midpoints: GD's loss, and its sharpness measured at the center of its oscillation
+FLOWS = ("gd", "midpoint")
+#: A loss this many times the initial one counts as divergence. The runner stops a flow only once its
+#: loss is non-finite, which GD on digits-mlp at η = 2 reaches at step 101, although its loss passes
+#: 10⁵ at step 6; at EoS GD's loss spikes stay far below this (never above its initial value on
+#: digits-mlp for η up to 1.6).
+BLOWUP = 1e4
+SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png")
+
+
+@dataclass
+class SweepResult:
+    """``rows``: one dict per η (ascending; keys as in ``sweep.json``); ``results``: η → ``Result``."""
+
+    problem: str
+    steps: int
+    sharpness_every: int
+    seed: int
+    rows: list[dict]
+    results: dict[float, Result] = field(repr=False)
+    out: Path | None = None
+
+    def to_dict(self) -> dict:
+        keys = ("problem", "steps", "sharpness_every", "seed")
+        return {
+            **{k: getattr(self, k) for k in keys},
+            "flows": list(FLOWS),
+            "blowup": BLOWUP,
+            "rows": self.rows,
+        }
+
+    def markdown(self) -> str:
+        return sweep_markdown(self.to_dict())
+
+
+def parse_lrs(value: str | Sequence[float], name: str = "lrs") -> list[float]:
+    """``"0.1,0.05"`` or ``[0.1, 0.05]`` → ``[0.05, 0.1]``: positive finite, at least one, no repeats."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if not items or all(isinstance(x, str) and not x.strip() for x in items):
+        raise ConfigError(f"{name} names no learning rate; give a comma-separated list like 0.05,0.1,0.2")
+    lrs = [positive_float(f"{name} entry", x.strip() if isinstance(x, str) else x) for x in items]
+    repeated = sorted({x for x in lrs if lrs.count(x) > 1})
+    if repeated:
+        raise ConfigError(f"{name}: learning rate {repeated[0]:g} is given more than once; give each once")
+    return sorted(lrs)
+
+
+def run_name(lr: float) -> str:
+    """The sub-directory of one η: repr is the shortest text that reads back as the same float, so two
+    distinct η never share a directory."""
+    return f"lr-{lr!r}"
+
+
+def check_sweep_dir(out: str | Path, lrs: Sequence[float], force: bool) -> Path:
+    """Raise ``ConfigError`` unless ``out`` can hold this sweep: not a file, not an earlier sweep
+    (unless ``force``), not someone else's non-empty directory; each η's run directory passes
+    ``check_run_dir``. Changes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    entries = sorted(e.name for e in out.iterdir()) if out.is_dir() else []
+    ours = [e for e in entries if e in SWEEP_FILES or _is_run_dir(out / e)]
+    foreign = [e for e in entries if e not in ours]
+    if foreign:
+        raise ConfigError(
+            f"{out} holds files that are not part of an edgeflow sweep ({', '.join(foreign[:3])}); "
+            "choose another --out"
+        )
+    if ours and not force:
+        raise ConfigError(
+            f"{out} already holds a sweep ({', '.join(ours[:4])}); choose another --out "
+            "or pass --force to replace it"
+        )
+    for lr in lrs:
+        check_run_dir(out / run_name(lr), force)
+    return out
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (
+        path.name.startswith("lr-")
+        and path.is_dir()
+        and not any(e.name not in (*RUN_FILES, "figures") for e in path.iterdir())
+    )
+
+
+def _clear_sweep_dir(out: Path) -> None:
+    """With ``force``: remove an earlier sweep's files and runs, also those of η not swept now."""
+    import shutil
+
+    for entry in out.iterdir() if out.is_dir() else []:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def sweep(
+    problem: str | Problem,
+    lrs: str | Sequence[float],
+    steps: int | None = None,
+    *,
+    out: str | Path | None = None,
+    sharpness_every: int | None = None,
+    seed: int = 0,
+    params: dict | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    force: bool = False,
+    progress: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> SweepResult:
+    """GD (with its midpoints) at every η in ``lrs`` for ``steps`` steps from the same initialization.
+
+    ``problem`` is a name (built once with ``params``, ``dtype``, ``device`` and ``seed``; ``steps``
+    and ``sharpness_every`` default to the problem's) or a ``Problem`` (``steps`` required). With
+    ``out`` each η runs in ``out/lr-<η>/`` and ``sweep.json``, ``sweep.md`` and ``sweep.png`` are
+    written; ``force`` replaces an earlier sweep there. Everything is validated before anything is
+    computed. ``say`` receives one line per η as its run ends; ``progress`` shows a bar per run.
+    A run counts as diverged once GD's loss is non-finite or above ``BLOWUP`` × its initial value.
+    """
+    lrs = parse_lrs(lrs)
+    built = isinstance(problem, Problem)
+    if built and (params or dtype is not None or device is not None):
+        raise ConfigError("params, dtype and device build a named problem; a Problem is already built")
+    spec = None if built or is_factory(problem) else problem_spec(problem)
+    if steps is None and spec is None:
+        raise ConfigError("steps is required unless the problem is a named one (which has a default)")
+    steps = positive_int("steps", steps if steps is not None else spec.steps, at_most=MAX_STEPS)
+    default_every = spec.sharpness_every if spec else 1
+    every = positive_int("sharpness_every", sharpness_every if sharpness_every is not None else default_every)
+    if out is not None:
+        out = check_sweep_dir(out, lrs, force)
+    name = None if built else problem
+    if not built:
+        problem = make_problem(name, dtype=dtype, device=device, seed=seed, **(params or {}))
+    if out is not None and force:  # only now that nothing is left to validate
+        _clear_sweep_dir(out)
+    rows, results = [], {}
+    for lr in lrs:
+        sub = out / run_name(lr) if out is not None else None
+        files = {"config.toml": _run_toml(name, problem, lr, steps, every, seed, params)} if name else None
+        t0 = time.perf_counter()
+        res = compare(
+            problem,
+            lr,
+            steps,
+            FLOWS,
+            sharpness_every=every,
+            seed=seed,
+            out=sub,
+            files=files,
+            progress=progress,
+        )
+        row = {**sweep_row(res, time.perf_counter() - t0), "run_dir": sub.name if sub else None}
+        rows.append(row)
+        results[lr] = res
+        if say is not None:
+            say(progress_line(row, steps))
+    result = SweepResult(problem.name, steps, every, seed, rows, results, out)
+    if out is not None:
+        write_sweep(result, out)
+    return result
+
+
+def _run_toml(name: str, problem: Problem, lr: float, steps: int, every: int, seed: int, params) -> str:
+    """The settings of one η's run: ``edgeflow run --config DIR/lr-<η>/config.toml`` repeats it."""
+    settings = {"problem": name, "lr": lr, "steps": steps, "flows": list(FLOWS), "seed": seed}
+    settings |= {"device": str(problem.device), "dtype": dtype_name(problem.dtype)}
+    settings |= {"record_every": 1, "sharpness_every": every, "params": dict(params or {})}
+    return RunConfig.merged(settings).to_toml()
+
+
+def diverged_at(res: Result) -> int | None:
+    """The first step at which GD's loss blew up (above ``BLOWUP`` × its initial value) or the run
+    stopped on a non-finite value; None when GD ran on."""
+    stops = [res[f].info.get("diverged_at") for f in FLOWS]
+    steps, loss = record_steps(res["gd"]), flow_field(res["gd"], "train_loss")
+    if loss.size and math.isfinite(loss[0]) and loss[0] > 0:  # a relative blow-up needs a positive start
+        blown = np.flatnonzero(~(loss <= BLOWUP * loss[0]))
+        stops.append(int(steps[blown[0]]) if blown.size else None)
+    return min((s for s in stops if s is not None), default=None)
+
+
+def sweep_row(res: Result, wall_time: float) -> dict:
+    """One η's line of the table, from GD's loss and its midpoints' sharpness (JSON-ready: no NaN)."""
+    threshold = res.threshold
+    k_div = diverged_at(res)
+    steps, s = record_steps(res["midpoint"]), flow_field(res["midpoint"], "sharpness")
+    if k_div is not None:  # after a blow-up the "sharpness" is that of a meaningless point
+        s = np.where(steps < k_div, s, np.nan)
+    onset = onset_profile(steps, s, threshold)
+    finite = np.flatnonzero(np.isfinite(s))
+    gd_steps, loss = record_steps(res["gd"]), flow_field(res["gd"], "train_loss")
+    ok = np.flatnonzero(np.isfinite(loss))
+    total = res.config.get("steps") or (int(steps[-1]) if steps.size else 0)
+    late = s[(steps >= 0.75 * total) & np.isfinite(s)]
+    return {
+        "lr": res.lr,
+        "threshold": threshold,
+        "initial_sharpness": _num(s[finite[0]]) if finite.size else None,
+        "cross_step": onset["cross"],
+        "peak_step": onset["peak_step"],
+        "peak_sharpness": _num(onset["peak"]),
+        "last_loss": _num(loss[ok[-1]]) if ok.size else None,
+        "last_loss_step": int(gd_steps[ok[-1]]) if ok.size else None,
+        "last_sharpness": _num(s[finite[-1]]) if finite.size else None,
+        "last_sharpness_step": int(steps[finite[-1]]) if finite.size else None,
+        # how close GD sits to 2/η at the end: ≈ 1 at EoS, < 1 while it has not reached it
+        "late_sharpness_ratio": _num(np.median(late) / threshold) if late.size else None,
+        "diverged_at": k_div,
+        "wall_time_s": round(wall_time, 3),
+    }
+
+
+def _num(x: object) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def progress_line(row: dict, steps: int) -> str:
+    """``η = 0.1: 300 steps, crossed 2/η at step 120`` (or where it stayed, or where it diverged)."""
+    head = f"η = {row['lr']:g}: "
+    if row["diverged_at"] is not None:
+        return head + f"diverged at step {row['diverged_at']}"
+    cross, t = row["cross_step"], f"2/η = {row['threshold']:.4g}"
+    if cross is None:
+        return head + f"{steps} steps, sharpness stayed below {t}"
+    if cross == 0:
+        return head + f"{steps} steps, sharpness started above {t}"
+    return head + f"{steps} steps, crossed {t} at step {cross}"
+
+
+def write_sweep(result: SweepResult, out: str | Path) -> list[Path]:
+    """``sweep.json`` (strict JSON: undefined values are null), ``sweep.md`` and ``sweep.png``."""
+    out = Path(out)
+    summary = result.to_dict()
+    (out / "sweep.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    (out / "sweep.md").write_text(sweep_markdown(summary))
+    return [out / "sweep.json", out / "sweep.md", plot_sweep(result, out / "sweep.png")]
+
+
+COLUMNS = [
+    ("η", "lr", None),
+    ("2/η", "threshold", None),
+    ("initial S", "initial_sharpness", None),
+    ("crosses 2/η", "cross_step", None),
+    ("first peak (step)", "peak_sharpness", "peak_step"),
+    ("last loss (step)", "last_loss", "last_loss_step"),
+    ("last S (step)", "last_sharpness", "last_sharpness_step"),
+    ("late S / (2/η)", "late_sharpness_ratio", None),
+    ("diverged at", "diverged_at", None),
+    ("wall (s)", "wall_time_s", None),
+]
+
+
+def sweep_markdown(summary: dict) -> str:
+    lines = [
+        f"Learning-rate sweep on {summary['problem']}: GD for {summary['steps']} steps from the same "
+        f"initialization; S = sharpness at GD's midpoints, {_every(summary['sharpness_every'])}",
+        "",
+        "| " + " | ".join(c for c, _, _ in COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    for row in summary["rows"]:
+        cells = [
+            _fmt(row[key]) + (f" ({row[at]})" if at and row[key] is not None else "")
+            for _, key, at in COLUMNS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "crosses 2/η: first measured step with S ≥ 2/η (0: it started above); late S / (2/η): median S "
+        "over the last quarter of the run (≈ 1 at the edge of stability); diverged: GD's loss non-finite "
+        f"or above {summary['blowup']:g}× its initial value.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _every(n: int) -> str:
+    return "measured every step" if n == 1 else f"measured every {n} steps"
+
+
+def _fmt(x: object) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+# ---------------------------------------------------------------------------------------- figure
+def plot_sweep(result: SweepResult, path: str | Path) -> Path:
+    """Left: GD's midpoint sharpness over the steps for every η, each with its 2/η line; right: the
+    final loss against η, each diverged η marked with a red × at the top of the axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(result.rows)
+    # viridis without its palest end, which vanishes on white
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, n) if n > 1 else [0.4])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    _plot_sharpness(left, result, colors)
+    _plot_final_loss(right, result, colors)
+    for ax in (left, right):
+        ax.grid(alpha=0.3, lw=0.5)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    fig.suptitle(f"{result.problem}: full-batch GD at {n} learning rates, {result.steps} steps", fontsize=11)
+    fig.savefig(path, dpi=160)
+    plt.close(fig)
+    return Path(path)
+
+
+def _sharpness_before_divergence(result: SweepResult, row: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Finite, positive (log axis) sharpness of one η, up to its divergence."""
+    rec = result.results[row["lr"]]["midpoint"]
+    steps, s = record_steps(rec), flow_field(rec, "sharpness")
+    keep = np.isfinite(s) & (s > 0)
+    if row["diverged_at"] is not None:
+        keep &= steps < row["diverged_at"]
+    return steps[keep], s[keep]
+
+
+def _plot_sharpness(ax, result: SweepResult, colors) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    rows = result.rows
+    curves = [_sharpness_before_divergence(result, row) for row in rows]
+    # The y-range holds every 2/η and the runs that ran on; a diverging run's blow-up is clipped.
+    # Log scale: a sweep's η are usually spaced geometrically, and so then are their 2/η lines.
+    held = [row["threshold"] for row in rows]
+    held += [
+        float(s.max()) for (_, s), row in zip(curves, rows, strict=True) if s.size and not row["diverged_at"]
+    ]
+    top, bottom = 1.2 * max(held), min([*held] + [float(s.min()) for _, s in curves if s.size]) / 1.2
+    for row, (steps, s), color in zip(rows, curves, colors, strict=True):
+        dot = {"marker": "o", "ms": 3} if s.size == 1 else {}  # a run that diverged before step 2·every
+        ax.plot(steps, np.minimum(s, top), color=color, lw=1.5, label=f"η = {row['lr']:g}", **dot)
+        ax.axhline(row["threshold"], color=color, lw=1.0, ls="--")
+        # in the margin right of the axis, where no curve runs
+        ax.annotate(
+            f"2/η = {row['threshold']:.3g}",
+            (1.0, row["threshold"]),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            color=color,
+            fontsize=8,
+        )
+        if row["diverged_at"] is not None:
+            y = min(float(s[-1]), top) if s.size else top
+            ax.plot([row["diverged_at"]], [y], "x", color="tab:red", ms=8, mew=2, clip_on=False)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom, top)
+    ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 3, 5, 7)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(0, result.steps)
+    ax.set_xlabel("step")
+    ax.set_ylabel("sharpness at GD's midpoint  λ_max(∇²L)")
+    ax.set_title("sharpness against 2/η (dashed)", fontsize=10)
+    # a white box: the 2/η lines run under the legend
+    kw = {"framealpha": 0.9, "edgecolor": "none", "ncols": 2 if len(rows) > 4 else 1}
+    ax.legend(fontsize=8, loc="best", **kw)
+
+
+def _plot_final_loss(ax, result: SweepResult, colors) -> None:
+    from matplotlib.transforms import blended_transform_factory
+
+    lrs = [row["lr"] for row in result.rows]
+    ran = [
+        (row["lr"], row["last_loss"], color)
+        for row, color in zip(result.rows, colors, strict=True)
+        if row["diverged_at"] is None and row["last_loss"] is not None and row["last_loss"] > 0
+    ]
+    # every η starts from the same point: its loss is the reference for the final ones
+    first = flow_field(result.results[lrs[0]]["gd"], "train_loss")[:1]
+    start = float(first[0]) if first.size and np.isfinite(first[0]) and first[0] > 0 else None
+    ref = [loss for _, loss, _ in ran] + ([start] if start is not None else [])
+    if start is not None:
+        ax.axhline(start, color="0.5", lw=0.8, ls=":", label=f"initial loss {start:.3g}")
+    if len(ran) > 1:
+        ax.plot([x for x, _, _ in ran], [y for _, y, _ in ran], color="0.6", lw=1.0, zorder=2)
+    for x, y, color in ran:
+        ax.plot([x], [y], "o", color=color, ms=7, zorder=3)
+    # Limits set by hand, not autoscaled: finite whatever was drawn, with room above the data for
+    # the marks of the η that diverged.
+    lo, hi = (min(ref), max(ref)) if ref else (0.1, 10.0)
+    ax.set_yscale("log")
+    ax.set_ylim(lo / 3, hi * (30 if len(ran) < len(result.rows) else 3))
+    ax.set_xscale("log")
+    ax.set_xlim(min(lrs) / 1.5, max(lrs) * 1.5)
+    ax.set_xticks(lrs, [f"{x:g}" for x in lrs])
+    ax.minorticks_off()
+    at_top = blended_transform_factory(ax.transData, ax.transAxes)
+    for row in result.rows:
+        if row["diverged_at"] is not None:
+            ax.plot([row["lr"]], [0.95], "x", color="tab:red", ms=10, mew=2.5, transform=at_top)
+            text = f"diverged\nat step {row['diverged_at']}"
+            ax.text(
+                row["lr"], 0.9, text, transform=at_top, ha="center", va="top", color="tab:red", fontsize=8
+            )
+    if not ref:
+        ax.text(0.5, 0.5, "no finite final loss", transform=ax.transAxes, ha="center", color="0.4")
+    ax.set_xlabel("learning rate η")
+    ax.set_ylabel(f"GD's training loss at step {result.steps}")
+    ax.set_title("final loss against η", fontsize=10)
+    if start is not None:
+        ax.legend(fontsize=8, frameon=False, loc="lower left")
+
+
+__all__ = ["BLOWUP", "SweepResult", "parse_lrs", "plot_sweep", "sweep", "sweep_markdown", "write_sweep"]
