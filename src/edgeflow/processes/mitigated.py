@@ -15,9 +15,9 @@ The remedies (option ``remedy``), each at the same learning rate η as the GD it
 * ``clip``: GD with the gradient norm clipped to ``clip_norm`` (default: ‖∇L(w₀)‖).
 
 The last two are the remedies users already use, here for comparison. The default, ``lr_cap``, is the
-one ``benchmarks/instability.py`` found to remove GD's loss spikes where GD spikes, at a final loss
-within 1.2× GD's (docs/instability.md); damping one direction only was not enough there: a second
-eigenvalue rose past 2/η. u and ρ are tracked with one
+one ``benchmarks/instability.py`` found to remove every loss spike on digits-mlp and to train where
+GD diverges, at a final loss within 1.2× GD's (docs/instability.md); damping one direction only was
+not enough there: a second eigenvalue rose past 2/η. u and ρ are tracked with one
 HVP per step (Edge Flow's shifted power step u ← (I + ηH)u/‖·‖), refreshed by a warm-started Lanczos
 solve every ``refresh_every`` steps.
 """
