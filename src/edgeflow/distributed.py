@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -73,7 +74,16 @@ def init_from_env(device: str | None) -> str | None:
             )
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
-    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout))
+    # The backend's threads start here and inherit this thread's signal mask: with SIGINT/SIGTERM
+    # blocked while they start, the signals reach only the main thread, whose handler stops the run
+    # at a step boundary. (A gloo thread interrupted by SIGINT aborted the whole process.)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        dist.init_process_group(
+            backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout)
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return device
 
 
