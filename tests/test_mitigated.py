@@ -106,3 +106,17 @@ def test_optimizer_equals_the_mitigated_flow_once_u_has_converged():
     proc.step()
     opt.step(loss)
     torch.testing.assert_close(model.weight.detach()[0], proc.position, rtol=1e-9, atol=1e-15)
+
+
+def test_an_overflow_inside_a_step_is_a_divergence_not_a_crash(monkeypatch):
+    """A flow whose iterate overflows inside its step (Lanczos on a non-finite HVP) stops as
+    diverged, like one whose state turns non-finite; the others run on."""
+    from edgeflow.processes.mitigated import Mitigated
+
+    def overflow(self, w):
+        raise FloatingPointError("a Hessian-vector product is not finite")
+
+    monkeypatch.setattr(Mitigated, "_track", overflow)
+    res = ef.compare(quadratic(), 0.1, 5, ["gd", "mitigated"])
+    assert res["mitigated"].info["diverged_at"] == 1
+    assert res["gd"].info["diverged_at"] is None and res["gd"]["step"][-1] == 5

@@ -390,8 +390,12 @@ class Run:
         want_sharpness = k % cfg["sharpness_every"] == 0
         for name in self.alive():
             proc = self.procs[name]
-            with _metered(self.problem, self.measure[name]):
-                obs = proc.observe(want_sharpness)
+            try:
+                with _metered(self.problem, self.measure[name]):
+                    obs = proc.observe(want_sharpness)
+            except FloatingPointError:  # finite but so large that its Hessian overflows
+                self._diverge(name, k)
+                continue
             if not math.isfinite(obs["train_loss"]):
                 self._diverge(name, k)
                 continue
@@ -425,6 +429,9 @@ class Run:
             except IntegrationError as err:
                 self.failed[name] = [k + 1, str(err)]
                 log.warning("%s stopped at step %d: %s", name, k + 1, err)
+                continue
+            except FloatingPointError:  # the flow's iterate overflowed inside its step
+                self._diverge(name, k + 1)
                 continue
             if not proc.is_finite():
                 self._diverge(name, k + 1)
