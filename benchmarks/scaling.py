@@ -71,6 +71,7 @@ def worker(args: argparse.Namespace) -> None:
         medians = {k: statistics.median(t) for k, t in out.items()}
         print(json.dumps({"dim": problem.dim, "dtype": str(problem.dtype), **medians}))
     parallel.leave()
+    parallel.exit_process(0)
 
 
 def launch(args: argparse.Namespace, nproc: int, threads: int) -> dict:

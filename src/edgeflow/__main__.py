@@ -1,7 +1,6 @@
 """``python -m edgeflow`` (and ``torchrun … -m edgeflow run …``): the command line."""
 
-import sys
-
 from edgeflow.cli import main
+from edgeflow.distributed import exit_process
 
-sys.exit(main())
+exit_process(main())

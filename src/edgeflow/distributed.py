@@ -11,8 +11,10 @@ here is the identity and a single process runs as before.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -98,6 +100,18 @@ def leave(together: bool = True) -> None:
             _collective(dist.barrier)
     finally:
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> None:
+    """End a process that ``torchrun`` started. After the process group is gone, the C++ teardown
+    at interpreter exit still aborted now and then ("terminate called without an active
+    exception", seen on loaded machines), so a launched rank flushes and leaves without it."""
+    if not launched():
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def shard(n: int) -> slice:

@@ -34,3 +34,4 @@ try:
 except ef.RunInterrupted as stop:
     print(f"rank {parallel.rank()} stopped at {stop.step}", flush=True)
 parallel.leave()
+parallel.exit_process(0)

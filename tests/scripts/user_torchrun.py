@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 
 import edgeflow as ef
+from edgeflow import distributed as parallel
 
 torch.set_num_threads(1)
 if "--distributed" in sys.argv:
@@ -22,4 +23,6 @@ if not dist.is_initialized() or dist.get_rank() == 0:
     res.config["shard"] = problem.info["shard"]
     res.save(sys.argv[1])
 if dist.is_initialized():
+    dist.barrier()
     dist.destroy_process_group()
+parallel.exit_process(0)
