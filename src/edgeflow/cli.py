@@ -199,8 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--sharpness-every ({sharpness_every}) must be a multiple of --record-every ({record_every})"
         )
-    stem = cfg.problem.replace(":", "-").replace(".", "-")
-    default_out = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    default_out = _default_out("", cfg.problem)
     out = Path(cfg.out) if cfg.out else parallel.on_main(lambda: default_out)  # one name for all ranks
 
     # before the data are loaded and anything is computed (rank 0 owns the directory)
@@ -315,6 +314,12 @@ def _run_and_report(run: Callable[..., object], out: Path, cfg: RunConfig, quiet
     return 0
 
 
+def _default_out(prefix: str, problem: str) -> Path:
+    """``runs/<prefix><problem>-<time>``, the problem name made safe for a directory."""
+    stem = problem.replace(":", "-").replace(".", "-")
+    return Path("runs") / f"{prefix}{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def say(line: str) -> None:
     """One line on stderr, from rank 0 only in a data-parallel run."""
     if parallel.is_main():
@@ -361,8 +366,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     params = parse_pairs(args.param, "--param", "KEY=VALUE (e.g. n=256)")
     if steps is None and is_factory(args.problem):
         raise ConfigError(f"--steps is required with a custom problem factory ({args.problem})")
-    stem = args.problem.replace(":", "-").replace(".", "-")
-    out = Path(args.out or f"runs/sweep-{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out) if args.out else _default_out("sweep-", args.problem)
     try:
         result = sweep(
             args.problem,

@@ -395,7 +395,7 @@ def _flow_table(flows: dict[str, dict]) -> list[str]:
         "|" + "|".join("---" for _ in range(len(cols) + 1)) + "|",
     ]
     for name, row in flows.items():
-        cells = [name] + [_fmt_at(row[key], row[at]) if at else _fmt(row[key]) for _, key, at in cols]
+        cells = [name] + [fmt_at(row[key], row[at]) if at else fmt(row[key]) for _, key, at in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -415,21 +415,21 @@ def _eos_sentence(eos: dict, flows: dict[str, dict]) -> str:
         before = f" before `{ref}` {status}" if stopped else " in this run"
         return f"GD's sharpness (at its {where}) did not reach 2/η{before}."
     if eos["initial_sharpness"] >= eos["threshold"]:
-        start = _fmt(eos["initial_sharpness"])
+        start = fmt(eos["initial_sharpness"])
         text = f"GD's sharpness (at its {where}) started at {start}, already above 2/η"
     else:
         text = (
-            f"GD's sharpness (at its {where}) rose from {_fmt(eos['initial_sharpness'])} "
+            f"GD's sharpness (at its {where}) rose from {fmt(eos['initial_sharpness'])} "
             f"to 2/η at step {eos['onset_step']}"
         )
     if eos["peak_step"] is not None:
-        text += f", overshot to {_fmt(eos['peak_sharpness'])} (step {eos['peak_step']})"
+        text += f", overshot to {fmt(eos['peak_sharpness'])} (step {eos['peak_step']})"
     if eos["dip_step"] is not None:
-        text += f", dipped to {_fmt(eos['dip_sharpness'])} (step {eos['dip_step']})"
+        text += f", dipped to {fmt(eos['dip_sharpness'])} (step {eos['dip_step']})"
     if eos["after_dip_median"] is not None:
         text += (
-            f", then stayed within [{_fmt(eos['after_dip_min'])}, {_fmt(eos['after_dip_max'])}] "
-            f"(median {_fmt(eos['after_dip_median'])})"
+            f", then stayed within [{fmt(eos['after_dip_min'])}, {fmt(eos['after_dip_max'])}] "
+            f"(median {fmt(eos['after_dip_median'])})"
         )
     return text + "."
 
@@ -447,12 +447,12 @@ def fidelity_markdown(fid: dict[str, dict]) -> list[str]:
         o = row["onset"]
 
         def pair(metric: str, row: dict = row) -> str:
-            return f"{_fmt(row.get(metric + '_median'))} / {_fmt(row.get(metric + '_eos_median'))}"
+            return f"{fmt(row.get(metric + '_median'))} / {fmt(row.get(metric + '_eos_median'))}"
 
         lines.append(
             f"| {name} | {pair('distance')} | {pair('mean_loss')} | {pair('sharpness')} | "
-            f"{_fmt(o['cross'])} | {_fmt(o['peak'])} ({_fmt(o['peak_step'])}) | "
-            f"{_fmt(o['dip'])} ({_fmt(o['dip_step'])}) | {_fmt(o['period'])} |"
+            f"{fmt(o['cross'])} | {fmt(o['peak'])} ({fmt(o['peak_step'])}) | "
+            f"{fmt(o['dip'])} ({fmt(o['dip_step'])}) | {fmt(o['period'])} |"
         )
     return lines
 
@@ -510,7 +510,8 @@ def _jsonable(x: object) -> object:
     return x
 
 
-def _fmt(x: object) -> str:
+def fmt(x: object) -> str:
+    """A table cell: 4 significant digits, "–" for a missing or undefined value."""
     if x is None:
         return "–"
     if isinstance(x, float):
@@ -520,6 +521,6 @@ def _fmt(x: object) -> str:
     return str(x)
 
 
-def _fmt_at(x: object, step: int | None) -> str:
+def fmt_at(x: object, step: int | None) -> str:
     """A value with the step it was measured at: ``4.998 (95)``."""
-    return _fmt(x) if x is None or step is None else f"{_fmt(x)} ({step})"
+    return fmt(x) if x is None or step is None else f"{fmt(x)} ({step})"

@@ -69,7 +69,7 @@ class StabilityMonitor:
         self.tracker = SharpnessTracker(problem, seed=seed, tol=1e-3, min_iter=2)
         self.model: nn.Module | None = None
         self.step = -1
-        self.iterates: deque[Tensor] = deque(maxlen=self.DIFFERENCES + 1)
+        self.iterates: deque[Tensor] = deque(maxlen=4)  # for the third difference
         self.sharpness_history: deque[tuple[int, float]] = deque(
             maxlen=positive_int("trend_window", trend_window)
         )
@@ -140,9 +140,6 @@ class StabilityMonitor:
             raise ConfigError(f"update needs the {self.problem.dim} parameters as a flat tensor, got {shape}")
         return w.to(dtype=self.problem.dtype, device=self.problem.device)
 
-    #: finite differences that separate the oscillation from the center's own motion
-    DIFFERENCES = 3
-
     def _track_amplitude(self, w: Tensor) -> float:
         """Edge Flow's magnitude, one GD step on, held between the rounding floor and the
         amplitude the iterates show."""
@@ -161,7 +158,7 @@ class StabilityMonitor:
         """GD's oscillation amplitude along u, from the third difference of the last four iterates:
         a period-2 component s_k·r contributes 8r to it, the center's smooth motion (which
         dominates a second difference before the edge of stability) almost nothing."""
-        if len(self.iterates) <= self.DIFFERENCES or self.u is None:
+        if len(self.iterates) < 4 or self.u is None:
             return math.nan
         a = [float(self.u @ w) for w in self.iterates]
         third = a[3] - 3 * a[2] + 3 * a[1] - a[0]

@@ -2,9 +2,10 @@
 
 With a run directory (``compare(..., out=DIR)``) a run survives: its records stream into
 ``DIR/results.h5``, its full state is checkpointed atomically to ``DIR/checkpoint.pt`` (at step 0,
-every ``checkpoint_every`` steps or ``checkpoint_seconds`` of computation, on SIGINT/SIGTERM, and at
-the end), and ``resume(DIR)`` continues it bit for bit. A checkpoint is taken at a step boundary,
-before that step's records, so a resumed run repeats exactly what the uninterrupted one did.
+every ``checkpoint_every`` steps or ``checkpoint_seconds`` of computation, and on SIGINT/SIGTERM;
+a complete run drops it), and ``resume(DIR)`` continues it bit for bit. A checkpoint is taken at
+a step boundary, before that step's records, so a resumed run repeats exactly what the
+uninterrupted one did.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -192,9 +194,7 @@ def check_run_dir(out: str | Path, force: bool) -> Path:
 def prepare_run_dir(out: str | Path, force: bool) -> Path:
     """``check_run_dir``, then create the directory, or empty it when ``force`` replaces a run."""
     out = check_run_dir(out, force)
-    if out.is_dir():
-        for entry in out.iterdir():
-            _remove(entry)
+    empty_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -202,13 +202,13 @@ def prepare_run_dir(out: str | Path, force: bool) -> Path:
     return out
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        for child in path.iterdir():
-            _remove(child)
-        path.rmdir()
-    else:
-        path.unlink()
+def empty_dir(path: Path) -> None:
+    """Remove everything inside ``path`` (if it exists), keeping the directory itself."""
+    for entry in path.iterdir() if path.is_dir() else []:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 class Run:
@@ -383,7 +383,7 @@ class Run:
 
     # ------------------------------------------------------------------ the lockstep
     def alive(self) -> list[str]:
-        return [n for n in self.flows if n not in self.diverged and n not in self.failed]
+        return [n for n in self.flows if self._running(n)]
 
     def record(self, k: int) -> None:
         cfg = self.config
@@ -407,17 +407,20 @@ class Run:
                 self.sink.append(name, {"params": params, "params_step": k})
         row: dict = {"step": k}
         for a, b in self.pairs:
-            ok = self._finite(a) and self._finite(b)
+            ok = self._running(a) and self._running(b)
             row[f"{a}-{b}"] = (
                 float((self.procs[a].position - self.procs[b].position).norm()) if ok else math.nan
             )
         for r in self.refs:
-            row[f"{r}-w0"] = float((self.procs[r].position - self.w0).norm()) if self._finite(r) else math.nan
+            row[f"{r}-w0"] = (
+                float((self.procs[r].position - self.w0).norm()) if self._running(r) else math.nan
+            )
         self.sink.append(DISTANCES, row)
         if self.sink.due():
             self.sink.flush()
 
-    def _finite(self, name: str) -> bool:
+    def _running(self, name: str) -> bool:
+        """Neither diverged nor stopped by its integrator: its position is a valid point."""
         return name not in self.diverged and name not in self.failed
 
     def step_all(self, k: int) -> None:
@@ -459,10 +462,10 @@ class Run:
             }
         return out
 
-    def result(self, params: bool = True) -> Result:
+    def result(self) -> Result:
         if self.out is not None:
             parallel.barrier()  # rank 0 has written everything
-            return load(self.out / RESULTS, params=params)
+            return load(self.out / RESULTS)
         assert isinstance(self.sink, MemoryRecords)
         infos = self.infos()
         flows = {name: FlowRecord(self._arrays(name), infos[name]) for name in self.flows}

@@ -74,9 +74,6 @@ class MemoryRecords:
     def finish(self, infos: dict[str, dict], complete: bool) -> None:
         """Nothing to write; the interface matches ``ResultsWriter``."""
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        return {g: {f: len(v) for f, v in fields.items()} for g, fields in self.rows.items()}
-
 
 class NoRecords(MemoryRecords):
     """Where the records of a rank other than 0 go in a data-parallel run: nowhere (rank 0 keeps

@@ -20,10 +20,10 @@ import numpy as np
 from edgeflow.config import RunConfig
 from edgeflow.errors import ConfigError
 from edgeflow.metrics import field as flow_field
-from edgeflow.metrics import onset_profile, record_steps
+from edgeflow.metrics import fmt_at, onset_profile, record_steps
 from edgeflow.oracle import Problem
 from edgeflow.results import Result
-from edgeflow.runner import RUN_FILES, check_run_dir, compare
+from edgeflow.runner import RUN_FILES, check_run_dir, compare, empty_dir
 from edgeflow.utils import MAX_STEPS, dtype_name, positive_float, positive_int
 from edgeflow.zoo import is_factory, make_problem, problem_spec
 
@@ -113,17 +113,6 @@ def _is_run_dir(path: Path) -> bool:
     )
 
 
-def _clear_sweep_dir(out: Path) -> None:
-    """With ``force``: remove an earlier sweep's files and runs, also those of η not swept now."""
-    import shutil
-
-    for entry in out.iterdir() if out.is_dir() else []:
-        if entry.is_dir():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-
-
 def sweep(
     problem: str | Problem,
     lrs: str | Sequence[float],
@@ -163,8 +152,8 @@ def sweep(
     name = None if built else problem
     if not built:
         problem = make_problem(name, dtype=dtype, device=device, seed=seed, **(params or {}))
-    if out is not None and force:  # only now that nothing is left to validate
-        _clear_sweep_dir(out)
+    if out is not None and force:  # only now that nothing is left to validate; η not swept now go too
+        empty_dir(out)
     rows, results = [], {}
     for lr in lrs:
         sub = out / run_name(lr) if out is not None else None
@@ -291,10 +280,7 @@ def sweep_markdown(summary: dict) -> str:
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
     for row in summary["rows"]:
-        cells = [
-            _fmt(row[key]) + (f" ({row[at]})" if at and row[key] is not None else "")
-            for _, key, at in COLUMNS
-        ]
+        cells = [fmt_at(row[key], row[at] if at else None) for _, key, at in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -307,12 +293,6 @@ def sweep_markdown(summary: dict) -> str:
 
 def _every(n: int) -> str:
     return "measured every step" if n == 1 else f"measured every {n} steps"
-
-
-def _fmt(x: object) -> str:
-    if x is None:
-        return "–"
-    return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 # ---------------------------------------------------------------------------------------- figure
