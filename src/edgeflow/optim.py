@@ -4,7 +4,12 @@
 eigenvector u of the loss its closure returns, with one Hessian-vector product per step (double
 backward through the closure's graph, the shifted power step u ← (I + ηH)u/‖·‖), and
 
-* ``remedy="lr_cap"``: takes the step size min(η, (2 − margin)/ρ), ρ = uᵀHu, so that GD is never
+* ``remedy="edge_capped"`` (the default): steps along Edge Flow's symmetrized gradient
+  ½[∇L(w + ru) + ∇L(w − ru)] (two more closure calls per step once r has grown above rounding),
+  damped along u by 1/(1 + ηρ) and with its step across u capped at (2 − margin)/ρ, ρ = uᵀHu;
+  r follows Edge Flow's magnitude equation (see ``edgeflow.processes.mitigated``). It keeps GD's
+  self-stabilization, which holds the sharpness near 2/η, without GD's oscillation or spikes;
+* ``remedy="lr_cap"``: takes the step size min(η, (2 − margin)/ρ), so that GD is never
   unstable along u;
 * ``remedy="damped"``: damps the step along u by Edge Flow's implicit factor 1/(1 + ηρ) whenever
   ηρ ≥ 2 − margin, and leaves every other direction to plain GD.
@@ -14,19 +19,24 @@ backward through the closure's graph, the shifted power step u ← (I + ηH)u/�
         opt.zero_grad()
         return loss_fn(model(X), Y)      # no .backward(): the optimizer differentiates twice
     opt.step(closure)
+
+The closure must compute the loss from the parameters' current values: ``edge_capped`` calls it
+at w ± r u.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
 
 from edgeflow.errors import invalid_choice
+from edgeflow.processes.mitigated import edge_capped_update, log_floor
 from edgeflow.utils import nonnegative_float, positive_float
 
-OPTIMIZER_REMEDIES = ("lr_cap", "damped")
+OPTIMIZER_REMEDIES = ("edge_capped", "lr_cap", "damped")
 
 
 class EdgeStableGD(torch.optim.Optimizer):
@@ -34,7 +44,7 @@ class EdgeStableGD(torch.optim.Optimizer):
         self,
         params: Iterable[Tensor] | Iterable[dict],
         lr: float,
-        remedy: str = "lr_cap",
+        remedy: str = "edge_capped",
         margin: float = 0.1,
         seed: int = 0,
     ) -> None:
@@ -50,6 +60,8 @@ class EdgeStableGD(torch.optim.Optimizer):
         #: the last Rayleigh quotient ρ = uᵀHu (the sharpness once u has converged) and step size
         self.rayleigh = float("nan")
         self.step_size = float("nan")
+        #: ``edge_capped``'s log r (None until the first step sets it at the rounding floor)
+        self.log_r: float | None = None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
@@ -68,7 +80,9 @@ class EdgeStableGD(torch.optim.Optimizer):
         shifted = [ui + lr * hi for ui, hi in zip(u, hu, strict=True)]
         norm = torch.sqrt(sum((s * s).sum() for s in shifted))
         self._store([s / norm for s in shifted])
-        if remedy == "lr_cap":
+        if remedy == "edge_capped":
+            self._edge_capped(params, closure, g, u, rho, lr, margin, float(loss))
+        elif remedy == "lr_cap":
             self.step_size = min(lr, (2.0 - margin) / rho) if rho > 0 else lr
             for p, gi in zip(params, g, strict=True):
                 p.add_(gi, alpha=-self.step_size)
@@ -82,6 +96,51 @@ class EdgeStableGD(torch.optim.Optimizer):
                     # replace the step along u, −η(uᵀg)u, by the damped −η(uᵀg)/(1 + ηρ)·u
                     p.add_(ui, alpha=lr * along - lr * along / (1.0 + lr * rho))
         return loss.detach()
+
+    def _edge_capped(
+        self,
+        params: list[Tensor],
+        closure: Callable[[], Tensor],
+        g: list[Tensor],
+        u: list[Tensor],
+        rho: float,
+        lr: float,
+        margin: float,
+        loss: float,
+    ) -> None:
+        w = torch.cat([p.detach().reshape(-1) for p in params])
+        u_flat = torch.cat([ui.reshape(-1) for ui in u])
+        if self.log_r is None:
+            self.log_r = log_floor(w)
+        r = math.exp(self.log_r)
+        if r >= math.sqrt(torch.finfo(w.dtype).eps) * max(1.0, float(w.norm())):
+            g_plus, g_minus = (self._gradient_at(params, u, shift, closure) for shift in (r, -r))
+            g_mean = 0.5 * (g_plus + g_minus)
+            kappa = float(u_flat @ (g_plus - g_minus)) / (2 * r)
+        else:  # r²∇S/2 below rounding: the gradient and ρ, the limits
+            g_mean, kappa = torch.cat([gi.reshape(-1) for gi in g]), rho
+        w_next, self.step_size, self.log_r = edge_capped_update(
+            w, g_mean, u_flat, rho, kappa, lr, margin, self.log_r, loss
+        )
+        offset = 0
+        for p in params:
+            p.copy_(w_next[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    @staticmethod
+    def _gradient_at(
+        params: list[Tensor], u: list[Tensor], shift: float, closure: Callable[[], Tensor]
+    ) -> Tensor:
+        """∇L(w + shift·u), flat, from the closure with the parameters moved and put back."""
+        for p, ui in zip(params, u, strict=True):
+            p.add_(ui, alpha=shift)
+        try:
+            with torch.enable_grad():
+                grads = torch.autograd.grad(closure(), params)
+        finally:
+            for p, ui in zip(params, u, strict=True):
+                p.sub_(ui, alpha=shift)
+        return torch.cat([gi.reshape(-1) for gi in grads])
 
     def _direction(self, params: list[Tensor]) -> list[Tensor]:
         state = [self.state[p].get("u") for p in params]

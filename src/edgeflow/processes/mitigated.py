@@ -1,56 +1,108 @@
 """GD with a remedy for edge-of-stability instabilities, compared with GD in the same tables.
 
-The remedies (option ``remedy``), each at the same learning rate η as the GD it is compared with:
+The remedies (option ``remedy``), each at the same learning rate η as the GD it is compared with;
+u is the tracked top Hessian eigenvector, ρ = uᵀHu:
 
-* ``damped``: GD whose step along the tracked top Hessian eigenvector u is damped by Edge Flow's
-  linearly implicit factor, ``w ← w − η(g − (uᵀg)u) − η(uᵀg)/(1 + ηρ)·u`` (ρ = uᵀHu), whenever GD
-  would be unstable or nearly so along u (ηρ ≥ 2 − margin); plain GD otherwise. Along u the step
-  multiplies the error by 1/(1 + ηρ) ∈ (0, 1) instead of GD's |1 − ηρ| > 1: no oscillation grows.
+* ``edge_capped`` (the default): Edge Flow's center update as the optimizer, guarded. The step
+  follows the symmetrized gradient ḡ = ½[∇L(w + ru) + ∇L(w − ru)], whose r²∇S/2 term lowers the
+  sharpness the way GD's own oscillation does (self-stabilization), without oscillating: along u it
+  is damped by Edge Flow's implicit factor, ``−η(uᵀḡ)/(1 + ηρ)·u``; across u its step size is
+  capped at (2 − margin)/ρ, so no other direction can be unstable either. r follows Edge Flow's
+  magnitude equation ``log r ← log r + log|ηκ − 1|`` (κ the secant curvature along the segment,
+  ρ while r is below √ε·‖w‖), between the rounding floor and the scale of a catapult (½ρr² at most
+  the loss). While ηS > 2, r grows and pulls the sharpness back to 2/η, where GD at the edge of
+  stability keeps it; the cap keeps the step stable until then.
 * ``lr_cap``: GD with the step size capped at (2 − margin)/ρ.
-* ``edge``: Edge Flow's center update used as the optimizer (one sub-step per GD step): the
-  symmetrized gradient ½[∇L(w + ru) + ∇L(w − ru)], with r following Edge Flow's magnitude equation,
-  and the same implicit damping along u. It keeps the self-stabilization (the r²∇S/2 term lowers
-  the sharpness) without the oscillation.
+* ``damped``: GD whose step along u is damped by Edge Flow's linearly implicit factor,
+  ``w ← w − η(g − (uᵀg)u) − η(uᵀg)/(1 + ηρ)·u``, whenever GD would be unstable or nearly so along
+  u (ηρ ≥ 2 − margin); plain GD otherwise. Along u the step multiplies the error by
+  1/(1 + ηρ) ∈ (0, 1) instead of GD's |1 − ηρ| > 1.
+* ``edge``: Edge Flow's center update itself (one sub-step per GD step, Edge Flow's own start of
+  r, no cap), for comparison with ``edge_capped``.
 * ``warmup``: GD with the learning rate ramped linearly from 0 to η over ``warmup_steps`` steps.
 * ``clip``: GD with the gradient norm clipped to ``clip_norm`` (default: ‖∇L(w₀)‖).
 
-The last two are the remedies users already use, here for comparison. The default, ``lr_cap``, is the
-one ``benchmarks/instability.py`` found to remove every loss spike on digits-mlp and to train where
-GD diverges, at a final loss within 1.2× GD's (docs/instability.md); damping one direction only was
-not enough there: a second eigenvalue rose past 2/η. u and ρ are tracked with one
-HVP per step (Edge Flow's shifted power step u ← (I + ηH)u/‖·‖), refreshed by a warm-started Lanczos
-solve every ``refresh_every`` steps.
+The last two are the remedies users already use, here for comparison. ``benchmarks/instability.py``
+measures them all on four problems over a grid of η (docs/instability.md). u and ρ are tracked with
+one HVP per step (Edge Flow's shifted power step u ← (I + ηH)u/‖·‖), refreshed by a warm-started
+Lanczos solve every ``refresh_every`` steps.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from edgeflow.errors import invalid_choice
 from edgeflow.oracle import Problem, SharpnessTracker
 from edgeflow.processes.base import Process
-from edgeflow.processes.edge import EdgeFlow
+from edgeflow.processes.edge import NOISE_FLOOR, EdgeFlow, unit_roundoff
 from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
-REMEDIES = ("damped", "lr_cap", "edge", "warmup", "clip")
+#: Lanczos iterations at least, when a rise of the loss says another eigenvector may have overtaken u
+SEARCH_ITERATIONS = 8
+#: the cap takes the largest ρ of this many steps: where two eigenvectors trade the top place from
+#: one step to the next the tracked ρ lags, and a cap at the last ρ alone let GD's step be unstable
+#: along the other (sort-transformer at η = 0.25: ηρ/2 = 0.94 where ηS/2 was 1.16)
+CAP_MEMORY = 10
+REMEDIES = ("edge_capped", "lr_cap", "damped", "edge", "warmup", "clip")
+
+
+def log_floor(w: Tensor) -> float:
+    """log of the rounding floor GD's oscillation never decays below (Edge Flow's noise floor)."""
+    return math.log(max(NOISE_FLOOR * unit_roundoff(w.dtype) * float(w.norm()), 1e-300))
+
+
+def edge_capped_update(
+    w: Tensor,
+    g_mean: Tensor,
+    u: Tensor,
+    rho: float,
+    kappa: float,
+    lr: float,
+    margin: float,
+    log_r: float,
+    loss: float,
+    max_share: float = 1.0,
+    cap_curvature: float | None = None,
+) -> tuple[Tensor, float, float]:
+    """One ``edge_capped`` step from the symmetrized gradient ``g_mean`` at ``w ± r u`` (the
+    flow and ``EdgeStableGD`` share it): the new iterate, the step size across u, the new log r.
+
+    r grows by GD's factor |ηκ − 1| (κ the secant curvature along the segment), between the
+    rounding floor and ``max_share`` of the catapult scale: ½ρr² ≤ max_share · loss. The step
+    across u is capped by ``cap_curvature`` (default ρ)."""
+    along = float(u @ g_mean)
+    step_size = capped_step(lr, margin, rho if cap_curvature is None else cap_curvature)
+    damped = lr * along / (1.0 + lr * max(rho, 0.0))
+    w_next = w - step_size * (g_mean - along * u) - damped * u
+    grown = log_r + math.log(max(abs(lr * kappa - 1.0), 1e-300))
+    catapult = 0.5 * math.log(max(2.0 * max_share * loss, 1e-300) / max(rho, 1e-300))
+    return w_next, step_size, max(min(grown, catapult), log_floor(w_next))
+
+
+def capped_step(lr: float, margin: float, curvature: float) -> float:
+    """min(η, (2 − margin)/curvature): GD's step, stable on every direction up to ``curvature``."""
+    return min(lr, (2.0 - margin) / curvature) if curvature > 0 else lr
 
 
 class Mitigated(Process):
     name = "mitigated"
-    description = "GD with a remedy for EoS instabilities (by default its step capped at (2 − margin)/S)"
-    fields = ("train_loss", "sharpness", "rayleigh", "step_size")
+    description = "GD with a remedy for EoS instabilities (default: Edge Flow's center step, capped)"
+    fields = ("train_loss", "sharpness", "rayleigh", "step_size", "magnitude")
 
     def __init__(
         self,
         problem: Problem,
         lr: float,
-        remedy: str = "lr_cap",
+        remedy: str = "edge_capped",
         margin: float = 0.1,
         warmup_steps: int = 100,
         clip_norm: float | None = None,
         refresh_every: int = 10,
+        max_share: float = 1.0,
     ) -> None:
         super().__init__(problem, lr)
         if remedy not in REMEDIES:
@@ -60,6 +112,8 @@ class Mitigated(Process):
         self.warmup_steps = positive_int("warmup_steps", warmup_steps)
         self.clip_norm = None if clip_norm is None else positive_float("clip_norm", clip_norm)
         self.refresh_every = positive_int("refresh_every", refresh_every)
+        self.max_share = positive_float("max_share", max_share)
+        self._secant_min = math.sqrt(torch.finfo(problem.dtype).eps)
 
     def init(self, w0: Tensor, seed: int) -> None:
         self.seed = seed
@@ -75,9 +129,13 @@ class Mitigated(Process):
         self.rho = math.nan
         self.step_size = self.lr
         self.u: Tensor | None = None
-        if self.remedy in ("damped", "lr_cap"):
+        self.last_loss = math.inf  # the loss at the start of the last step
+        if self.remedy in ("damped", "lr_cap", "edge_capped"):
             self.top = SharpnessTracker(self.problem, seed=seed, tol=1e-3, min_iter=2)
             self.rho, self.u = self.top(self.w)
+        self.recent_rho = [self.rho]
+        self.last_step: tuple[Tensor, Tensor] | None = None
+        self.log_r = log_floor(self.w)  # edge_capped's r starts at the rounding floor
         if self.remedy == "clip" and self.clip_norm is None:
             self.clip_norm = float(self.grad.norm())
 
@@ -90,7 +148,12 @@ class Mitigated(Process):
             return
         g, lr = self.grad, self.lr
         if self.u is not None:
-            self._track(self.w)
+            rose = float(self.loss) > self.last_loss
+            self.last_loss = float(self.loss)
+            self._track(self.w, refresh=rose)
+        if self.remedy == "edge_capped":
+            self._edge_capped_step()
+            return
         if self.remedy == "damped":
             assert self.u is not None
             along = float(self.u @ g)
@@ -105,25 +168,79 @@ class Mitigated(Process):
             self.w = self.w - self.step_size * g
         self.loss, self.grad = self.problem.value_and_grad(self.w)
 
-    def _track(self, w: Tensor) -> None:
-        """One shifted power step per step, replaced by a warm-started Lanczos solve every
-        ``refresh_every`` steps and whenever the power step's Rayleigh quotient moves by more than
-        10%: at a large η the power step (I + ηH) also amplifies negative eigenvalues, and its
-        quotient then collapses while the sharpness does not (on digits-mlp at η = 3.2 it read 0.16
-        one step in, where S was 2.3, and the capped step diverged)."""
+    def _edge_capped_step(self) -> None:
         assert self.u is not None
+        p, w, u, rho = self.problem, self.w, self.u, self.rho
+        r = math.exp(self.log_r)
+        if r >= self._secant_min * max(1.0, float(w.norm())):
+            g_plus, g_minus = p.grads(torch.stack([w + r * u, w - r * u]))
+            g_mean = 0.5 * (g_plus + g_minus)
+            kappa = float(u @ (g_plus - g_minus)) / (2 * r)
+        else:
+            # r²∇S/2 is below rounding and the secant would cancel: the gradient and ρ, their limits
+            g_mean, kappa = p.grad(w), rho
+        if self.last_step is not None:
+            # the curvature GD's step actually crossed: where the iterates jump between a flat
+            # and a sharp point, neither point's top eigenvalue sees it
+            d, g_before = self.last_step
+            crossed = float(d @ (g_mean - g_before)) / float(d @ d) if float(d @ d) > 0 else 0.0
+            self.recent_rho[-1] = max(self.recent_rho[-1], crossed)
+        w_before = w
+        self.w, self.step_size, self.log_r = edge_capped_update(
+            w,
+            g_mean,
+            u,
+            rho,
+            kappa,
+            self.lr,
+            self.margin,
+            self.log_r,
+            float(self.loss),
+            self.max_share,
+            cap_curvature=max(self.recent_rho),
+        )
+        self.last_step = (self.w - w_before, g_mean)
+        self.loss = p.loss(self.w)
+
+    def _track(self, w: Tensor, refresh: bool = False) -> None:
+        """One shifted power step per step, replaced by a warm-started Lanczos solve every
+        ``refresh_every`` steps, after a step that raised the loss, and whenever the power step's
+        Rayleigh quotient moves by more than 10%. At a large η the power step (I + ηH) also
+        amplifies negative eigenvalues, and its quotient then collapses while the sharpness does
+        not (on digits-mlp at η = 3.2 it read 0.16 one step in, where S was 2.3, and the capped
+        step diverged); and when another eigenvector overtakes the tracked one, the power step
+        follows it only slowly, so ρ underestimates S and the cap lets that direction grow (on
+        sort-transformer at η = 0.25, ηρ/2 read 0.82 where ηS/2 was 1.18): the loss rises first,
+        and a Lanczos solve warm-started from u can stop at the old pair (its residual is small),
+        so after a rise the solve starts from u plus an equal share of noise and runs longer."""
+        assert self.u is not None
+        self.rho, self.u = self._tracked_pair(w, refresh)
+        self.recent_rho = [*self.recent_rho[-(CAP_MEMORY - 1) :], self.rho]
+
+    def _tracked_pair(self, w: Tensor, refresh: bool) -> tuple[float, Tensor]:
+        assert self.u is not None
+        if refresh:
+            return self._search(w)
         if self.time % self.refresh_every:
             v = self.problem.hvp(w, self.u)
             rho = float(self.u @ v)
             if abs(rho - self.rho) <= 0.1 * abs(self.rho):
                 u = self.u + self.lr * v
-                self.rho, self.u = rho, u / u.norm()
-                return
-        self.rho, self.u = self.top(w)
+                return rho, u / u.norm()
+        return self.top(w)
+
+    def _search(self, w: Tensor) -> tuple[float, Tensor]:
+        assert self.u is not None
+        noise = torch.randn(self.u.shape, dtype=self.u.dtype, device=self.u.device, generator=self.top.gen)
+        pairs = self.problem.eigs(
+            w, v0=self.u + noise / noise.norm(), tol=1e-3, min_iter=SEARCH_ITERATIONS, generator=self.top.gen
+        )
+        self.top.vector = pairs.vectors[0]
+        return float(pairs.values[0]), self.top.vector
 
     def _step_size(self, g: Tensor) -> float:
         if self.remedy == "lr_cap":
-            return min(self.lr, (2.0 - self.margin) / self.rho) if self.rho > 0 else self.lr
+            return capped_step(self.lr, self.margin, max(self.recent_rho))
         if self.remedy == "warmup":
             return self.lr * min(1.0, self.time / self.warmup_steps)
         assert self.clip_norm is not None
@@ -140,7 +257,14 @@ class Mitigated(Process):
             "sharpness": self.measure_sharpness(self.w, self.seed)[0] if sharpness else math.nan,
             "rayleigh": self.rho,
             "step_size": self.step_size,
+            "magnitude": self._magnitude(),
         }
+
+    def _magnitude(self) -> float:
+        """r of the remedies built on Edge Flow's magnitude (NaN for the others)."""
+        if self.edge is not None:
+            return self.edge.r
+        return math.exp(self.log_r) if self.remedy == "edge_capped" else math.nan
 
     def is_finite(self) -> bool:
         return super().is_finite() and math.isfinite(float(self.loss))
