@@ -2,15 +2,25 @@
 
 One style serves every figure of the package and of the benchmarks: ``paper_style()`` (matplotlib
 settings), ``new_figure`` / ``finish_axes`` / ``add_legend`` / ``add_caption`` / ``save_figure``,
-``draw_threshold`` (a labelled horizontal line) and ``mark_event`` (a labelled vertical line).
+``draw_threshold`` (a labelled horizontal line) and ``mark_event`` (a labelled vertical line)::
+
+    with paper_style():
+        fig, axes = new_figure(1, 2)
+        for ax in axes[0]:
+            ...  # plot
+            finish_axes(ax, title="Final loss against η", xlabel="learning rate η", ylabel="loss")
+            add_legend(ax)  # after the labels: it goes under them
+        fig.suptitle("problem: ...")
+        add_caption(fig, "what the symbols mean; $math$ allowed")
+        save_figure(fig, path)
 
 Every panel plots finite values only (positive ones on log axes), so a flow that diverged, failed
 or recorded nothing never breaks a figure. The y-range is built around the flows that ran on;
 values beyond it run off the edge of the axis, and the step where a curve leaves the axis (off
 scale above, below the axis or exactly 0 on a log axis) is marked at that edge and named in the
 panel's legend. Each flow's divergence or integrator failure is a vertical line with its text.
-GD's per-iterate values are drawn as a light band between consecutive iterates, underneath the
-models, so that its period-2 oscillation never hides them.
+GD's per-iterate values are drawn as a light band over its step-to-step (period-2) oscillation,
+underneath the models, so that the oscillation never hides them.
 """
 
 from __future__ import annotations
@@ -75,7 +85,6 @@ FLOW_STYLE: dict[str, dict] = {
     "central": {"color": "tab:orange", "lw": 1.5, "ls": (0, (1, 1)), "label": "central flow"},
     "mitigated": {"color": "tab:brown", "lw": 1.3, "ls": (0, (3, 1, 1, 1)), "label": "GD with a remedy"},
 }
-STYLE = FLOW_STYLE  # the name earlier versions exported
 #: Short names of the flows, for the texts on a figure (legends have the longer labels).
 FLOW_NAMES = {
     "gd": "GD",
@@ -86,7 +95,7 @@ FLOW_NAMES = {
     "central": "central flow",
     "mitigated": "GD with a remedy",
 }
-#: GD's per-iterate values: a light band between consecutive iterates, under every model.
+#: GD's per-iterate values: a light band over its step-to-step oscillation, under every model.
 GD_BAND = {"facecolor": (0.6, 0.6, 0.6, 0.35), "edgecolor": "0.45", "lw": 0.5, "zorder": 1}
 #: Edge Flow's per-iterate prediction L(c + s_k r u): the outline of its band, over GD's.
 EDGE_BAND = {"facecolor": "none", "edgecolor": "tab:red", "lw": 0.6, "zorder": 1.5}
@@ -147,8 +156,11 @@ def finish_axes(
 def add_legend(ax: Axes, *, ncols: int = 2, **kw) -> None:
     """A legend of this panel's own entries (none when it has none), under the panel's step
     labels, where it never hides a curve or a mark."""
-    if not ax.get_legend_handles_labels()[0]:
+    labels = ax.get_legend_handles_labels()[1]
+    if not labels:
         return
+    if max(_visible_length(label) for label in labels) > LONG_LEGEND_ENTRY:
+        ncols = 1  # side by side, long entries would make the legend wider than its panel
     # inches below the axes: tick labels (when shown) and the axis label (when set)
     tick_labels = ax.xaxis.get_tick_params(which="major").get("labelbottom", True)
     below = 0.08 + (0.18 if tick_labels else 0.0) + (0.17 if ax.get_xlabel() else 0.0)
@@ -156,6 +168,10 @@ def add_legend(ax: Axes, *, ncols: int = 2, **kw) -> None:
     ax.legend(
         **{"loc": "upper center", "bbox_to_anchor": (0.5, 0.0), "bbox_transform": under, "ncols": ncols, **kw}
     )
+
+
+#: Characters of a legend entry that fit in half a panel's width.
+LONG_LEGEND_ENTRY = 36
 
 
 def add_caption(fig: Figure, text: str) -> None:
@@ -232,6 +248,11 @@ def _axes_height_of(ax: Axes, y: float) -> float:
 def mark_event(ax: Axes, step: float, text: str, *, color: str = "0.3", ls: object = (0, (4, 2))) -> None:
     """A vertical line at ``step`` with ``text`` written along it, left of the line, from the top."""
     ax.axvline(step, color=color, lw=1.0, ls=ls, alpha=0.9, zorder=3)
+    _write_along(ax, step, text, color)
+
+
+def _write_along(ax: Axes, step: float, text: str, color: str) -> None:
+    """``text`` rotated along a vertical line at ``step``, left of it, from the top of the axis."""
     ax.text(
         step,
         0.98,
@@ -251,7 +272,7 @@ def mark_event(ax: Axes, step: float, text: str, *, color: str = "0.3", ls: obje
 @dataclass
 class _Series:
     """One curve of a panel: the flow whose divergence ends it, its steps and values, its style;
-    ``band``: per-iterate values, drawn (with this style) as the range of consecutive values;
+    ``band``: per-iterate values, drawn (with this style) as a band over their period-2 oscillation;
     ``name``: what the texts on the figure call it (by default the flow's short name)."""
 
     flow: str
@@ -360,16 +381,18 @@ class _PlainLogFormatter(LogFormatterSciNotation):
 
 
 def _oscillation_band(steps: np.ndarray, y: np.ndarray, log: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The band GD's period-2 oscillation sweeps: at each record, between its value and the mean
-    of its two neighbours (geometric on a log axis). Oscillating, the neighbours sit on the other
-    branch and the band spans both; on a smooth stretch they average to the value itself (up to
-    the curvature) and the band is a line. A record whose neighbouring steps were not both
-    recorded (sparse records, the ends) stands alone."""
-    both = np.zeros(len(y), dtype=bool)
-    both[1:-1] = (np.diff(steps)[:-1] == 1) & (np.diff(steps)[1:] == 1)
+    """The band GD's period-2 oscillation sweeps: at each record where the curve turns (up then
+    down, or down then up), between its value and the mean of its two neighbours (geometric on a
+    log axis), which sit on the oscillation's other branch; elsewhere (a smooth stretch, a
+    blow-up, sparse records, the ends) the value alone, and the band is a line."""
+    turns = np.zeros(len(y), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        turns[1:-1] = (
+            (np.diff(steps)[:-1] == 1) & (np.diff(steps)[1:] == 1) & (np.diff(y)[:-1] * np.diff(y)[1:] < 0)
+        )
     inner = np.sqrt(y[:-2] * y[2:]) if log else 0.5 * (y[:-2] + y[2:])
     neighbours = y.copy()
-    neighbours[1:-1] = np.where(both[1:-1], inner, y[1:-1])
+    neighbours[1:-1] = np.where(turns[1:-1], inner, y[1:-1])
     return np.minimum(y, neighbours), np.maximum(y, neighbours)
 
 
@@ -387,8 +410,10 @@ def _limits(
     if log:
         top = max(min(float(every.max()), hi * 10.0**DECADES_ABOVE), hi)
         bottom = max(min(float(every.min()), lo), floor or 0.0, 1.0 / HUGE)
-        if top <= bottom * (1 + 1e-9):  # constant data: a decade around it
-            return bottom / np.sqrt(10), top * np.sqrt(10)
+        if top < bottom * 10:
+            # at least a decade, centred on the data: a log axis over less labels every minor tick
+            widen = np.sqrt(10 * bottom / top)
+            return bottom / widen, top * widen
         pad = (top / bottom) ** 0.04
         return bottom / pad, top * pad
     span = hi - lo or max(abs(hi), 1.0)
@@ -495,7 +520,7 @@ def mark_stops(res: Result, ax: Axes) -> None:
             ax.axvline(k, color=style(flow).get("color", "0.3"), lw=1.0, ls=ls, alpha=0.9, zorder=3)
         text = "\n".join(f"{FLOW_NAMES.get(flow, flow)} {what} (step {k})" for k, flow, what in group)
         color = style(group[0][1]).get("color", "0.3") if len(group) == 1 else "0.2"
-        mark_event(ax, group[0][0], text, color=color, ls="none")
+        _write_along(ax, group[0][0], text, color)
 
 
 def panel_texts(ax: Axes) -> list[str]:
@@ -534,21 +559,16 @@ def plot_sharpness(res: Result, ax: Axes) -> bool:
 
 
 def _quieter_end(res: Result, series: list[_Series], level: float) -> str:
-    """The end of the run ("left" or "right") where the curves keep farther from ``level`` just
-    above it, where the label of a line at ``level`` goes."""
+    """The end of the run ("left" or "right", its first or last fifth of the steps) where the
+    curves keep farther from ``level``: where the label of a line at ``level`` goes."""
+    shown = [_split(s, log=False) for s in series]
+    steps = np.concatenate([s.steps for s in shown] + [np.zeros(0)])
+    gaps = np.abs(np.concatenate([s.values for s in shown] + [np.zeros(0)]) - level)
     left, right = _step_range(res)
-    edge = 0.2 * (right - left)
-    clearance = {}
-    for end, near in (("left", lambda k: k <= left + edge), ("right", lambda k: k >= right - edge)):
-        gaps = [
-            np.abs(np.asarray(s.values, dtype=np.float64)[near(np.asarray(s.steps))] - level)
-            for s in series
-            if len(s.steps) == len(s.values)
-        ]
-        gaps = np.concatenate([*gaps, np.zeros(0)])
-        gaps = gaps[np.isfinite(gaps)]
-        clearance[end] = float(gaps.min()) if gaps.size else np.inf
-    return "left" if clearance["left"] > clearance["right"] else "right"
+    reach = 0.2 * (right - left)
+    left_gap = gaps[steps <= left + reach].min(initial=np.inf)
+    right_gap = gaps[steps >= right - reach].min(initial=np.inf)
+    return "left" if left_gap > right_gap else "right"
 
 
 def _spans_decades(res: Result, series: list[_Series], threshold: float, decades: float = 3) -> bool:
@@ -668,8 +688,7 @@ def plot_distance(res: Result, ax: Axes) -> bool:
     steps = res.distances.get("step", np.zeros(0))
     series = []
     for n in _distance_flows(res):
-        kw = {**style(n), "label": "GD iterates $w_k$"} if n == "gd" else style(n)
-        series.append(_Series(n, steps, relative_distance(res, n), kw))
+        series.append(_Series(n, steps, relative_distance(res, n), style(n)))
     drew = _draw(ax, res, series, log=True) if series else False
     _finish_panel(res, ax, "Distance to GD's midpoint", "$\\|c - w^*_k\\| \\,/\\, \\|w^*_k - w_0\\|$")
     return drew
@@ -708,7 +727,7 @@ def caption(draw: PanelDrawer, res: Result) -> str:
             midpoint
             and "u: top Hessian eigenvector at GD's midpoint $w^*_k$; GD's oscillation: its "
             "iterate's distance from the midpoint along u.",
-            edge and "Edge Flow's magnitude r models it.",
+            edge and "r: the magnitude of the oscillation in Edge Flow, its model of GD's.",
         ]
     elif draw is plot_distance:
         parts = [
@@ -770,7 +789,7 @@ def edge_loss_figure(res: Result) -> Figure:
     on ``ZOOM_STEPS`` of its steps (the whole run shows the alternation only as a band)."""
     window = zoom_window(res)
     if window is None:
-        note = "  No zoom: GD's loss does not alternate step to step at the recorded steps."
+        note = "\nNo zoom: GD's loss does not alternate step to step at the recorded steps."
         return panel_figure(res, plot_edge_loss, note)
     fig, axes = new_figure(1, 2, panel=(4.4, 3.6), extra_height=0.9, width_ratios=(1.6, 1))
     whole, zoom = axes[0]
