@@ -298,26 +298,28 @@ def _every(n: int) -> str:
 # ---------------------------------------------------------------------------------------- figure
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     """Left: GD's midpoint sharpness over the steps for every η, each with its 2/η line; right: the
-    final loss against η, each diverged η marked with a red × at the top of the axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    final loss against η, each diverged η marked with a red × at the top of the axis. In the style
+    of every figure of the package (``edgeflow.plots.paper_style``)."""
     import matplotlib.pyplot as plt
+
+    from edgeflow.plots import add_caption, new_figure, paper_style, save_figure
 
     n = len(result.rows)
     # viridis without its palest end, which vanishes on white
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, n) if n > 1 else [0.4])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    _plot_sharpness(left, result, colors)
-    _plot_final_loss(right, result, colors)
-    for ax in (left, right):
-        ax.grid(alpha=0.3, lw=0.5)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-    fig.suptitle(f"{result.problem}: full-batch GD at {n} learning rates, {result.steps} steps", fontsize=11)
-    fig.savefig(path, dpi=160)
-    plt.close(fig)
-    return Path(path)
+    with paper_style():
+        fig, axes = new_figure(1, 2, panel=(4.8, 3.6), extra_height=0.8)
+        left, right = axes[0]
+        _plot_sharpness(left, result, colors)
+        _plot_final_loss(right, result, colors)
+        fig.suptitle(f"{result.problem}: full-batch GD at {n} learning rates, {result.steps} steps")
+        add_caption(
+            fig,
+            "S: top Hessian eigenvalue at GD's midpoint $w^*_k = \\frac{1}{4}(w_{k-1} + 2w_k + w_{k+1})$; "
+            "GD is stable while S < 2/η (dashed, one line per η). ×: where GD diverged (its loss "
+            f"non-finite or above {BLOWUP:g}× the initial loss).",
+        )
+        return save_figure(fig, path)
 
 
 def _sharpness_before_divergence(result: SweepResult, row: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -332,6 +334,8 @@ def _sharpness_before_divergence(result: SweepResult, row: dict) -> tuple[np.nda
 
 def _plot_sharpness(ax, result: SweepResult, colors) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    from edgeflow.plots import add_legend, finish_axes
 
     rows = result.rows
     curves = [_sharpness_before_divergence(result, row) for row in rows]
@@ -366,16 +370,19 @@ def _plot_sharpness(ax, result: SweepResult, colors) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_locator(NullLocator())
     ax.set_xlim(0, result.steps)
-    ax.set_xlabel("step")
-    ax.set_ylabel("sharpness at GD's midpoint  λ_max(∇²L)")
-    ax.set_title("sharpness against 2/η (dashed)", fontsize=10)
-    # a white box: the 2/η lines run under the legend
-    kw = {"framealpha": 0.9, "edgecolor": "none", "ncols": 2 if len(rows) > 4 else 1}
-    ax.legend(fontsize=8, loc="best", **kw)
+    finish_axes(
+        ax,
+        title="Sharpness against 2/η (dashed)",
+        xlabel="step k (GD iterations)",
+        ylabel="sharpness at GD's midpoint  S = λ_max(∇²L)",
+    )
+    add_legend(ax, ncols=min(len(rows), 4))
 
 
 def _plot_final_loss(ax, result: SweepResult, colors) -> None:
     from matplotlib.transforms import blended_transform_factory
+
+    from edgeflow.plots import add_legend, finish_axes
 
     lrs = [row["lr"] for row in result.rows]
     ran = [
@@ -412,11 +419,13 @@ def _plot_final_loss(ax, result: SweepResult, colors) -> None:
             )
     if not ref:
         ax.text(0.5, 0.5, "no finite final loss", transform=ax.transAxes, ha="center", color="0.4")
-    ax.set_xlabel("learning rate η")
-    ax.set_ylabel(f"GD's training loss at step {result.steps}")
-    ax.set_title("final loss against η", fontsize=10)
-    if start is not None:
-        ax.legend(fontsize=8, frameon=False, loc="lower left")
+    finish_axes(
+        ax,
+        title="Final loss against η",
+        xlabel="learning rate η",
+        ylabel=f"GD's training loss at step {result.steps}",
+    )
+    add_legend(ax)
 
 
 __all__ = ["BLOWUP", "SweepResult", "parse_lrs", "plot_sweep", "sweep", "sweep_markdown", "write_sweep"]
