@@ -32,6 +32,15 @@ from edgeflow.metrics import fmt
 from edgeflow.processes.mitigated import REMEDIES
 
 RECOMMENDED = REMEDIES[0]  # the `mitigated` flow's default
+METHOD_COLORS = {
+    "gd": "black",
+    "edge_capped": "tab:red",
+    "lr_cap": "tab:blue",
+    "damped": "tab:orange",
+    "edge": "tab:green",
+    "warmup": "tab:purple",
+    "clip": "tab:brown",
+}
 
 SPIKE = 1.2  # a loss 20% above its running minimum is a spike
 HVP_IN_GRADIENTS = 2.0
@@ -125,56 +134,64 @@ def remedy_cases(problem: ef.Problem, lr: float, steps: int) -> dict[str, dict]:
 
 def figure(problem: str, rows: dict, path: Path) -> None:
     """Final loss and largest spike against η, one line per method; a run that diverged (or ended
-    more than three decades above GD's worst finite loss) is a × above the axis' top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    more than three decades above GD's worst finite loss) is a × above the dotted line."""
     from matplotlib.ticker import FixedLocator, NullLocator
+
+    from edgeflow.plots import add_caption, add_legend, finish_axes, new_figure, paper_style, save_figure
 
     lrs = sorted(rows)
     methods = ("gd", *REMEDIES)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     panels = (
-        ("final_loss", "training loss after the run"),
-        ("largest_spike", "largest spike (loss / running min)"),
+        ("final_loss", "(a) Training loss after the run", "final loss"),
+        ("largest_spike", "(b) Largest loss spike", "max over steps of loss / running min"),
     )
-    for ax, (key, label) in zip(axes, panels, strict=True):
-        gd = [r[key] for lr in lrs if (r := rows[lr]["remedies"]["gd"])["diverged_at"] is None]
-        finite = [y for y in gd if y is not None and math.isfinite(y)]
-        ceiling = (max(finite) if finite else 1.0) * (1e3 if key == "final_loss" else 3)
-        for i, method in enumerate(methods):
-            runs = [rows[lr]["remedies"][method] for lr in lrs]
-            ys = [r[key] for r in runs]
-            ok = [
-                r["diverged_at"] is None and y is not None and math.isfinite(y) and y <= ceiling
-                for r, y in zip(runs, ys, strict=True)
-            ]
-            style = {"color": "black", "lw": 2, "zorder": 3} if method == "gd" else {"lw": 1.2}
-            line = ax.plot(
-                [lr for lr, good in zip(lrs, ok, strict=True) if good],
-                [y for y, good in zip(ys, ok, strict=True) if good],
-                marker="o",
-                ms=4,
-                label=method,
-                **style,
-            )
-            off = [lr for lr, good in zip(lrs, ok, strict=True) if not good]
-            if off:  # one row of × per method, above the data
-                step = 3.0 if key == "final_loss" else 1.25
-                ax.plot(off, [ceiling * step ** (i + 1)] * len(off), "x", color=line[0].get_color(), ms=7)
-        ax.set(xscale="log", yscale="log", xlabel="learning rate η", ylabel=label)
-        ax.xaxis.set_major_locator(FixedLocator(lrs))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([f"{lr:g}" for lr in lrs])
-        ax.axhline(ceiling, color="0.7", lw=0.8, ls=":")
-        ax.grid(alpha=0.3, lw=0.5)
-    axes[0].legend(fontsize=8, frameon=False, ncols=2)
-    fig.suptitle(
-        f"{problem}: GD and the remedies (× above the dotted line: diverged or off-scale)", fontsize=10
-    )
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    with paper_style():
+        fig, axes = new_figure(1, 2, extra_height=1.3)
+        for ax, (key, title, label) in zip(axes[0], panels, strict=True):
+            gd = [r[key] for lr in lrs if (r := rows[lr]["remedies"]["gd"])["diverged_at"] is None]
+            finite = [y for y in gd if y is not None and math.isfinite(y)]
+            ceiling = (max(finite) if finite else 1.0) * (1e3 if key == "final_loss" else 3)
+            for i, method in enumerate(methods):
+                runs = [rows[lr]["remedies"][method] for lr in lrs]
+                ys = [r[key] for r in runs]
+                ok = [
+                    r["diverged_at"] is None and y is not None and math.isfinite(y) and y <= ceiling
+                    for r, y in zip(runs, ys, strict=True)
+                ]
+                emphasis = {"color": METHOD_COLORS[method], "lw": 1.2}
+                if method in ("gd", RECOMMENDED):
+                    emphasis.update(lw=2, zorder=4)
+                line = ax.plot(
+                    [lr for lr, good in zip(lrs, ok, strict=True) if good],
+                    [y for y, good in zip(ys, ok, strict=True) if good],
+                    marker="o",
+                    ms=4,
+                    label=method,
+                    **emphasis,
+                )
+                off = [lr for lr, good in zip(lrs, ok, strict=True) if not good]
+                if off:  # one row of × per method, above the data
+                    step = 3.0 if key == "final_loss" else 1.25
+                    ax.plot(off, [ceiling * step ** (i + 1)] * len(off), "x", color=line[0].get_color(), ms=7)
+            ax.set(xscale="log", yscale="log")
+            ax.xaxis.set_major_locator(FixedLocator(lrs))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([f"{lr:g}" for lr in lrs])
+            ax.axhline(ceiling, color="0.6", lw=0.8, ls=":")
+            if key == "largest_spike":
+                ax.axhline(SPIKE, color="0.3", lw=0.8, ls="--", label=f"spike threshold {SPIKE:g}")
+            finish_axes(ax, title=title, xlabel="learning rate η", ylabel=label)
+            add_legend(ax, ncols=4)
+        fig.suptitle(f"{problem}: GD and the remedies of the `mitigated` flow over η")
+        add_caption(
+            fig,
+            f"× above the dotted line: the run diverged or ended off scale. A spike is a loss {SPIKE:g}× "
+            f"above its running minimum. {RECOMMENDED}: Edge Flow's symmetrized gradient, damped along the "
+            "top eigenvector, its step across capped at 1.9/S; lr_cap: step ≤ 1.9/S; damped: implicit "
+            "factor 1/(1 + ηS) along the top eigenvector; edge: Edge Flow's center step; warmup: linear "
+            "over 100 steps; clip: gradient norm ≤ its initial value.",
+        )
+        save_figure(fig, path)
 
 
 def markdown(results: dict, steps: int, horizon: int) -> str:

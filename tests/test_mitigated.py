@@ -49,8 +49,8 @@ def test_damped_step_along_the_top_eigenvector_is_the_implicit_factor():
 def test_edge_capped_step_in_closed_form():
     """On a quadratic the symmetrized gradient is the gradient, so once u = e₁ the step is known:
     x ← x/(1 + ηλ₁) (implicit along u), y ← (1 − 1.9/λ₁·λ₂)y (capped across u); r grows by
-    GD's factor |ηλ₁ − 1| = 1.5 per step from the rounding floor until ½λ₁r² reaches the loss
-    (that of the step's start)."""
+    GD's factor |ηλ₁ − 1| = 1.5 per step from the rounding floor until ½λ₁r² reaches a
+    quarter of the loss (that of the step's start)."""
     lr, problem = 0.25, quadratic()
     proc = ef.PROCESSES["mitigated"](problem, lr)  # edge_capped is the default
     proc.init(problem.w0, seed=0)
@@ -71,7 +71,24 @@ def test_edge_capped_step_in_closed_form():
         proc.step()
     before = proc.observe(False)["train_loss"]
     proc.step()
-    assert proc.observe(False)["magnitude"] == pytest.approx(math.sqrt(2 * before / 10.0), rel=1e-6)
+    share = 0.25  # the default max_share: ½λ₁r² ≤ 0.25·loss
+    assert proc.observe(False)["magnitude"] == pytest.approx(math.sqrt(2 * share * before / 10.0), rel=1e-6)
+
+
+def test_the_cap_takes_the_largest_recent_curvature_and_the_curvature_crossed():
+    from edgeflow.processes.mitigated import CAP_MEMORY, crossed_curvature, remember
+
+    A = torch.diag(LAMS)
+    d = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
+    g0 = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    # on a quadratic the gradient changes by A·d along a step d: the crossed curvature is dᵀAd/‖d‖²
+    assert crossed_curvature((d, g0), g0 + A @ d) == pytest.approx(float(d @ A @ d / (d @ d)), rel=1e-12)
+    assert crossed_curvature(None, g0) == 0.0
+    recent: list[float] = []
+    for value in [5.0, *[1.0] * (CAP_MEMORY - 1)]:
+        recent = remember(recent, value)
+    assert max(recent) == 5.0  # still within memory
+    assert max(remember(recent, 1.0)) == 1.0  # forgotten after CAP_MEMORY steps
 
 
 @pytest.mark.parametrize("remedy", REMEDIES)

@@ -33,7 +33,13 @@ import torch
 from torch import Tensor
 
 from edgeflow.errors import invalid_choice
-from edgeflow.processes.mitigated import edge_capped_update, log_floor
+from edgeflow.processes.mitigated import (
+    capped_step,
+    crossed_curvature,
+    edge_capped_update,
+    log_floor,
+    remember,
+)
 from edgeflow.utils import nonnegative_float, positive_float
 
 OPTIMIZER_REMEDIES = ("edge_capped", "lr_cap", "damped")
@@ -46,6 +52,7 @@ class EdgeStableGD(torch.optim.Optimizer):
         lr: float,
         remedy: str = "edge_capped",
         margin: float = 0.1,
+        max_share: float = 0.25,
         seed: int = 0,
     ) -> None:
         if remedy not in OPTIMIZER_REMEDIES:
@@ -54,6 +61,7 @@ class EdgeStableGD(torch.optim.Optimizer):
             "lr": positive_float("lr", lr),
             "remedy": remedy,
             "margin": nonnegative_float("margin", margin),
+            "max_share": positive_float("max_share", max_share),
         }
         super().__init__(params, defaults)
         self._seed = seed
@@ -62,6 +70,8 @@ class EdgeStableGD(torch.optim.Optimizer):
         self.step_size = float("nan")
         #: ``edge_capped``'s log r (None until the first step sets it at the rounding floor)
         self.log_r: float | None = None
+        self._recent: list[float] = []  # the curvatures the cap takes the largest of
+        self._last_step: tuple[Tensor, Tensor] | None = None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
@@ -77,13 +87,15 @@ class EdgeStableGD(torch.optim.Optimizer):
         g = [gi.detach() for gi in grads]
         rho = float(sum((ui * hi).sum() for ui, hi in zip(u, hu, strict=True)))
         self.rayleigh = rho
-        shifted = [ui + lr * hi for ui, hi in zip(u, hu, strict=True)]
+        self._recent = remember(self._recent, rho)
+        shift = 1.0 / rho if rho > 0 else lr  # the power step (I + H/ρ)u, as the `mitigated` flow's
+        shifted = [ui + shift * hi for ui, hi in zip(u, hu, strict=True)]
         norm = torch.sqrt(sum((s * s).sum() for s in shifted))
         self._store([s / norm for s in shifted])
         if remedy == "edge_capped":
-            self._edge_capped(params, closure, g, u, rho, lr, margin, float(loss))
+            self._edge_capped(params, closure, g, u, rho, lr, margin, group["max_share"], float(loss))
         elif remedy == "lr_cap":
-            self.step_size = min(lr, (2.0 - margin) / rho) if rho > 0 else lr
+            self.step_size = capped_step(lr, margin, max(self._recent))
             for p, gi in zip(params, g, strict=True):
                 p.add_(gi, alpha=-self.step_size)
         else:
@@ -106,6 +118,7 @@ class EdgeStableGD(torch.optim.Optimizer):
         rho: float,
         lr: float,
         margin: float,
+        max_share: float,
         loss: float,
     ) -> None:
         w = torch.cat([p.detach().reshape(-1) for p in params])
@@ -119,9 +132,11 @@ class EdgeStableGD(torch.optim.Optimizer):
             kappa = float(u_flat @ (g_plus - g_minus)) / (2 * r)
         else:  # r²∇S/2 below rounding: the gradient and ρ, the limits
             g_mean, kappa = torch.cat([gi.reshape(-1) for gi in g]), rho
+        self._recent[-1] = max(self._recent[-1], crossed_curvature(self._last_step, g_mean))
         w_next, self.step_size, self.log_r = edge_capped_update(
-            w, g_mean, u_flat, rho, kappa, lr, margin, self.log_r, loss
+            w, g_mean, u_flat, rho, kappa, lr, margin, self.log_r, loss, max_share, max(self._recent)
         )
+        self._last_step = (w_next - w, g_mean)
         offset = 0
         for p in params:
             p.copy_(w_next[offset : offset + p.numel()].view_as(p))
