@@ -243,7 +243,7 @@ def eos_sentence(trace: np.ndarray, flows: tuple[str, ...] = ("gd", "midpoint"),
         ),
         (  # starts above 2/η and catapults below it
             np.interp(STEPS, [0, 10, 30, 100], [8, 9, 2, 2.5]),
-            "GD's sharpness (at its midpoints) started above 2/η = 5, at 8 (step 0), rose further to 9 "
+            "GD's sharpness (at its midpoints) started above 2/η = 5, at 8 (step 0), peaked at 9 "
             "(step 10), fell below 2/η at step 25, dipped to 2 (step 30), then stayed within [2.036, 2.5] "
             "(median 2.268 = 0.45 × 2/η).",
         ),

@@ -449,7 +449,7 @@ def _eos_sentence(eos: dict, flows: dict[str, dict]) -> str:
         opening = f"{subject} started {where} {level}, at {start}"
         if eos["below_step"] is not None:
             events.append((eos["below_step"], f"fell below 2/η at step {eos['below_step']}"))
-        peak = "rose further to"
+        peak = "peaked at"
     else:
         opening = f"{subject} rose from {start} to {level} at step {eos['onset_step']}"
         peak = "overshot to"
