@@ -1,4 +1,4 @@
-"""Command line: ``edgeflow run | plot | list``."""
+"""Command line: ``edgeflow run | plot | sweep | list``."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="(re)draw the figures of a run directory")
     pl.add_argument("run_dir", help="a directory written by `edgeflow run` (or its results.h5)")
 
-    sub.add_parser("list", help="list the named problems and the flows")
+    sub.add_parser("list", help="named problems and flows: each parameter and option, its type and default")
 
     sw = sub.add_parser(
         "sweep",
