@@ -54,10 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Settings come from the defaults, then --config FILE, then these flags.",
     )
     r.add_argument("--config", metavar="FILE", help="a TOML file of settings (flags override it)")
-    r.add_argument(
-        "--problem",
-        help=PROBLEM_HELP,
-    )
+    r.add_argument("--problem", help=PROBLEM_HELP)
     r.add_argument(
         "--param",
         action="append",
@@ -409,7 +406,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("problems (edgeflow run --problem NAME --param KEY=VALUE ...):")
     for name, spec in PROBLEMS.items():
         mark = " (default)" if name == DEFAULT_PROBLEM else ""
-        print(_wrapped([f"{name}{mark}: {spec.description}"], "  ", "      "))
+        print(_described(f"{name}{mark}", spec.description))
         print(
             f"      lr={spec.lr:g} steps={spec.steps} dtype={spec.dtype} "
             f"record_every={spec.record_every} sharpness_every={spec.sharpness_every}"
@@ -417,37 +414,40 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(_parameters("params", spec.build, problem_params(name)))
     print("flows (edgeflow run --flows a,b,... --option FLOW.KEY=VALUE ...):")
     for name, cls in PROCESSES.items():
-        print(_wrapped([f"{name}: {cls.description}"], "  ", "      "))
+        print(_described(name, cls.description))
         signature = inspect.signature(cls.__init__).parameters
         print(_parameters("options", cls.__init__, {k: signature[k].default for k in option_names(name)}))
     print("A VALUE is read as JSON where it parses (true, 3, 0.5, null), else as a string.")
     return 0
 
 
+LIST_WIDTH = 100
+
+
+def _described(name: str, description: str) -> str:
+    return textwrap.fill(
+        f"{name}: {description}",
+        width=LIST_WIDTH,
+        initial_indent="  ",
+        subsequent_indent="      ",
+        break_on_hyphens=False,
+    )
+
+
 def _parameters(label: str, fn: Callable, defaults: dict) -> str:
-    """``label: KEY=DEFAULT (type), ...``, the types from ``fn``'s signature."""
+    """``label: KEY=DEFAULT (type), ...`` wrapped at LIST_WIDTH, the types from ``fn``'s signature;
+    an item is never split across lines (a type like ``int | None`` stays whole)."""
     signature = inspect.signature(fn).parameters
     items = [
         f"{key}={_cli_value(default)} ({_type_name(signature[key].annotation, default)})"
         for key, default in defaults.items()
-    ]
+    ] or ["none"]
     prefix = f"      {label}: "
-    return _wrapped(items or ["none"], prefix, " " * len(prefix), sep=", ")
-
-
-def _wrapped(items: list[str], first: str, indent: str, sep: str = " ", width: int = 100) -> str:
-    """``items`` joined by ``sep`` in lines of at most ``width`` characters, never splitting an item
-    (a type like ``int | None`` stays on one line); the words of a single item wrap as text."""
-    if len(items) == 1:
-        return textwrap.fill(
-            items[0], width=width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False
-        )
-    lines = [first]
+    lines = [prefix]
     for i, item in enumerate(items):
-        piece = item + (sep.rstrip() if i < len(items) - 1 else "")
-        if len(lines[-1]) + len(piece) > width and lines[-1].strip():
-            lines[-1] = lines[-1].rstrip()
-            lines.append(indent)
+        piece = item + ("," if i < len(items) - 1 else "")
+        if len(lines[-1]) + len(piece) > LIST_WIDTH and len(lines[-1]) > len(prefix):
+            lines.append(" " * len(prefix))
         lines[-1] += piece + " "
     return "\n".join(line.rstrip() for line in lines)
 

@@ -432,47 +432,58 @@ def _eos_sentence(eos: dict, flows: dict[str, dict]) -> str:
     row = flows[ref]
     stopped = row["diverged_at"] is not None or row["failed_at"] is not None or bool(row["failure"])
     until = f" before `{ref}` {row['status']}" if stopped else " in this run"
-    threshold = eos["threshold"]
-    level = f"2/η = {fmt(threshold)}"
     if eos["initial_sharpness"] is None:
         why = f": `{ref}` {row['status']}" if stopped else ""
         return f"{subject} was never measured in this run{why}."
-    start = f"{_apart(eos['initial_sharpness'], threshold)} (step {eos['initial_step']})"
     if eos["onset_step"] is None:
-        text = f"{subject} stayed below {level}{until}: from {start}"
-        if eos["max_step"] not in (eos["initial_step"], eos["last_step"]):
-            text += f", at most {_apart(eos['max_sharpness'], threshold)} (step {eos['max_step']})"
-        return text + _last(eos) + "."
+        return f"{subject} stayed below {_stayed_below(eos, until)}."
+    text = f"{subject} {_through(eos)}"
+    if eos["initial_sharpness"] >= eos["threshold"] and eos["below_step"] is None:
+        text += f"; it never fell below 2/η{until}"
+    elif stopped:
+        text += f"; then `{ref}` {row['status']}"
+    return text + "."
+
+
+def _stayed_below(eos: dict, until: str) -> str:
+    threshold = eos["threshold"]
+    text = f"2/η = {fmt(threshold)}{until}: from {_start(eos)}"
+    if eos["max_step"] not in (eos["initial_step"], eos["last_step"]):
+        text += f", at most {_apart(eos['max_sharpness'], threshold)} (step {eos['max_step']})"
+    return text + _last(eos)
+
+
+def _through(eos: dict) -> str:
+    """The course of a sharpness that reaches 2/η: from its start (below or above), the events in
+    the order of their steps, then where it stayed after the dip or where it ended."""
+    threshold = eos["threshold"]
+    level = f"2/η = {fmt(threshold)}"
     events: list[tuple[int, str]] = []
     if eos["initial_sharpness"] >= threshold:
         where = "above" if eos["initial_sharpness"] > threshold else "at"
-        opening = f"{subject} started {where} {level}, at {start}"
+        opening = f"started {where} {level}, at {_start(eos)}"
         if eos["below_step"] is not None:
             events.append((eos["below_step"], f"fell below 2/η at step {eos['below_step']}"))
         peak = "peaked at"
     else:
-        opening = f"{subject} rose from {start} to {level} at step {eos['onset_step']}"
+        opening = f"rose from {_start(eos)} to {level} at step {eos['onset_step']}"
         peak = "overshot to"
     if eos["peak_step"] is not None:
         events.append((eos["peak_step"], f"{peak} {fmt(eos['peak_sharpness'])} (step {eos['peak_step']})"))
     if eos["dip_step"] is not None:
         events.append((eos["dip_step"], f"dipped to {fmt(eos['dip_sharpness'])} (step {eos['dip_step']})"))
     text = ", ".join([opening, *(phrase for _, phrase in sorted(events))])
-    if eos["after_dip_median"] is not None:
-        low, high, median = (fmt(eos[f"after_dip_{k}"]) for k in ("min", "max", "median"))
-        ratio = f"{eos['after_dip_median'] / threshold:.2f} × 2/η"
-        text += (
-            f", then stayed at {median} ({ratio})"
-            if low == high
-            else f", then stayed within [{low}, {high}] (median {median} = {ratio})"
-        )
-    else:
-        text += _last(eos)
-    if eos["initial_sharpness"] >= threshold and eos["below_step"] is None:
-        text += f"; it never fell below 2/η{until}"
-    elif stopped:
-        text += f"; then `{ref}` {row['status']}"
-    return text + "."
+    if eos["after_dip_median"] is None:
+        return text + _last(eos)
+    low, high, median = (fmt(eos[f"after_dip_{k}"]) for k in ("min", "max", "median"))
+    ratio = f"{eos['after_dip_median'] / threshold:.2f} × 2/η"
+    if low == high:
+        return text + f", then stayed at {median} ({ratio})"
+    return text + f", then stayed within [{low}, {high}] (median {median} = {ratio})"
+
+
+def _start(eos: dict) -> str:
+    return f"{_apart(eos['initial_sharpness'], eos['threshold'])} (step {eos['initial_step']})"
 
 
 def _last(eos: dict) -> str:
