@@ -7,6 +7,8 @@
 #   bash benchmarks/gpu_check.sh                 # on a machine with CUDA
 #   DEVICE=cpu STEPS=3 N=10 WARMUP=2 bash benchmarks/gpu_check.sh            # the same path on CPU
 #   DEVICE=cpu NPROC=2 STEPS=3 N=10 WARMUP=2 bash benchmarks/gpu_check.sh    # ... data-parallel (gloo)
+#
+# PYTHON defaults to the repository's .venv/bin/python (the README's install), else python3.
 set -euo pipefail
 
 DEVICE=${DEVICE:-cuda}
@@ -14,7 +16,14 @@ STEPS=${STEPS:-300}        # GD crosses 2/η near step 80 and overshoots near st
 N=${N:-1000}               # MNIST-5k examples
 WARMUP=${WARMUP:-150}      # cost is timed from GD's iterate at this step (inside EoS)
 OUT=${OUT:-runs/gpu-check}
-PYTHON=${PYTHON:-python}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+fi
+if ! "$PYTHON" -c "import edgeflow" 2>/dev/null; then
+    echo "gpu_check: $PYTHON cannot import edgeflow; install it as in the README or set PYTHON=..." >&2
+    exit 2
+fi
 if [ "$DEVICE" = cpu ]; then
     NPROC=${NPROC:-1}
 else
@@ -40,10 +49,10 @@ PY
     --param n="$N" --steps "$STEPS" --flows gd,midpoint,edge,central \
     --out "$OUT" --force --quiet --no-plots
 
-"$PYTHON" benchmarks/cost.py --problem mnist5k-vit --device "$DEVICE" --dtype float32 --param n="$N" \
+"$PYTHON" "$REPO/benchmarks/cost.py" --problem mnist5k-vit --device "$DEVICE" --dtype float32 --param n="$N" \
     --only edge,central --steps 5 --repeats 3 --warmup-steps "$WARMUP"
 
 if [ "$NPROC" -gt 1 ]; then
-    "$PYTHON" benchmarks/scaling.py --nproc "$NPROC" --device "$DEVICE" --problem mnist5k-vit \
+    "$PYTHON" "$REPO/benchmarks/scaling.py" --nproc "$NPROC" --device "$DEVICE" --problem mnist5k-vit \
         --param n="$N" --steps 3 --repeats 3
 fi

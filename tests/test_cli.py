@@ -83,6 +83,42 @@ def test_list_names_every_problem_and_flow(capsys):
         assert f"  {name}" in out
 
 
+def list_entries(out: str) -> dict[str, str]:
+    """`edgeflow list`'s entries by name, each with its wrapped lines joined into one."""
+    entries: dict[str, str] = {}
+    name = None
+    for line in out.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            name = line.split()[0].rstrip(":")
+            entries[name] = ""
+        if name is not None:
+            entries[name] += " " + line.strip()
+    return entries
+
+
+def test_list_shows_each_parameter_and_option_with_its_type_and_default(capsys):
+    from edgeflow.processes import option_names
+    from edgeflow.zoo import problem_params
+
+    _, out, _ = run_cli(capsys, "list")
+    entries = list_entries(out)
+    for name in ef.PROBLEMS:
+        for key in problem_params(name):
+            assert f" {key}=" in entries[name], (name, key)
+    for name in ef.PROCESSES:
+        for key in option_names(name):
+            assert f" {key}=" in entries[name], (name, key)
+    # the CPU-sized default of the registry, not the builder's; types from the signatures
+    assert "n=128 (int)" in entries["mnist5k-cnn"]
+    assert "root=null (str | None)" in entries["cifar10-cnn"]
+    assert "download=false (bool)" in entries["cifar10-cnn"]
+    assert "x0=3.0 (float)" in entries["zhu"]
+    assert "loss=mse" not in entries["teacher-deep-linear"]  # regression: MSE only
+    assert "magnitude=secant (str)" in entries["edge"] and "r0=null (float | None)" in entries["edge"]
+    assert "options: none" in entries["gd"]
+    assert all(len(line) <= 100 for line in out.splitlines() if "=" in line)
+
+
 def test_run_writes_a_run_directory_and_plot_redraws(capsys, tmp_path):
     out_dir = tmp_path / "zhu"
     code, out, err = run_cli(

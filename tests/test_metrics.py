@@ -167,3 +167,28 @@ def test_metrics_need_gd_midpoint():
     res = Result(0.1, {"gd": FlowRecord({"step": np.arange(3)})}, {"step": np.arange(3)})
     with pytest.raises(ValueError, match="midpoint"):
         res.metrics()
+
+
+def test_metrics_and_results_do_not_import_each_other():
+    """results.py imports metrics (Result.metrics); metrics names Result only in type hints."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "edgeflow"
+
+    def runtime_imports(module: str) -> set[str]:
+        tree = ast.parse((src / f"{module}.py").read_text())
+        hints_only = {
+            id(node)
+            for guard in ast.walk(tree)
+            if isinstance(guard, ast.If) and "TYPE_CHECKING" in ast.unparse(guard.test)
+            for node in ast.walk(guard)
+        }
+        return {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and id(node) not in hints_only
+        }
+
+    assert "edgeflow.metrics" in runtime_imports("results")
+    assert "edgeflow.results" not in runtime_imports("metrics")

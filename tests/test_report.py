@@ -97,7 +97,7 @@ def test_any_flow_set(flows, tmp_path):
         assert all(row["wall_vs_gd"] is None for row in summary["flows"].values())
     eos_at = "midpoints" if "midpoint" in flows else "iterates" if "gd" in flows else None
     if eos_at:
-        assert f"GD's sharpness (at its {eos_at}) rose from 1 to 2/η at step 40" in md
+        assert f"GD's sharpness (at its {eos_at}) rose from 1 (step 0) to 2/η = 5 at step 40" in md
     else:
         assert "GD was not run" in md and summary["eos"]["measured_at"] is None
     assert ("edge_loss.png" in figures) == ("gd" in flows and "edge" in flows)
@@ -214,6 +214,77 @@ def test_sharpness_never_measured(tmp_path):
     assert summary["flows"]["gd"]["last_sharpness"] is None
     assert summary["flows"]["gd"]["max_sharpness"] is None
     assert "GD's sharpness (at its midpoints) was never measured in this run." in md
+
+
+# --- the sentence on GD's sharpness, for every course it takes ----------------------------------
+
+
+def eos_sentence(trace: np.ndarray, flows: tuple[str, ...] = ("gd", "midpoint"), **gd_info) -> str:
+    """The last line of summary.md for a run whose GD sharpness follows ``trace`` over STEPS
+    (2/η = 5); ``gd_info`` goes into both GD flows' info (a divergence)."""
+    records = {name: flow(name, **gd_info) for name in flows}
+    for name in flows:
+        records[name]["sharpness"] = np.asarray(trace, dtype=float)
+    return summary_markdown(summarize(result(records))).strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("trace", "sentence"),
+    [
+        (  # rises through 2/η, overshoots, dips, hovers
+            sharpness_trace(),
+            "GD's sharpness (at its midpoints) rose from 1 (step 0) to 2/η = 5 at step 40, overshot to 7 "
+            "(step 55), dipped to 4.5 (step 70), then stayed within [4.9, 5.1] (median 5 = 1.00 × 2/η).",
+        ),
+        (  # never reaches 2/η
+            np.interp(STEPS, [0, 60, 100], [1, 4, 3]),
+            "GD's sharpness (at its midpoints) stayed below 2/η = 5 in this run: from 1 (step 0), at most "
+            "4 (step 60), last measured 3 (step 100).",
+        ),
+        (  # starts above 2/η and catapults below it
+            np.interp(STEPS, [0, 10, 30, 100], [8, 9, 2, 2.5]),
+            "GD's sharpness (at its midpoints) started above 2/η = 5, at 8 (step 0), peaked at 9 "
+            "(step 10), fell below 2/η at step 25, dipped to 2 (step 30), then stayed within [2.036, 2.5] "
+            "(median 2.268 = 0.45 × 2/η).",
+        ),
+        (  # starts above 2/η and stays there
+            np.interp(STEPS, [0, 100], [6, 9]),
+            "GD's sharpness (at its midpoints) started above 2/η = 5, at 6 (step 0), last measured 9 "
+            "(step 100); it never fell below 2/η in this run.",
+        ),
+        (  # just below 2/η = 5: not printed as "5", which would read as starting at the threshold
+            np.interp(STEPS, [0, 40, 100], [4.99996, 4.99996, 6]),
+            "GD's sharpness (at its midpoints) rose from 4.99996 (step 0) to 2/η = 5 at step 45, last "
+            "measured 6 (step 100).",
+        ),
+    ],
+)
+def test_eos_sentence_for_every_course_of_the_sharpness(trace, sentence):
+    assert eos_sentence(trace) == sentence
+
+
+def test_eos_sentence_with_gd_only_speaks_of_its_iterates():
+    sentence = eos_sentence(sharpness_trace(), flows=("gd",))
+    assert sentence.startswith("GD's sharpness (at its iterates) rose from 1 (step 0) to 2/η = 5 at step 40,")
+    assert "gds" not in sentence
+
+
+def test_eos_sentence_when_gd_diverges():
+    rising = np.interp(STEPS, [0, 40, 100], [1, 5, 50])
+    assert eos_sentence(rising, diverged_at=100) == (
+        "GD's sharpness (at its midpoints) rose from 1 (step 0) to 2/η = 5 at step 40, last measured 50 "
+        "(step 100); then `midpoint` diverged at step 100."
+    )
+    below = np.interp(STEPS, [0, 100], [1, 3])
+    assert eos_sentence(below, diverged_at=100) == (
+        "GD's sharpness (at its midpoints) stayed below 2/η = 5 before `midpoint` diverged at step 100: "
+        "from 1 (step 0), last measured 3 (step 100)."
+    )
+    above = np.full(len(STEPS), 8.0)
+    assert eos_sentence(above, flows=("gd",), diverged_at=100) == (
+        "GD's sharpness (at its iterates) started above 2/η = 5, at 8 (step 0), last measured 8 (step 100); "
+        "it never fell below 2/η before `gd` diverged at step 100."
+    )
 
 
 # --- 4. overflowing values ----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Results: HDF5 round trip and the file layout of SPEC section 7."""
+"""Results: HDF5 round trip and the documented file layout (docs/results-file.md)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_round_trip_keeps_divergence(diverged_result, tmp_path):
     assert_results_equal(res, loaded)
 
 
-def test_file_layout_matches_spec(result, tmp_path):
+def test_file_layout_is_the_documented_one(result, tmp_path):
     path = result.save(tmp_path / "results.h5")
     d = 4
     with h5py.File(path, "r") as f:

@@ -200,6 +200,22 @@ def test_user_factory_runs(capsys, tmp_path, user_module):
     assert json.loads((out / "config.json").read_text())["problem"] == "mine"
 
 
+def test_factory_in_the_current_directory_needs_no_pythonpath(capsys, tmp_path, monkeypatch):
+    """`edgeflow run --problem mymod:make_problem` next to mymod.py, as the console script runs it:
+    without the current directory on sys.path (python -m would put it there)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "cwd_problems.py").write_text(FACTORY)
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(work))])
+    monkeypatch.delitem(sys.modules, "cwd_problems", raising=False)
+    argv = ["run", "--problem", "cwd_problems:make_problem", "--lr", "0.5", "--steps", "2"]
+    code, _, err = run_cli(capsys, *argv, "--out", str(tmp_path / "run"), "--quiet", "--no-plots")
+    sys.modules.pop("cwd_problems", None)
+    assert code == 0, err
+    assert str(work) not in sys.path  # the import path is left as it was
+
+
 @pytest.mark.parametrize(
     ("problem", "extra", "needle"),
     [
@@ -250,3 +266,37 @@ def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
     assert "| central |" in done.stdout and "wall vs GD" in done.stdout
     assert "2 processes" in done.stderr and "efficiency" in done.stdout
     assert (tmp_path / "run" / "results.h5").is_file()
+
+
+@pytest.mark.parametrize("venv", [True, False])
+def test_gpu_check_script_takes_the_readme_venv_by_default(tmp_path, venv):
+    """With PYTHON unset the script runs the repository's .venv/bin/python (what the README's
+    install creates), else python3; an interpreter without edgeflow stops it with one clear line."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / "benchmarks" / "gpu_check.sh").write_text(script.read_text())
+    # stand-ins for the interpreters, neither of which can import edgeflow
+    venv_python, path_python = repo / ".venv" / "bin" / "python", tmp_path / "bin" / "python3"
+    for python in (venv_python, path_python) if venv else (path_python,):
+        python.parent.mkdir(parents=True)
+        python.write_text("#!/bin/sh\nexit 1\n")
+        python.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env["PATH"] = f"{path_python.parent}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(
+        ["bash", str(repo / "benchmarks" / "gpu_check.sh")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    expected = str(venv_python) if venv else "python3"
+    assert done.stderr.strip() == (
+        f"gpu_check: {expected} cannot import edgeflow; install it as in the README or set PYTHON=..."
+    )

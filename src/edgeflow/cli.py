@@ -1,14 +1,16 @@
-"""Command line: ``edgeflow run | plot | list``."""
+"""Command line: ``edgeflow run | plot | sweep | list``."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import logging
 import os
 import platform
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -27,6 +29,11 @@ from edgeflow.results import load
 from edgeflow.runner import RunInterrupted, build_processes, check_run_dir, compare, resume
 from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, positive_float, positive_int, seed_int
 from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, is_factory, make_problem, problem_params, problem_spec
+
+PROBLEM_HELP = (
+    f"named problem (default {DEFAULT_PROBLEM}; `edgeflow list` shows them) or package.module:function, "
+    "a factory of your own; its module may be a file in the current directory (no PYTHONPATH needed)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,9 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Settings come from the defaults, then --config FILE, then these flags.",
     )
     r.add_argument("--config", metavar="FILE", help="a TOML file of settings (flags override it)")
-    r.add_argument(
-        "--problem", help=f"named problem (default {DEFAULT_PROBLEM}) or package.module:function factory"
-    )
+    r.add_argument("--problem", help=PROBLEM_HELP)
     r.add_argument(
         "--param",
         action="append",
@@ -97,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="(re)draw the figures of a run directory")
     pl.add_argument("run_dir", help="a directory written by `edgeflow run` (or its results.h5)")
 
-    sub.add_parser("list", help="list the named problems and the flows")
+    sub.add_parser("list", help="named problems and flows: each parameter and option, its type and default")
 
     sw = sub.add_parser(
         "sweep",
@@ -105,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs GD and its midpoints at each η into DIR/lr-<η>/, then writes sweep.png, "
         "sweep.md and sweep.json into DIR.",
     )
-    sw.add_argument("--problem", default=DEFAULT_PROBLEM, help=f"named problem (default {DEFAULT_PROBLEM})")
+    sw.add_argument("--problem", default=DEFAULT_PROBLEM, help=PROBLEM_HELP)
     sw.add_argument("--lrs", required=True, help="comma-separated learning rates, e.g. 0.05,0.1,0.2")
     sw.add_argument("--steps", help="number of GD steps per η (default: the problem's)")
     sw.add_argument(
@@ -395,18 +400,71 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    print("problems (edgeflow run --problem NAME):")
+    """Named problems and flows, each parameter and option with its type and default, read from
+    the builders' and the flows' signatures (the same ones that ``--param`` and ``--option`` are
+    checked against)."""
+    print("problems (edgeflow run --problem NAME --param KEY=VALUE ...):")
     for name, spec in PROBLEMS.items():
         mark = " (default)" if name == DEFAULT_PROBLEM else ""
-        print(f"  {name}{mark}: {spec.description}")
-        params = ", ".join(f"{k}={v}" for k, v in problem_params(name).items())
-        print(f"      lr={spec.lr:g} steps={spec.steps} dtype={spec.dtype}; {params}")
-    print("flows (edgeflow run --flows a,b,...):")
+        print(_described(f"{name}{mark}", spec.description))
+        print(
+            f"      lr={spec.lr:g} steps={spec.steps} dtype={spec.dtype} "
+            f"record_every={spec.record_every} sharpness_every={spec.sharpness_every}"
+        )
+        print(_parameters("params", spec.build, problem_params(name)))
+    print("flows (edgeflow run --flows a,b,... --option FLOW.KEY=VALUE ...):")
     for name, cls in PROCESSES.items():
-        opts = option_names(name)
-        extra = f" [options: {', '.join(opts)}]" if opts else ""
-        print(f"  {name}: {cls.description}{extra}")
+        print(_described(name, cls.description))
+        signature = inspect.signature(cls.__init__).parameters
+        print(_parameters("options", cls.__init__, {k: signature[k].default for k in option_names(name)}))
+    print("A VALUE is read as JSON where it parses (true, 3, 0.5, null), else as a string.")
     return 0
+
+
+LIST_WIDTH = 100
+
+
+def _described(name: str, description: str) -> str:
+    return textwrap.fill(
+        f"{name}: {description}",
+        width=LIST_WIDTH,
+        initial_indent="  ",
+        subsequent_indent="      ",
+        break_on_hyphens=False,
+    )
+
+
+def _parameters(label: str, fn: Callable, defaults: dict) -> str:
+    """``label: KEY=DEFAULT (type), ...`` wrapped at LIST_WIDTH, the types from ``fn``'s signature;
+    an item is never split across lines (a type like ``int | None`` stays whole)."""
+    signature = inspect.signature(fn).parameters
+    items = [
+        f"{key}={_cli_value(default)} ({_type_name(signature[key].annotation, default)})"
+        for key, default in defaults.items()
+    ] or ["none"]
+    prefix = f"      {label}: "
+    lines = [prefix]
+    for i, item in enumerate(items):
+        piece = item + ("," if i < len(items) - 1 else "")
+        if len(lines[-1]) + len(piece) > LIST_WIDTH and len(lines[-1]) > len(prefix):
+            lines.append(" " * len(prefix))
+        lines[-1] += piece + " "
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cli_value(value: object) -> str:
+    """A default as it is written after ``KEY=`` on the command line (JSON for true, false, null)."""
+    if value is inspect.Parameter.empty:
+        return "(required)"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return str(value)
+
+
+def _type_name(annotation: object, default: object) -> str:
+    if annotation is not inspect.Parameter.empty:
+        return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    return "any" if default is None or default is inspect.Parameter.empty else type(default).__name__
 
 
 def parse_options(items: Sequence[str]) -> dict[str, dict]:

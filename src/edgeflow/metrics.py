@@ -17,10 +17,12 @@ first crossing of 2/η on).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeflow.results import FlowRecord, Result
+if TYPE_CHECKING:  # results.py imports this module (Result.metrics); here only the type names
+    from edgeflow.results import FlowRecord, Result
 
 REFERENCE = "midpoint"
 #: the field with which a flow predicts GD's loss averaged over one oscillation period
@@ -142,22 +144,37 @@ def gd_reference(res: Result) -> str | None:
 
 
 def eos_onset(res: Result) -> dict:
-    """Where GD (measured at its midpoints, else its iterates) first reaches 2/η, its first
-    overshoot and the dip after it, and how close to 2/η its sharpness stays after the dip. All
-    None (``measured_at`` too) when GD did not run; ``initial_sharpness`` None when never measured."""
+    """GD's sharpness against 2/η, measured at its midpoints (else its iterates): the first and last
+    measurements and the largest, where it first reaches 2/η (``onset_step``; the first measurement
+    when it starts above), where it first falls back below after starting above (``below_step``),
+    its first overshoot peak and the dip after it, and the range it keeps after the dip. All None
+    (``measured_at`` too) when GD did not run; the values None when the sharpness was never measured."""
     ref = gd_reference(res)
-    out = {"measured_at": ref, "threshold": res.threshold, "initial_sharpness": None}
+    out: dict = {"measured_at": ref, "threshold": res.threshold}
     profile = {"cross": None, "peak_step": None, "peak": None, "dip_step": None, "dip": None}
+    ends = dict.fromkeys(("initial", "initial_step", "last", "last_step", "max", "max_step", "below_step"))
     after = np.zeros(0)
     if ref is not None:
         steps, s = record_steps(res[ref]), field(res[ref], "sharpness")
-        out["initial_sharpness"] = _finite_first(s)
+        measured = np.flatnonzero(np.isfinite(s))
+        if measured.size:
+            first, last = measured[0], measured[-1]
+            top = measured[np.argmax(s[measured])]
+            ends |= {"initial": float(s[first]), "initial_step": int(steps[first])}
+            ends |= {"last": float(s[last]), "last_step": int(steps[last])}
+            ends |= {"max": float(s[top]), "max_step": int(steps[top])}
+            if s[first] >= res.threshold:
+                below = measured[s[measured] < res.threshold]
+                ends["below_step"] = int(steps[below[0]]) if below.size else None
         profile = onset_profile(steps, s, res.threshold)
         if profile["dip_step"] is not None:
             after = s[(steps > profile["dip_step"]) & np.isfinite(s)]
     return {
         **out,
+        "initial_sharpness": ends["initial"],
+        "initial_step": ends["initial_step"],
         "onset_step": profile["cross"],
+        "below_step": ends["below_step"],
         "peak_step": profile["peak_step"],
         "peak_sharpness": profile["peak"],
         "dip_step": profile["dip_step"],
@@ -165,6 +182,10 @@ def eos_onset(res: Result) -> dict:
         "after_dip_median": float(np.median(after)) if after.size else None,
         "after_dip_min": float(after.min()) if after.size else None,
         "after_dip_max": float(after.max()) if after.size else None,
+        "max_sharpness": ends["max"],
+        "max_step": ends["max_step"],
+        "last_sharpness": ends["last"],
+        "last_step": ends["last_step"],
     }
 
 
@@ -401,37 +422,87 @@ def _flow_table(flows: dict[str, dict]) -> list[str]:
 
 
 def _eos_sentence(eos: dict, flows: dict[str, dict]) -> str:
+    """One sentence on GD's sharpness against 2/η, for every course it can take: never measured,
+    never reaching 2/η, starting above it, rising through it (with overshoot and dip), and each of
+    these cut short by a divergence or a failure."""
     ref = eos["measured_at"]
     if ref is None:
         return "GD was not run (neither `gd` nor `midpoint` is among the flows): its EoS onset is unknown."
-    where = "midpoints" if ref == REFERENCE else "iterates"
+    subject = f"GD's sharpness (at its {'midpoints' if ref == REFERENCE else 'iterates'})"
     row = flows[ref]
-    status = row["status"]
     stopped = row["diverged_at"] is not None or row["failed_at"] is not None or bool(row["failure"])
+    until = f" before `{ref}` {row['status']}" if stopped else " in this run"
     if eos["initial_sharpness"] is None:
-        why = f": `{ref}` {status}" if stopped else ""
-        return f"GD's sharpness (at its {where}) was never measured in this run{why}."
+        why = f": `{ref}` {row['status']}" if stopped else ""
+        return f"{subject} was never measured in this run{why}."
     if eos["onset_step"] is None:
-        before = f" before `{ref}` {status}" if stopped else " in this run"
-        return f"GD's sharpness (at its {where}) did not reach 2/η{before}."
-    if eos["initial_sharpness"] >= eos["threshold"]:
-        start = fmt(eos["initial_sharpness"])
-        text = f"GD's sharpness (at its {where}) started at {start}, already above 2/η"
-    else:
-        text = (
-            f"GD's sharpness (at its {where}) rose from {fmt(eos['initial_sharpness'])} "
-            f"to 2/η at step {eos['onset_step']}"
-        )
-    if eos["peak_step"] is not None:
-        text += f", overshot to {fmt(eos['peak_sharpness'])} (step {eos['peak_step']})"
-    if eos["dip_step"] is not None:
-        text += f", dipped to {fmt(eos['dip_sharpness'])} (step {eos['dip_step']})"
-    if eos["after_dip_median"] is not None:
-        text += (
-            f", then stayed within [{fmt(eos['after_dip_min'])}, {fmt(eos['after_dip_max'])}] "
-            f"(median {fmt(eos['after_dip_median'])})"
-        )
+        return f"{subject} stayed below {_stayed_below(eos, until)}."
+    text = f"{subject} {_through(eos)}"
+    if eos["initial_sharpness"] >= eos["threshold"] and eos["below_step"] is None:
+        text += f"; it never fell below 2/η{until}"
+    elif stopped:
+        text += f"; then `{ref}` {row['status']}"
     return text + "."
+
+
+def _stayed_below(eos: dict, until: str) -> str:
+    threshold = eos["threshold"]
+    text = f"2/η = {fmt(threshold)}{until}: from {_start(eos)}"
+    if eos["max_step"] not in (eos["initial_step"], eos["last_step"]):
+        text += f", at most {_apart(eos['max_sharpness'], threshold)} (step {eos['max_step']})"
+    return text + _last(eos)
+
+
+def _through(eos: dict) -> str:
+    """The course of a sharpness that reaches 2/η: from its start (below or above), the events in
+    the order of their steps, then where it stayed after the dip or where it ended."""
+    threshold = eos["threshold"]
+    level = f"2/η = {fmt(threshold)}"
+    events: list[tuple[int, str]] = []
+    if eos["initial_sharpness"] >= threshold:
+        where = "above" if eos["initial_sharpness"] > threshold else "at"
+        opening = f"started {where} {level}, at {_start(eos)}"
+        if eos["below_step"] is not None:
+            events.append((eos["below_step"], f"fell below 2/η at step {eos['below_step']}"))
+        peak = "peaked at"
+    else:
+        opening = f"rose from {_start(eos)} to {level} at step {eos['onset_step']}"
+        peak = "overshot to"
+    if eos["peak_step"] is not None:
+        events.append((eos["peak_step"], f"{peak} {fmt(eos['peak_sharpness'])} (step {eos['peak_step']})"))
+    if eos["dip_step"] is not None:
+        events.append((eos["dip_step"], f"dipped to {fmt(eos['dip_sharpness'])} (step {eos['dip_step']})"))
+    text = ", ".join([opening, *(phrase for _, phrase in sorted(events))])
+    if eos["after_dip_median"] is None:
+        return text + _last(eos)
+    low, high, median = (fmt(eos[f"after_dip_{k}"]) for k in ("min", "max", "median"))
+    ratio = f"{eos['after_dip_median'] / threshold:.2f} × 2/η"
+    if low == high:
+        return text + f", then stayed at {median} ({ratio})"
+    return text + f", then stayed within [{low}, {high}] (median {median} = {ratio})"
+
+
+def _start(eos: dict) -> str:
+    return f"{_apart(eos['initial_sharpness'], eos['threshold'])} (step {eos['initial_step']})"
+
+
+def _last(eos: dict) -> str:
+    """``, last measured X (step k)``, unless the last measurement is one named already."""
+    named = {eos["initial_step"], eos["peak_step"], eos["dip_step"]}
+    if eos["last_step"] in named:
+        return ""
+    return f", last measured {fmt(eos['last_sharpness'])} (step {eos['last_step']})"
+
+
+def _apart(value: float, threshold: float) -> str:
+    """``value`` with as many digits as it takes not to print as the threshold it differs from
+    (a sharpness of 9.99996 below 2/η = 10 is not "10")."""
+    text = fmt(value)
+    digits = 4
+    while value != threshold and text == fmt(threshold) and digits < 17:
+        digits += 2
+        text = f"{value:.{digits}g}"
+    return text
 
 
 def fidelity_markdown(fid: dict[str, dict]) -> list[str]:

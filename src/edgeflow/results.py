@@ -2,6 +2,9 @@
 
 ``res[flow][field]`` are numpy arrays over that flow's records; ``res.distances`` holds
 ``‖a − b‖`` for pairs of flows over its ``step`` array. The file format is in ``edgeflow.storage``.
+
+This module holds the data; ``edgeflow.metrics`` measures it (and names these classes only in its
+type hints, so the two do not import each other).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from edgeflow.metrics import fidelity
 
 DISTANCES = "distances"
 
@@ -61,8 +66,6 @@ class Result:
 
     def metrics(self) -> dict[str, dict]:
         """Fidelity of every flow against GD; see ``edgeflow.metrics.fidelity``."""
-        from edgeflow.metrics import fidelity
-
         return fidelity(self)
 
     @property

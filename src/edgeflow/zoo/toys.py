@@ -1,4 +1,5 @@
-"""Toy losses with known edge-of-stability behaviour, as functions of a flat vector."""
+"""Toy losses with known edge-of-stability behaviour, as functions of a flat vector, and the
+builders of their named problems (``quadratic``, ``zhu``, ``scalar``, ``quartic``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import Tensor
 
 from edgeflow.errors import ConfigError
+from edgeflow.oracle import Problem
 from edgeflow.utils import positive_float, positive_int
 
 
@@ -47,3 +49,32 @@ def quartic(w: Tensor) -> Tensor:
     1 < η < √6 − 1, GD started inside (−1, 1) settles into a period-2 orbit around x = 1 whose
     midpoint sharpness sits just below 2/η — EoS in its simplest form."""
     return 0.25 * ((w**2 - 1) ** 2).sum()
+
+
+# ------------------------------------------------------------------------------------ named problems
+# The seed is part of every builder's signature; these problems have nothing random to seed.
+
+
+def quadratic_problem(
+    *, seed: int, dtype, device, d: int = 10, lmin: float = 0.1, lmax: float = 10.0
+) -> Problem:
+    A = quadratic_matrix(d, lmin, lmax)
+    w0 = torch.ones(A.shape[0], dtype=torch.float64)
+    return Problem.from_function(quadratic(A), w0, dtype=dtype, device=device, name="quadratic")
+
+
+def _planar_problem(loss, name: str):
+    """The builder of a problem in the plane, started at (x0, y0)."""
+
+    def build(*, seed: int, dtype, device, x0: float = 3.0, y0: float = 0.2) -> Problem:
+        return Problem.from_function(loss, [float(x0), float(y0)], dtype=dtype, device=device, name=name)
+
+    return build
+
+
+zhu_problem = _planar_problem(zhu, "zhu")
+scalar_problem = _planar_problem(scalar, "scalar")
+
+
+def quartic_problem(*, seed: int, dtype, device, x0: float = 0.3) -> Problem:
+    return Problem.from_function(quartic, [float(x0)], dtype=dtype, device=device, name="quartic")
