@@ -6,8 +6,8 @@ along the top Hessian eigenvector the way Edge Flow does (it grows by |ηS − 1
 forecasts when its share of the loss, ½·S·r², catches up with the loss itself — a loss spike.
 
 Part 2 trains the same network with ``ef.EdgeStableGD``, which tracks the top eigenvector with one
-Hessian-vector product per step and caps the step size at (2 − margin)/S: no spike, at about three
-times the cost of a GD step.
+Hessian-vector product per step and steps along Edge Flow's symmetrized gradient, damped along that
+eigenvector and capped at (2 − margin)/S across it: no spike, at several times the cost of a GD step.
 
     python examples/stability_monitor.py        # about 10 s on 2 CPU cores
 
@@ -99,7 +99,7 @@ def watched_gd(X: torch.Tensor, y: torch.Tensor) -> list[float]:
 
 def edge_stable_gd(X: torch.Tensor, y: torch.Tensor) -> list[float]:
     model = network()
-    opt = ef.EdgeStableGD(model.parameters(), lr=LR)  # remedy="lr_cap" (default) or "damped"
+    opt = ef.EdgeStableGD(model.parameters(), lr=LR)  # remedy="edge_capped" (default), "lr_cap" or "damped"
 
     def closure() -> torch.Tensor:
         # the loss with its graph, without backward: the optimizer differentiates it twice
