@@ -27,8 +27,8 @@ WHICH = ("LA", "LM")  # largest algebraic (sharpness), largest magnitude (stiffn
 
 @dataclass
 class Eigenpairs:
-    values: Tensor  # (k,) ordered by `which`, largest first
-    vectors: Tensor  # (k, d) unit rows
+    values: Tensor  # (k,) ordered by `which`, largest first; block_eigs: (b,), the guards' last
+    vectors: Tensor  # (k, d) unit rows; block_eigs: (b, d)
     iterations: int  # matrix-vector products used
     residuals: Tensor  # (k,) ‖H v − θ v‖ estimates
 

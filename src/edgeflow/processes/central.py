@@ -182,12 +182,13 @@ class CentralFlow(Process):
             if above < self.k or self.k == limit:
                 break
             self.k = min(above + 1, limit)
-        if above >= limit and not self.warned:
+        if above >= limit and limit < p.dim and not self.warned:
+            # No tracked eigenvalue lies below the threshold: there may be more above it.
             self.warned = True
             warnings.warn(
-                f"central flow: at least {above} Hessian eigenvalues exceed {self.track_from}/η, but "
-                f"max_eigs = {self.max_eigs} tracks only the top {limit}; eigenvalues beyond them go "
-                f"unconstrained. Raise the option (central.max_eigs=N).",
+                f"central flow: at least {above} Hessian eigenvalues exceed {self.track_from}/η and "
+                f"max_eigs = {self.max_eigs} are tracked; any beyond them go unconstrained. Raise the "
+                f"option (central.max_eigs=N).",
                 TrackingLimitWarning,
                 stacklevel=2,
             )
