@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import edgeflow as ef
-from edgeflow.processes.central import TrackingLimitWarning, closed_form_x, solve_sdcp
+from edgeflow.processes.central import TrackingLimitWarning, closed_form_x, polish_sdcp, solve_sdcp
 
 
 @pytest.mark.parametrize("activation", ["tanh", "gelu"])
@@ -61,10 +61,30 @@ def test_sdcp_solution_satisfies_complementarity_with_three_eigenvalues():
     gram, A = G @ G.T, (G @ g).reshape(k, k)
     X = solve_sdcp(lams, A, gram, lr, dt)
     M = 2 / lr * np.eye(k) - np.diag(lams) + lr * dt * (A + 0.5 * (gram @ X.reshape(-1)).reshape(k, k))
-    assert np.linalg.eigvalsh(X).min() >= -1e-7
-    assert np.linalg.eigvalsh(0.5 * (M + M.T)).min() >= -1e-5
-    assert abs(np.trace(X @ M)) <= 1e-5
+    # exact to rounding, thanks to the Newton polish of the interior-point solution
+    assert np.linalg.eigvalsh(X).min() >= -1e-12
+    assert np.linalg.eigvalsh(0.5 * (M + M.T)).min() >= -1e-12
+    assert np.abs(X @ M).max() <= 1e-12
     assert np.trace(X) > 0  # eigenvalues above 2/η need an oscillation
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sdcp_polish_converges_from_a_perturbed_solution_of_any_rank(seed):
+    rng = np.random.default_rng(seed)
+    k = 4
+    G = rng.normal(size=(k, k, 12))  # 12 ≥ k(k+1)/2 features: B is definite on symmetric X, X* unique
+    G = 0.5 * (G + G.transpose(1, 0, 2))
+    B = np.einsum("ijn,kln->ijkl", G, G).reshape(k * k, k * k)
+    # C = −B·vec(X*) + S with S ⪰ 0, S X* = 0: X* of rank r solves the SDCP exactly.
+    r = seed % k + 1
+    Q, _ = np.linalg.qr(rng.normal(size=(k, k)))
+    X_star = (Q[:, :r] * rng.uniform(0.5, 2.0, r)) @ Q[:, :r].T
+    S = (Q[:, r:] * rng.uniform(0.5, 2.0, k - r)) @ Q[:, r:].T
+    C = S - (B @ X_star.reshape(-1)).reshape(k, k)
+    noise = 1e-5 * rng.normal(size=(k, k))
+    X0 = X_star + noise @ noise.T + 1e-5 * (X_star @ noise + noise.T @ X_star)
+    X = polish_sdcp(C, B, X0)
+    np.testing.assert_allclose(X, X_star, atol=1e-12)
 
 
 def test_zhu_central_flow_holds_sharpness_at_threshold_and_predicts_gd_loss():
