@@ -11,7 +11,8 @@ Hessian after one explicit sub-step, linearized in X. With ``G_ij = ∇(u_iᵀHu
 
 B is a Gram operator (positive semidefinite), so the SDCP is the optimality condition of the convex
 problem ``min_{X⪰0} ⟨X, 2/η·I − Λ + ηΔt·A⟩ + (ηΔt/4)‖Σ_kl X_kl G_kl‖²`` (its gradient is M(X)),
-which CVXPY solves. With one active eigenvalue the minimizer is closed-form:
+which CVXPY solves; Newton's method on ``M(LLᵀ)L = 0`` then makes that solution exact to rounding
+(``polish_sdcp``). With one active eigenvalue the minimizer is closed-form:
 ``X = max(0, [λ − 2/η − ηΔt⟨∇λ, ∇L⟩] / [(ηΔt/2)‖∇λ‖²])``.
 
 GD's period-averaged loss is predicted by ``L(w) + tr(Σ)/η`` with ``Σ = U X Uᵀ`` (``tr Σ = tr X``).
