@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import edgeflow as ef
-from edgeflow.processes.central import closed_form_x, solve_sdcp
+from edgeflow.processes.central import TrackingLimitWarning, closed_form_x, polish_sdcp, solve_sdcp
 
 
 @pytest.mark.parametrize("activation", ["tanh", "gelu"])
@@ -61,10 +61,30 @@ def test_sdcp_solution_satisfies_complementarity_with_three_eigenvalues():
     gram, A = G @ G.T, (G @ g).reshape(k, k)
     X = solve_sdcp(lams, A, gram, lr, dt)
     M = 2 / lr * np.eye(k) - np.diag(lams) + lr * dt * (A + 0.5 * (gram @ X.reshape(-1)).reshape(k, k))
-    assert np.linalg.eigvalsh(X).min() >= -1e-7
-    assert np.linalg.eigvalsh(0.5 * (M + M.T)).min() >= -1e-5
-    assert abs(np.trace(X @ M)) <= 1e-5
+    # exact to rounding, thanks to the Newton polish of the interior-point solution
+    assert np.linalg.eigvalsh(X).min() >= -1e-12
+    assert np.linalg.eigvalsh(0.5 * (M + M.T)).min() >= -1e-12
+    assert np.abs(X @ M).max() <= 1e-12
     assert np.trace(X) > 0  # eigenvalues above 2/η need an oscillation
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sdcp_polish_converges_from_a_perturbed_solution_of_any_rank(seed):
+    rng = np.random.default_rng(seed)
+    k = 4
+    G = rng.normal(size=(k, k, 12))  # 12 ≥ k(k+1)/2 features: B is definite on symmetric X, X* unique
+    G = 0.5 * (G + G.transpose(1, 0, 2))
+    B = np.einsum("ijn,kln->ijkl", G, G).reshape(k * k, k * k)
+    # C = −B·vec(X*) + S with S ⪰ 0, S X* = 0: X* of rank r solves the SDCP exactly.
+    r = seed % k + 1
+    Q, _ = np.linalg.qr(rng.normal(size=(k, k)))
+    X_star = (Q[:, :r] * rng.uniform(0.5, 2.0, r)) @ Q[:, :r].T
+    S = (Q[:, r:] * rng.uniform(0.5, 2.0, k - r)) @ Q[:, r:].T
+    C = S - (B @ X_star.reshape(-1)).reshape(k, k)
+    noise = 1e-5 * rng.normal(size=(k, k))
+    X0 = X_star + noise @ noise.T + 1e-5 * (X_star @ noise + noise.T @ X_star)
+    X = polish_sdcp(C, B, X0)
+    np.testing.assert_allclose(X, X_star, atol=1e-12)
 
 
 def test_zhu_central_flow_holds_sharpness_at_threshold_and_predicts_gd_loss():
@@ -88,5 +108,58 @@ def test_zhu_central_flow_holds_sharpness_at_threshold_and_predicts_gd_loss():
     gf_err = np.abs(res["gradient"]["train_loss"] - m["mean_loss"])[window] / m["mean_loss"][window]
     assert gf_err.min() > 0.9
     assert np.all(c["sigma_sq"][window] > 0)
-    assert c["hessian_eigs"].shape == (201, 4)
+    assert c["hessian_eigs"].shape == (201, 24)
     np.testing.assert_allclose(c["hessian_eigs"][window, 0], thr, rtol=2e-3)
+
+
+def three_zhus(w):
+    """Three independent copies of ¼(x²y² − 1)²: from equal starts the top Hessian eigenvalue is
+    exactly threefold, and the central flow must be three copies of the single one."""
+    x, y = w[0::2], w[1::2]
+    return (0.25 * (x**2 * y**2 - 1) ** 2).sum()
+
+
+@pytest.mark.filterwarnings("error::edgeflow.processes.central.TrackingLimitWarning")
+def test_threefold_eigenvalue_is_tracked_whole_and_flows_like_three_copies():
+    single = ef.make_problem("zhu")
+    triple = ef.Problem.from_function(three_zhus, single.w0.repeat(3), name="three-zhus")
+    steps = 25
+    one = ef.compare(single, 0.15, steps, ["central"], save_params=True)["central"]
+    three = ef.compare(triple, 0.15, steps, ["central"], save_params=True)["central"]
+    assert np.all(one["sigma_sq"][5:] > 0)  # the constraint is active
+    # all three members of the cluster are held at 2/η, each with the single flow's oscillation
+    # (at step 0 all lie below 1.5/η, and only one is tracked)
+    np.testing.assert_allclose(three["hessian_eigs"][1:, :3], one["hessian_eigs"][1:, [0, 0, 0]], rtol=1e-6)
+    np.testing.assert_allclose(three["sigma_sq"], 3 * one["sigma_sq"], rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(
+        three["params"].reshape(-1, 3, 2), one["params"][:, None, :].repeat(3, 1), rtol=1e-6
+    )
+    assert np.nanmax(three["sharpness"]) <= 2 / 0.15 * (1 + 2e-3)
+
+
+def test_reaching_max_eigs_warns_with_the_count():
+    triple = ef.Problem.from_function(three_zhus, ef.make_problem("zhu").w0.repeat(3))
+    flow = ef.PROCESSES["central"](triple, 0.15, max_eigs=2)
+    flow.init(triple.w0, seed=0)
+    with pytest.warns(
+        TrackingLimitWarning, match=r"at least 3 .*max_eigs = 2 are tracked.*central\.max_eigs"
+    ):
+        flow.step()
+    assert np.isfinite(flow.observe(False)["hessian_eigs"]).sum() == 2
+
+
+def test_records_are_at_integer_times():
+    # Each record k must describe the flow's point at time k (its saved parameters), not the last
+    # sub-step: the eigenvalues against a dense Hessian there, σ² against the closed form there.
+    prob, lr = ef.make_problem("zhu"), 0.15
+    c = ef.compare(prob, lr, 12, ["central"], save_params=True)["central"]
+    for k in (0, 5, 12):
+        w = torch.from_numpy(c["params"][k])
+        evals, evecs = torch.linalg.eigh(prob.hessian(w))
+        assert c["hessian_eigs"][k, 0] == pytest.approx(float(evals[-1]), rel=1e-9)
+        u, g = evecs[:, -1], prob.grad(w)
+        G = prob.third(w, u, u)
+        x = closed_form_x(float(evals[-1]), float(G @ g), float(G @ G), lr, 1 / 4)
+        assert c["sigma_sq"][k] == pytest.approx(x, rel=1e-6, abs=1e-12)
+        assert c["predicted_loss"][k] == float(prob.loss(w)) + c["sigma_sq"][k] / lr
+    assert c["sigma_sq"][12] > 0

@@ -1,9 +1,15 @@
 """Extreme Hessian eigenpairs by Lanczos on Hessian-vector products.
 
-Lanczos with full reorthogonalization: the Krylov spaces we need are small (tens of vectors), so the
-O(m·d) cost of reorthogonalizing is negligible next to one HVP, and it removes the ghost eigenvalues
-of plain Lanczos. The tridiagonal eigenproblem is solved in float64 with torch, which keeps the whole
-routine on the caller's device and out of scipy's BLAS thread pool.
+``lanczos``: single-vector Lanczos with full reorthogonalization. The Krylov spaces we need are small
+(tens of vectors), so the O(m·d) cost of reorthogonalizing is negligible next to one HVP, and it
+removes the ghost eigenvalues of plain Lanczos. The tridiagonal eigenproblem is solved in float64
+with torch, which keeps the whole routine on the caller's device and out of scipy's BLAS thread pool.
+
+A single start vector sees only its own component in each eigenspace, so single-vector Lanczos
+finds one vector of a repeated eigenvalue and converges slowly within a cluster of near-equal ones.
+``block_eigs`` is the block method for tracking several top eigenvalues along a trajectory: it
+warm-starts from a whole block of vectors and converges at a rate set by the gap below the block,
+not by the gaps inside it.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ WHICH = ("LA", "LM")  # largest algebraic (sharpness), largest magnitude (stiffn
 
 @dataclass
 class Eigenpairs:
-    values: Tensor  # (k,) ordered by `which`, largest first
-    vectors: Tensor  # (k, d) unit rows
+    values: Tensor  # (k,) ordered by `which`, largest first; block_eigs: (b,), the guards' last
+    vectors: Tensor  # (k, d) unit rows; block_eigs: (b, d)
     iterations: int  # matrix-vector products used
     residuals: Tensor  # (k,) ‖H v − θ v‖ estimates
 
@@ -111,3 +117,95 @@ def _ritz(alpha: Tensor, off: Tensor, which: str) -> tuple[Tensor, Tensor]:
     theta, s = torch.linalg.eigh(t)
     order = torch.argsort(theta.abs() if which == "LM" else theta, descending=True)
     return theta[order], s[:, order]
+
+
+def block_eigs(
+    matmat: Callable[[Tensor], Tensor],
+    start: Tensor,
+    k: int,
+    *,
+    tol: float | None = None,
+    max_matvecs: int | None = None,
+    max_basis: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Eigenpairs:
+    """Top ``k`` (largest algebraic) eigenpairs of a symmetric operator by a block Krylov method,
+    warm-started from the rows of ``start`` (b × d, b ≥ k; the extra rows are guard vectors).
+
+    ``matmat`` maps a block of rows (m × d) to their images (m × d), so the caller can batch the
+    products. Each iteration does Rayleigh–Ritz on the whole basis (the projected matrix is formed
+    from stored images, not from a three-term recurrence, so it stays exact in finite precision) and
+    extends the basis by the residuals of the top-b Ritz pairs that have not converged (block
+    Davidson without a preconditioner; the basis contains LOBPCG's search space). When the basis
+    would exceed ``max_basis`` rows it restarts from the top-b Ritz vectors, whose images are known.
+
+    Stops when the top ``k`` explicit residuals ``‖H y − θ y‖`` are ``≤ tol · max|θ|``, or after
+    ``max_matvecs`` products. Returns all b Ritz pairs, largest first: the first ``k`` are the
+    converged ones, the rest the guards' (less accurate) estimates; ``iterations`` counts products.
+    """
+    b, d = start.shape
+    if not 1 <= k <= b:
+        raise ValueError(f"block_eigs needs 1 ≤ k ≤ block size, got k={k} for a block of {b}")
+    b = min(b, d)
+    tol = default_tol(start.dtype) if tol is None else tol
+    max_matvecs = 60 * b if max_matvecs is None else max_matvecs
+    max_basis = min(d, max(6 * b, 2 * b + 1)) if max_basis is None else min(d, max(max_basis, 2 * b))
+
+    if generator is None:
+        generator = torch.Generator(device=start.device).manual_seed(0)
+    basis = _extend(start.new_zeros(0, d), start[:b], b, generator)
+    images = _apply(matmat, basis)
+    matvecs = b
+    while True:
+        projected = basis @ images.T
+        theta, S = torch.linalg.eigh(0.5 * (projected + projected.T))
+        top = torch.argsort(theta, descending=True)[:b]
+        theta, S = theta[top], S[:, top]
+        ritz, ritz_images = S.T @ basis, S.T @ images
+        residuals = ritz_images - theta[:, None] * ritz
+        norms = residuals.norm(dim=1)
+        scale = float(theta.abs().max().clamp_min(torch.finfo(theta.dtype).tiny))
+        pending = norms > tol * scale
+        if not bool(pending[:k].any()) or matvecs >= max_matvecs:
+            break
+        if basis.shape[0] + int(pending.sum()) > max_basis:
+            basis, images = ritz, ritz_images  # thick restart: no products needed
+        new = _extend(basis, residuals[pending], int(pending.sum()), None)
+        if new.shape[0] == 0:  # the basis spans an invariant subspace
+            break
+        basis = torch.cat([basis, new])
+        images = torch.cat([images, _apply(matmat, new)])
+        matvecs += new.shape[0]
+    ritz = ritz / ritz.norm(dim=1, keepdim=True)
+    return Eigenpairs(theta, ritz, matvecs, norms)
+
+
+def _apply(matmat: Callable[[Tensor], Tensor], block: Tensor) -> Tensor:
+    images = matmat(block)
+    if not bool(torch.isfinite(images).all()):
+        raise FloatingPointError("a Hessian-vector product is not finite (the iterate has overflowed)")
+    return images
+
+
+def _extend(basis: Tensor, rows: Tensor, want: int, generator: torch.Generator | None) -> Tensor:
+    """Up to ``want`` orthonormal rows spanning ``rows`` outside the (orthonormal) ``basis``.
+
+    Directions that are (numerically) inside the basis or repeat each other are dropped; with a
+    ``generator``, random directions fill the block back up to ``want`` rows (a start block must
+    have full rank), without one fewer rows come back.
+    """
+    d = rows.shape[1]
+    rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
+    for _ in range(2):  # "twice is enough" for classical Gram-Schmidt
+        rows = rows - (rows @ basis.T) @ basis
+    _, sigma, vh = torch.linalg.svd(rows, full_matrices=False)
+    # A unit row that keeps less than this of its norm outside the basis is noise after projection.
+    keep = sigma > 1e3 * torch.finfo(rows.dtype).eps
+    out = vh[keep]
+    out = out - (out @ basis.T) @ basis
+    out = out / out.norm(dim=1, keepdim=True)
+    missing = min(want, d - basis.shape[0]) - out.shape[0]
+    if generator is not None and missing > 0:
+        noise = torch.randn(missing, d, dtype=rows.dtype, device=rows.device, generator=generator)
+        out = torch.cat([out, _extend(torch.cat([basis, out]), noise, missing, None)])
+    return out
