@@ -20,8 +20,8 @@ and follows r in two regimes:
   rises and falls. The forecast then extrapolates the measured log-amplitude with its curvature: a
   decelerating growth peaks and does not reach the spike amplitude.
 
-A warning needs ``confirm`` consecutive forecasts within the horizon, which filters the forecasts
-that the noise of the measured amplitude pushes in for a step or two.
+A warning from the measured amplitude needs ``confirm`` consecutive forecasts within the horizon,
+which filters the forecasts that its noise pushes in for a step or two.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class StabilityMonitor:
       it, |ηS − 1| at the last sharpness before;
     * ``spike_in``: forecast steps until ½·S·r² reaches ``spike_ratio`` × the center's loss (inf if
       the oscillation is not on course to get there within ``max_forecast`` steps);
-    * ``warning``: ``spike_in <= horizon`` at each of the last ``confirm`` steps.
+    * ``warning``: ``spike_in <= horizon`` (at each of the last ``confirm`` steps where the
+      forecast comes from the measured amplitude).
 
     Cost: one Lanczos solve (a few warm-started HVPs) every ``sharpness_every`` steps, on average
     at most one HVP per step at the default, plus one loss evaluation when ``loss`` is not given.
@@ -154,8 +155,11 @@ class StabilityMonitor:
         measured = self._measured_rate()
         report["growth"] = self._last_growth if measured is None else math.exp(measured[0])
         report["spike_in"] = self._forecast(oscillation, loss, s_now, slope, measured)
+        # a forecast from the measured amplitude is as noisy as the amplitude: it warns when
+        # confirmed; one from the model (a smooth function of S) warns at once
         self._due.append(report["spike_in"] <= self.horizon)
-        report["warning"] = len(self._due) == self._due.maxlen and all(self._due)
+        confirmed = len(self._due) == self._due.maxlen and all(self._due)
+        report["warning"] = self._due[-1] and (measured is None or confirmed)
         return report
 
     # ------------------------------------------------------------------ measurements
@@ -190,12 +194,14 @@ class StabilityMonitor:
         order. The amplitude is the third difference / 8; it is resolved (the oscillation, not the
         center, is what the differences show) where the first, third and fifth agree within
         ``RESOLVED``. Before the edge of stability they differ by orders of magnitude."""
-        if len(self.iterates) < self.iterates.maxlen or self.u is None:
+        if len(self.iterates) < 4 or self.u is None:
             return math.nan, False
         a = np.array([float(self.u @ w) for w in self.iterates])
-        first, third, fifth = (abs(float(np.diff(a[-(n + 1) :], n)[0])) / 2**n for n in (1, 3, 5))
-        resolved = third >= RESOLVED * first and fifth >= RESOLVED * third
-        return third, resolved
+        first, third = (abs(float(np.diff(a[-(n + 1) :], n)[0])) / 2**n for n in (1, 3))
+        if len(a) < 6:  # from the fourth iterate on the model can start; the test needs six
+            return third, False
+        fifth = abs(float(np.diff(a, 5)[0])) / 32
+        return third, third >= RESOLVED * first and fifth >= RESOLVED * third
 
     def _measured_rate(self) -> tuple[float, float] | None:
         """GD's own growth rate of the oscillation (log per step, least squares over the last
