@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 import edgeflow as ef
-from edgeflow.processes.central import hvps
 from edgeflow.zoo import data
 
 LR, STEPS, SUBSTEPS = 0.5, 240, 4
@@ -44,7 +43,7 @@ def tight_sharpness(problem: ef.Problem, w: torch.Tensor, seed: int) -> float:
 
 def dense_sharpness(problem: ef.Problem, w: torch.Tensor) -> float:
     eye = torch.eye(problem.dim, dtype=problem.dtype)
-    H = torch.cat([hvps(problem, w, block) for block in eye.split(256)])
+    H = torch.cat([problem.hvps(w, block) for block in eye.split(256)])
     return float(torch.linalg.eigvalsh(0.5 * (H + H.T))[-1])
 
 

@@ -8,7 +8,6 @@ import torch
 
 import edgeflow as ef
 from edgeflow.oracle.lanczos import block_eigs
-from edgeflow.processes.central import hvps
 
 F64 = torch.float64
 
@@ -92,7 +91,7 @@ def test_block_on_an_mlp_hessian_with_vmapped_hvps(make_mlp):
     H = problem.hessian(w)
     dense = torch.linalg.eigvalsh(H).flip(0)
     before = problem.counts.hvp
-    pairs = block_eigs(lambda V: hvps(problem, w, V), random_rows(5, problem.dim, seed=1), 3, tol=1e-9)
+    pairs = block_eigs(lambda V: problem.hvps(w, V), random_rows(5, problem.dim, seed=1), 3, tol=1e-9)
     assert problem.counts.hvp - before == pairs.iterations  # every product counted once
     torch.testing.assert_close(pairs.values[:3], dense[:3], rtol=1e-10, atol=0)
-    torch.testing.assert_close(hvps(problem, w, H[:3]), H[:3] @ H, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(problem.hvps(w, H[:3]), H[:3] @ H, rtol=1e-10, atol=1e-12)
