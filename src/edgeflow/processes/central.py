@@ -21,15 +21,16 @@ Integration. A GD step is ``substeps`` sub-steps. A sub-step with an eigenvalue 
 ``active_from/η`` is an explicit Euler step with the SDCP above, the scheme of the paper. A sub-step
 without one is a step of gradient flow, which the central flow is there, by the classical
 Runge–Kutta method (RK4, three more gradients): Euler's error in the approach to the edge of
-stability otherwise outweighs every other error of the flow (on the digits MLP at 4 sub-steps, 97%
-of the distance to a 16-sub-step run).
+stability otherwise outweighs every other error of the flow (on the digits MLP at 4 sub-steps, the
+distance to a converged run falls from 1.2e-2 to 2.5e-4 of the distance travelled).
 
 Tracking. Every Hessian eigenvalue above ``track_from/η`` is tracked, plus one below it as a witness
 that none is missed, by a block eigensolver (``block_eigs``) warm-started from all vectors of the
 previous solve and one fresh random vector. A cluster of near-equal eigenvalues at 2/η is the normal
 state at EoS; a single start vector would find only some of its members and leave the others
 unconstrained. ``max_eigs`` bounds the number tracked and warns when it is reached. This full solve
-runs once per step, at integer times (``resolve="substep"``: at every sub-step). The sub-steps in
+runs once per step, at integer times (``resolve="substep"``: at every sub-step), and asks the
+tracking tolerance only of the SDCP's pairs (``UPDATE_TOL`` of the others). The sub-steps in
 between update the SDCP's eigenpairs (the active ones and two guards) by Rayleigh–Ritz on the last
 vectors, to a residual of ``UPDATE_TOL``: the block's products, one batch. The SDCP is warm-started
 from the last sub-step's X, and Newton's method from it replaces CVXPY unless the rank of X changes
