@@ -1,17 +1,27 @@
-"""Our central flow on the configuration of issue 12, side by side with the authors' implementation.
+"""Our central flow on the digits configuration, side by side with the authors' implementation:
+cost and accuracy.
 
-    python benchmarks/central_vs_authors.py --out DIR [--export-data FILE] [--authors FILE]
+    python benchmarks/central_vs_authors.py --out DIR [--export-data FILE] [--substeps 4,2]
+        [--reference 16] [--repeats 1] [--authors FILE] [--authors-reference FILE] [--reuse]
 
 Configuration: scikit-learn digits, 256 class-balanced examples, standardized; tanh MLP 64-32-32-10
-(float64, ``torch.manual_seed(0)`` before building it); MSE; η = 0.5; 240 steps; 4 sub-steps;
-eigenvalues every step.
+(float64, ``torch.manual_seed(0)`` before building it); MSE; η = 0.5; 240 steps; eigenvalues every
+step.
 
-Runs GD and our central flow, measures η·S independently at the central flow's point at every step
-from the onset (cold single-vector Lanczos to a residual of 1e-10; a dense ``eigvalsh`` at steps 200,
-220 and 240 as a check) and writes ``DIR/ours.npz``. ``--export-data`` writes the examples (``X``,
-``y``) for the authors' side. ``--authors`` reads the arrays their run recorded (``gd_w``, ``cf_w``,
-``cf_loss``, ``cf_trX``, ``cf_pred``, ``cf_eigs``, ``cf_tracked``, ``cf_time``; how that run was made
-is in docs/central_flow.md), measures their points the same way and prints the side-by-side table.
+Accuracy is the distance of a run's trajectory to a reference run of the same code with
+``--reference`` sub-steps: max over steps of ‖w_k − w_ref,k‖, relative to the reference's whole
+distance travelled ‖w_ref,240 − w_0‖. Our reference solves the eigenproblem in full at every
+sub-step (``resolve="substep"``).
+
+Runs GD and our central flow at each of ``--substeps`` (the first is the main setting; each timed
+``--repeats`` times, median), and the reference. At the main setting it measures η·S independently at
+the flow's point at every step from the onset (cold single-vector Lanczos to a residual of 1e-10; a
+dense ``eigvalsh`` at steps 200, 220 and 240 as a check). Writes ``DIR/ours.npz`` and
+``DIR/settings.npz``. ``--export-data`` writes the examples (``X``, ``y``) for the authors' side.
+``--authors`` reads the arrays their run recorded (``gd_w``, ``cf_w``, ``cf_loss``, ``cf_trX``,
+``cf_pred``, ``cf_eigs``, ``cf_tracked``, ``cf_time``; how that run was made is in
+docs/central_flow.md), measures their points the same way and prints the side-by-side table;
+``--authors-reference`` is their run at the reference's sub-steps, for their accuracy.
 """
 
 from __future__ import annotations
@@ -24,10 +34,9 @@ import numpy as np
 import torch
 
 import edgeflow as ef
-from edgeflow.processes.central import hvps
 from edgeflow.zoo import data
 
-LR, STEPS, SUBSTEPS = 0.5, 240, 4
+LR, STEPS = 0.5, 240
 REPORT_STEPS = (200, 220, 240)
 DENSE_STEPS = (200, 220, 240)
 
@@ -44,7 +53,7 @@ def tight_sharpness(problem: ef.Problem, w: torch.Tensor, seed: int) -> float:
 
 def dense_sharpness(problem: ef.Problem, w: torch.Tensor) -> float:
     eye = torch.eye(problem.dim, dtype=problem.dtype)
-    H = torch.cat([hvps(problem, w, block) for block in eye.split(256)])
+    H = torch.cat([problem.hvps(w, block) for block in eye.split(256)])
     return float(torch.linalg.eigvalsh(0.5 * (H + H.T))[-1])
 
 
@@ -60,32 +69,59 @@ def measure(problem: ef.Problem, params: np.ndarray, onset: int) -> dict[str, np
     return {"lanczos": lanczos, "dense": dense}
 
 
-def run_ours(problem: ef.Problem) -> dict[str, np.ndarray]:
+def run_ours(problem: ef.Problem, options: dict, with_gd: bool = False) -> dict[str, np.ndarray]:
+    """One run of our central flow (and GD); the wall time is ``Process.step``'s alone."""
     start = time.perf_counter()
     res = ef.compare(
         problem,
         LR,
         STEPS,
-        ["gd", "central"],
-        sharpness_every=1,
+        ["gd", "central"] if with_gd else ["central"],
+        sharpness_every=1 if with_gd else None,
         save_params=True,
-        options={"central": {"substeps": SUBSTEPS}},
+        options={"central": options},
     )
     total = time.perf_counter() - start
     c = res["central"]
-    return {
-        "gd_w": res["gd"]["params"],
+    out = {
         "w": c["params"],
         "loss": c["train_loss"],
         "trace_over_lr": c["sigma_sq"] / LR,
         "predicted_loss": c["predicted_loss"],
         "eigs": c["hessian_eigs"],
-        "recorded_sharpness": c["sharpness"],
         "seconds_per_step": np.array(c.info["wall_time"] / STEPS),
         "hvps_per_step": np.array(c.info["cost"]["hvp"] / STEPS),
         "thirds_per_step": np.array(c.info["cost"]["third"] / STEPS),
         "total_seconds": np.array(total),
     }
+    if with_gd:
+        out |= {"gd_w": res["gd"]["params"], "recorded_sharpness": c["sharpness"]}
+    return out
+
+
+def distance(w: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Largest and last ‖w_k − w_ref,k‖ over the steps, relative to ‖w_ref,end − w_ref,0‖."""
+    gap = np.linalg.norm(w - reference, axis=1) / np.linalg.norm(reference[-1] - reference[0])
+    return float(gap.max()), float(gap[-1])
+
+
+def cost_table(runs: list[tuple[str, dict, dict]], authors_seconds: float | None) -> list[str]:
+    """Rows: name, the run's arrays, its distances (``own``: to its reference; ``ours``: to ours)."""
+    lines = [
+        "| run | s / step | HVPs / step | 3rd derivs / step | distance to its reference (max / end) "
+        "| distance to our reference (max) | faster than the authors' |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run, dist in runs:
+        seconds = float(run["seconds_per_step"])
+        hvps = f"{float(run['hvps_per_step']):.1f}" if "hvps_per_step" in run else "—"
+        thirds = f"{float(run['thirds_per_step']):.1f}" if "thirds_per_step" in run else "—"
+        own = f"{dist['own'][0]:.2e} / {dist['own'][1]:.2e}" if "own" in dist else "—"
+        ratio = f"{authors_seconds / seconds:.1f}×" if authors_seconds else "—"
+        lines.append(
+            f"| {name} | {seconds:.3f} | {hvps} | {thirds} | {own} | {dist['ours'][0]:.2e} | {ratio} |"
+        )
+    return lines
 
 
 def onset_of(trace: np.ndarray) -> int:
@@ -165,13 +201,6 @@ def side_by_side(problem: ef.Problem, ours: dict, theirs: dict) -> list[str]:
             str(int(theirs["cf_tracked"].max())),
         )
     )
-    lines.append(
-        row(
-            f"seconds per step ({SUBSTEPS} sub-steps)",
-            f"{float(ours['seconds_per_step']):.3f}",
-            f"{float(np.mean(theirs['cf_time'][1:])):.3f}",
-        )
-    )
     lines += ["", "| step | ‖w_ours − w_theirs‖ / ‖w_ours − w0‖ |", "|---|---|"]
     lines += [f"| {k} | {gap[k]:.2e} |" for k in (100, 150, 200, 220, 240)]
     return lines
@@ -179,10 +208,14 @@ def side_by_side(problem: ef.Problem, ours: dict, theirs: dict) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="folder for ours.npz")
+    ap.add_argument("--out", type=Path, required=True, help="folder for ours.npz and settings.npz")
     ap.add_argument("--export-data", type=Path, help="write the examples (X, y) here")
+    ap.add_argument("--substeps", default="4,2", help="our settings, comma-separated (first: the main one)")
+    ap.add_argument("--reference", type=int, default=16, help="sub-steps of the reference runs")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per setting (median)")
     ap.add_argument("--authors", type=Path, help="the authors' run (.npz) to compare with")
-    ap.add_argument("--reuse", action="store_true", help="read DIR/ours.npz instead of running again")
+    ap.add_argument("--authors-reference", type=Path, help="the authors' run at --reference sub-steps")
+    ap.add_argument("--reuse", action="store_true", help="read DIR/*.npz instead of running again")
     args = ap.parse_args()
     torch.set_num_threads(1)
     problem = build_problem()
@@ -190,23 +223,52 @@ def main() -> None:
         X, y = data.digits(n=256, classes=10, seed=0)
         np.savez(args.export_data, X=X.numpy(), y=y.numpy(), w0=problem.w0.numpy())
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "ours.npz"
+    substeps = [int(n) for n in args.substeps.split(",")]
+    path, settings_path = args.out / "ours.npz", args.out / "settings.npz"
     if args.reuse:
         stored = np.load(path)
         ours = {k: stored[k] for k in stored.files if not k.startswith("S_")}
         ours["S"] = {"lanczos": stored["S_lanczos"], "dense": stored["S_dense"]}
+        others = dict(np.load(settings_path))
     else:
-        ours = run_ours(problem)
+        others = {}
+        reference = run_ours(problem, {"substeps": args.reference, "resolve": "substep"})
+        others["reference_w"] = reference["w"]
+        for n in substeps:
+            runs = [run_ours(problem, {"substeps": n}, with_gd=n == substeps[0]) for _ in range(args.repeats)]
+            seconds = np.median([float(r["seconds_per_step"]) for r in runs])
+            for key in ("w", "hvps_per_step", "thirds_per_step"):
+                others[f"{key}_{n}"] = runs[0][key]
+            others[f"seconds_per_step_{n}"] = np.array(seconds)
+            if n == substeps[0]:
+                ours = runs[0] | {"seconds_per_step": np.array(seconds)}
         ours["S"] = measure(problem, ours["w"], onset_of(ours["trace_over_lr"]))
         flat = {k: v for k, v in ours.items() if k != "S"}
         np.savez(path, **flat, S_lanczos=ours["S"]["lanczos"], S_dense=ours["S"]["dense"])
+        np.savez(settings_path, **others)
     S, seconds = ours["S"]["lanczos"], float(ours["seconds_per_step"])
-    print(f"ours: max η·S after onset {np.nanmax(S):.6f}; seconds per step {seconds:.3f}")
+    print(f"ours ({substeps[0]} sub-steps): max η·S after onset {np.nanmax(S):.6f}; s / step {seconds:.3f}")
     for k in REPORT_STEPS:
         print(f"step {k}: trΣ/η {ours['trace_over_lr'][k]:.5f}  L + trΣ/η {ours['predicted_loss'][k]:.5f}")
+    ref = others["reference_w"]
+    runs = []
+    for n in substeps:
+        run = {
+            key: others[f"{key}_{n}"] for key in ("w", "seconds_per_step", "hvps_per_step", "thirds_per_step")
+        }
+        dist = distance(run["w"], ref)
+        runs.append((f"ours, {n} sub-steps", run, {"own": dist, "ours": dist}))
+    authors_seconds = None
     if args.authors:
         theirs = dict(np.load(args.authors))
-        print("\n".join(side_by_side(problem, ours, theirs)))
+        authors_seconds = float(np.mean(theirs["cf_time"][1:]))
+        dist = {"ours": distance(theirs["cf_w"], ref)}
+        if args.authors_reference:
+            dist["own"] = distance(theirs["cf_w"], np.load(args.authors_reference)["cf_w"])
+        runs.append(("authors", {"seconds_per_step": authors_seconds}, dist))
+    print("\n".join(["", *cost_table(runs, authors_seconds)]))
+    if args.authors:
+        print("\n".join(["", *side_by_side(problem, ours, theirs)]))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ VARIANTS: list[tuple[str, str, dict]] = [
     ("edge K = 4", "edge", {"substeps": 4}),
     ("gradient", "gradient", {}),
     ("modified", "modified", {}),
-    ("central", "central", {}),
+    ("central (default K = 4)", "central", {}),
+    ("central K = 2", "central", {"substeps": 2}),
 ]
 
 

@@ -14,7 +14,7 @@ not by the gaps inside it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -124,7 +124,7 @@ def block_eigs(
     start: Tensor,
     k: int,
     *,
-    tol: float | None = None,
+    tol: float | Sequence[float] | None = None,
     max_matvecs: int | None = None,
     max_basis: int | None = None,
     generator: torch.Generator | None = None,
@@ -140,14 +140,21 @@ def block_eigs(
     would exceed ``max_basis`` rows it restarts from the top-b Ritz vectors, whose images are known.
 
     Stops when the top ``k`` explicit residuals ``‖H y − θ y‖`` are ``≤ tol · max|θ|``, or after
-    ``max_matvecs`` products. Returns all b Ritz pairs, largest first: the first ``k`` are the
+    ``max_matvecs`` products. ``tol`` may also be one value per wanted pair, so that the top pairs
+    can be asked for more accuracy than the rest; the guards' residuals are compared with the last
+    one. Returns all b Ritz pairs, largest first: the first ``k`` are the
     converged ones, the rest the guards' (less accurate) estimates; ``iterations`` counts products.
     """
     b, d = start.shape
     if not 1 <= k <= b:
         raise ValueError(f"block_eigs needs 1 ≤ k ≤ block size, got k={k} for a block of {b}")
-    b = min(b, d)
     tol = default_tol(start.dtype) if tol is None else tol
+    tols = torch.as_tensor(tol, dtype=start.dtype, device=start.device).reshape(-1)
+    if tols.numel() not in (1, k):
+        raise ValueError(f"block_eigs needs one tolerance or one per wanted pair ({k}), got {tols.numel()}")
+    b = min(b, d)
+    k = min(k, b)
+    tols = torch.cat([tols.expand(k) if tols.numel() == 1 else tols[:k], tols[-1:].expand(b - k)])
     max_matvecs = 60 * b if max_matvecs is None else max_matvecs
     max_basis = min(d, max(6 * b, 2 * b + 1)) if max_basis is None else min(d, max(max_basis, 2 * b))
 
@@ -165,7 +172,7 @@ def block_eigs(
         residuals = ritz_images - theta[:, None] * ritz
         norms = residuals.norm(dim=1)
         scale = float(theta.abs().max().clamp_min(torch.finfo(theta.dtype).tiny))
-        pending = norms > tol * scale
+        pending = norms > tols * scale
         if not bool(pending[:k].any()) or matvecs >= max_matvecs:
             break
         if basis.shape[0] + int(pending.sum()) > max_basis:

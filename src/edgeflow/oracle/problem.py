@@ -232,6 +232,13 @@ class Problem:
         self.counts.hvp += 1
         return self._total(_sum(vjp(g, w)[1](v)[0] for g in self._grad_terms))[0]
 
+    def hvps(self, w: Tensor, V: Tensor) -> Tensor:
+        """``∇²L(w) v`` for every row ``v`` of ``V`` (m × d), counted as m HVPs. One vmapped call
+        shares the forward and backward pass at ``w`` (about 4× faster per product than a loop on
+        the digits MLP on the CPU); a sharded problem all-reduces the whole block at once."""
+        self.counts.hvp += V.shape[0]
+        return self._total(_sum(vmap(vjp(g, w)[1])(V)[0] for g in self._grad_terms))[0]
+
     def third(self, w: Tensor, u: Tensor, v: Tensor) -> Tensor:
         """``∇_w (uᵀ ∇²L(w) v)``, a third-derivative contraction (three reverse passes)."""
         self.counts.third += 1
