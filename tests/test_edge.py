@@ -181,6 +181,36 @@ def test_modified_center_tracks_gd_midpoint_to_second_order_on_a_quadratic(subst
     assert modified[1] < 0.1 * gradient[1]
 
 
+def test_modified_center_stays_on_gd_slow_manifold_when_u_is_not_an_eigenvector():
+    # ½wᵀHw with H = [[1.8, 0.3], [0.3, 0.2]]/η and u held at e₁, which is not an eigenvector: the
+    # u-coordinate of the center is coupled to the rest. GD started on the slow eigenvector v₂ stays
+    # on it (its midpoint is w₀ q^k (1 + q)²/(4q)); the smooth center must too. The correction is kept
+    # along u, implicitly, with the coupling of the step across u: measured (K = 2, 4) the center
+    # leaves v₂ by ≤ 1.6e-4 of its norm and is within 4.9e-3 of GD's midpoint over 40 steps; the
+    # gradient center leaves it by 1.0e-2 and is 2.2e-2 away.
+    lr = 0.1
+    H = torch.tensor([[1.8, 0.3], [0.3, 0.2]], dtype=torch.float64) / lr
+    lam, V = torch.linalg.eigh(H)
+    q = 1 - lr * lam[0]
+    w0 = V[:, 0]
+    prob = ef.Problem.from_function(lambda w: 0.5 * w @ (H.to(w) @ w), w0)
+    e1 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    for substeps in (2, 4):
+        for center, off_max, err_max in (("modified", 3e-4, 6e-3), ("gradient", None, None)):
+            proc = edge(prob, lr, substeps=substeps, r0=1e-3, center=center)
+            worst = off = 0.0
+            for k in range(1, 41):
+                proc.u = e1.clone()
+                proc.step()
+                midpoint = w0 * q**k * (1 + q) ** 2 / (4 * q)
+                worst = max(worst, float((proc.c - midpoint).norm()))
+                off = max(off, abs(float(proc.c @ V[:, 1])) / float(proc.c.norm()))
+            if off_max is None:
+                assert off > 3e-3 and worst > 1.5e-2
+            else:
+                assert off < off_max and worst < err_max
+
+
 def test_center_feels_the_oscillation_half_a_step_late_as_gd_midpoint_does():
     # L = ½(a + by)x² with ηa = 2.2: GD's oscillation along x grows by |ηa − 1| = 1.2 per step and
     # pushes y down by η(b/2)x_k² per step, the force at the start of each step. A center that feels
@@ -347,15 +377,16 @@ def test_zhu_center_tracks_gd_midpoint_and_mean_loss_tracks_gd_period_average():
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_default_problem_onset_and_eos_distance(dtype):
-    # Measured (benchmarks/edge_flow_study.py, K = 2, noise floor 0.03), GD at its midpoints vs Edge Flow:
-    #   float64: cross 2/η at 170 vs 170; peak 7.257 @260 vs 7.244 @255; dip 4.803 @285 vs 5.264 @275
-    #   float32: cross 2/η at 170 vs 170; peak 6.610 @225 vs 6.589 @225; dip 4.901 @240 vs 5.065 @240
-    # (float32 reaches its peak 35 steps earlier and lower: its rounding seeds a larger oscillation).
+    # Measured (K = 2, noise floor 0.03), GD at its midpoints vs Edge Flow:
+    #   float64: cross 2/η at 170 vs 170; peak 7.257 @260 vs 7.259 @260; dip 4.803 @285 vs 5.207 @280
+    #   float32: cross 2/η at 170 vs 170; peak 6.493 @220 vs 6.608 @225; dip 4.783 @235 vs 4.949 @245
+    # (float32 reaches its peak 40 steps earlier and lower: its rounding seeds a larger oscillation;
+    # how much larger moves GD's own float32 peak by ~2% between builds, hence its tolerance).
     # Tolerances: onset and peak steps within 10 steps (sharpness is sampled every 5), peak height
-    # within 1.5%, dip step within 15 steps, dip height within 0.5 — Edge Flow's dip is shallower
-    # than GD's catapult (by 0.46 in float64, 0.16 in float32). In the EoS window (steps ≥ 300) Edge
-    # Flow's median relative distance to GD's midpoint is 0.05 (float64) / 0.04 (float32), gradient
-    # flow's 0.17 / 0.15.
+    # within 1.5% (float32: 2%), dip step within 15 steps, dip height within 0.5 — Edge Flow's dip is
+    # shallower than GD's catapult (by 0.40 in float64, 0.17 in float32). Over the run Edge Flow's
+    # median relative distance to GD's midpoint is 0.0075 (float64) / 0.0077 (float32), with the
+    # gradient center 0.026 in both; in the EoS window (steps ≥ 300) it is under half of gradient flow's.
     prob = ef.make_problem("digits-mlp", dtype=dtype)
     res = ef.compare(prob, 0.4, 340, ["midpoint", "edge", "gradient"], sharpness_every=5)
     gd = onset_profile(res["midpoint"]["step"], res["midpoint"]["sharpness"], res.threshold)
@@ -363,7 +394,7 @@ def test_default_problem_onset_and_eos_distance(dtype):
     assert gd["peak"] > 1.2 * res.threshold  # a clear overshoot to reproduce
     assert abs(ed["cross"] - gd["cross"]) <= 10
     assert abs(ed["peak_step"] - gd["peak_step"]) <= 10
-    assert ed["peak"] == pytest.approx(gd["peak"], rel=0.015)
+    assert ed["peak"] == pytest.approx(gd["peak"], rel=0.015 if dtype == "float64" else 0.02)
     assert abs(ed["dip_step"] - gd["dip_step"]) <= 15
     assert abs(ed["dip"] - gd["dip"]) <= 0.5
     eos = res.distances["step"] >= 300

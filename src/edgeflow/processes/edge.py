@@ -1,13 +1,18 @@
 """Edge Flow: a continuous-time model of GD at the edge of stability.
 
 GD's iterates are modelled as ``w_k ≈ c(k) + s_k r(k) u(k)`` with ``s_k = ±1`` alternating. Per unit
-of time (one GD step)::
+of time (one GD step), with g± = ∇L(c ± r u), ḡ = ½(g₊ + g₋) = ∇L_r(c), L_r(c) = ½[L(c+ru) + L(c−ru)]::
 
-    dc/dt = −η · ½(g₊ + g₋)        g± = ∇L(c ± r u): gradient flow on L_r(c) = ½[L(c+ru) + L(c−ru)]
-    du/dt =  η (H u − ρ u)         ρ = uᵀHu, H = ∇²L(c): Rayleigh-quotient dynamics
-    dℓ/dt =  log|ηκ − 1|           ℓ = log r, κ = uᵀ(g₊ − g₋)/(2r): GD's per-step growth factor
+    dc/dt = −η [ḡ + (η/2)∇²L_r ḡ − ½ṙ ∂ḡ/∂r]   the center: ḡ taken half a GD step back
+    du/dt =  η (H u − ρ u)                      ρ = uᵀHu, H = ∇²L(c): Rayleigh-quotient dynamics
+    dℓ/dt =  log|ηκ(t − ½) − 1|                 ℓ = log r, κ = uᵀ(g₊ − g₋)/(2r): GD's growth factor
 
-Each sub-step (Δt = 1/K) costs two gradients (one vmapped call) and one HVP.
+GD takes each gradient at the start of its step; a flow spreads it over the step. Taking the fields
+half a step back (F(x(t − ½)) ≈ F − ½dF/dt) removes that O(η) drift: the modified flow's correction on
+the symmetrized loss, the oscillation's push half a step late, κ half a step back.
+``center="gradient"`` is the model without them: dc/dt = −ηḡ (gradient flow on L_r), κ at t.
+Each sub-step (Δt = 1/K) costs three gradients (one vmapped call) and two HVPs; two and one with
+``center="gradient"``.
 
 Discretization, and why it is stable:
 
@@ -15,15 +20,19 @@ Discretization, and why it is stable:
   with Δt = 1 there *is* a GD step and would put GD's own period-2 oscillation into c. The u-component
   is stepped linearly implicitly, ``a ← a − ηΔt·(uᵀḡ)/(1 + ηΔt·ρ₊)`` (ρ₊ = max(ρ, 0)), which is
   backward Euler on the local quadratic model: it relaxes monotonically for every Δt. The other
-  directions are stepped explicitly, like GD; with K ≥ 2 they are smooth as long as ηλΔt < 1.
+  directions are stepped explicitly, like GD; with K ≥ 2 they are smooth as long as ηλΔt < 1. The
+  corrected center keeps its correction along u too (GD's slow manifold needs it), stepped implicitly;
+  each part of the half step of delay is reduced by what the sub-step's discretization supplies
+  (explicit: Δt/2 behind, implicit: Δt/2 ahead) — see ``_modified_center_step``.
 * **Direction.** A naive Euler step multiplies the component along eigenvalue λ by 1 + ηΔt(λ − ρ),
   which does not shrink for λ ≤ 0 when ηρ ≈ 2 and Δt = 1. We use the normalized shifted power step
   ``u ← (I + ηΔtH)u / ‖·‖`` (the same HVP), a first-order-consistent discretization of the Rayleigh
   flow whose components along λ shrink relative to the top one by (1 + ηΔtλ)/(1 + ηΔtλ_max): every
   eigenvalue above −λ_max − 2/(ηΔt) dies out, zero and negative ones included.
 * **Magnitude.** ``ℓ ← ℓ + Δt·log|ηκ − 1|`` is exact for constant κ (r grows by GD's factor per
-  step). The secant κ cancels catastrophically when r is tiny; below ``√ε·max(1, ‖c‖)`` the
-  Rayleigh quotient ρ (its r → 0 limit) is used instead.
+  step); with the delay κ is moved back by ½(1 − Δt)κ̇, κ̇ from the last sub-step. The secant κ
+  cancels catastrophically when r is tiny; below ``√ε·max(1, ‖c‖)`` the Rayleigh quotient ρ (its
+  r → 0 limit) is used instead.
 * **Noise floor.** GD's oscillation never decays below the rounding every GD step injects, and it
   is from that floor that it grows once S > 2/η. We keep ``r ≥ noise_floor · u_dtype · ‖c‖``
   (u_dtype = unit roundoff). Without it r underflows in the stable phase and Edge Flow falls onto
@@ -60,7 +69,8 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 class EdgeFlow(Process):
     name = "edge"
     description = (
-        "Edge Flow: center, direction and magnitude of GD's oscillation (2 grads + 1 HVP per sub-step)"
+        "Edge Flow: center, direction and magnitude of GD's oscillation "
+        "(3 grads + 2 HVPs per sub-step; 2 + 1 with center='gradient')"
     )
     fields = (
         "train_loss",
