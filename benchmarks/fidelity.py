@@ -1,15 +1,18 @@
 """How faithfully each continuous-time model tracks GD, on the standard suite, side by side.
-Regenerates ``docs/results.md`` (and ``docs/results.json``) from scratch.
+Regenerates ``docs/results.md`` (and ``docs/results.json``).
 
-    python benchmarks/fidelity.py                          # the whole suite (see SUITE; ~45 min, 2 cores)
+    python benchmarks/fidelity.py                          # the whole suite (see SUITE; hours on 2 cores)
     python benchmarks/fidelity.py --problems zhu,quartic --out /tmp/results.md
+    python benchmarks/fidelity.py --rows edge,edge-k1      # only these rows (the others are left out)
     python benchmarks/fidelity.py --reuse docs/results.json    # only what is not measured there
 
-Every flow runs in one ``compare`` call with GD (same problem, same η, same records), then again
-with its sub-steps doubled, and doubled again while that still moves it: a flow is reported at the
-first resolution whose doubling moves its trajectory (median over records, relative to GD's
-travel ‖w* − w₀‖) by less than a tenth of its distance to GD or by less than 1e-3 — so the errors
-reported are the model's, not the integrator's. Every number in the output is measured here.
+Every row (a flow with its options, see ROWS) runs in a ``compare`` call with GD (same problem,
+same η, same records; rows of distinct flows share one call), then again with its sub-steps
+doubled, and doubled again while that still moves it: a row is reported at the first resolution
+whose doubling moves its trajectory (median over records, relative to GD's travel ‖w* − w₀‖) by
+less than a tenth of its distance to GD or by less than 1e-3 — so the errors reported are the
+model's, not the integrator's. Every number in the output is measured here; a run that reuses
+rows of an earlier one says which in the page header.
 """
 
 from __future__ import annotations
@@ -33,8 +36,32 @@ from edgeflow.results import FlowRecord
 from edgeflow.zoo import problem_params
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("edge", "central", "gradient", "modified")
-FLOWS = ("gd", REFERENCE, *MODELS)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the fidelity table: a flow with its options."""
+
+    key: str  # its name in results.json
+    flow: str
+    options: dict = field(default_factory=dict)
+    refine: bool = True  # double the sub-steps until the trajectory stops moving
+    label: str = ""  # its name in the report (default: the flow's)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.flow
+
+
+ROWS = (
+    Row("edge", "edge"),
+    Row("edge-gradient", "edge", {"center": "gradient"}, label="edge, gradient center"),
+    Row("edge-k1", "edge", {"substeps": 1}, refine=False, label="edge, one sub-step"),
+    Row("central", "central"),
+    Row("gradient", "gradient"),
+    Row("modified", "modified"),
+)
+ROW_KEYS = tuple(row.key for row in ROWS)
 #: converged: doubling the sub-steps moves the trajectory by less than this fraction of its distance to GD
 CONVERGED_FRACTION = 0.1
 #: … or by less than this (relative to GD's travel ‖w* − w₀‖; for flows that sit on GD's center)
@@ -50,6 +77,8 @@ class Case:
     why: str = ""
     max_doublings: int = 3  # of every flow's sub-steps, until its trajectory stops changing
     label: str = ""  # the case's name in the report (default: the problem's)
+    lr: float | None = None  # default: the problem's
+    levels_from: str = ""  # start every row at the sub-steps reported for that case (no doubling)
 
     @property
     def name(self) -> str:
@@ -73,30 +102,33 @@ SUITE = (
         every=5,
         max_doublings=0,
         label="digits-mlp-600",
-        why="the same, 300 steps deeper into EoS (sub-steps as checked on the 300-step case)",
+        levels_from="digits-mlp",
+        why="the same, 300 steps deeper into EoS (each flow at the sub-steps reported on the 300-step case)",
     ),
     Case(
         "mnist5k-cnn",
-        160,
+        260,
         every=5,
         max_doublings=1,
-        why="a CNN on real images (registry defaults); it starts near the edge (S₀ ≈ 9.3, 2/η = 10), "
-        "where GD's first steps already leave gradient flow's path",
+        lr=0.15,
+        why="a CNN on real images (registry sizes) at an η where GD starts well below the edge "
+        "(S₀ ≈ 9.3 = 0.70 × 2/η) and sharpens to it; at the registry's η = 0.2 it starts at 0.93 × 2/η",
     ),
     Case("mnist5k-vit", 160, every=5, max_doublings=1, why="a ViT with LayerNorm (registry defaults)"),
 )
 
 
-def refined_options(flow: str, doublings: int) -> dict:
-    """Options with the flow's sub-steps doubled ``doublings`` times relative to its defaults."""
+def refined_options(row: Row, doublings: int) -> dict:
+    """The row's options with its flow's sub-steps doubled ``doublings`` times."""
     defaults = {
-        name: p.default for name, p in inspect.signature(process_class(flow).__init__).parameters.items()
+        name: p.default for name, p in inspect.signature(process_class(row.flow).__init__).parameters.items()
     }
     if "substeps" in defaults:
-        return {"substeps": defaults["substeps"] * 2**doublings}
+        return {**row.options, "substeps": row.options.get("substeps", defaults["substeps"]) * 2**doublings}
     if "substep_rate" in defaults:  # RK4 sub-steps are sized so that rate·Δt ≤ substep_rate
-        return {"substep_rate": defaults["substep_rate"] / 2**doublings}
-    raise ValueError(f"flow {flow!r} has no sub-step option to refine")
+        rate = row.options.get("substep_rate", defaults["substep_rate"])
+        return {**row.options, "substep_rate": rate / 2**doublings}
+    raise ValueError(f"flow {row.flow!r} has no sub-step option to refine")
 
 
 def resolution(rec: FlowRecord, options: dict) -> str:
@@ -122,61 +154,89 @@ def trajectory_change(a: ef.Result, b: ef.Result, flow: str) -> tuple[float, flo
     return float(np.median(rel)), float(np.max(rel))
 
 
-def run_case(case: Case, dtype: str | None) -> dict:
-    """Every model at its default sub-steps, then doubled until its trajectory stops moving."""
-    spec = ef.PROBLEMS[case.problem]
-    lr = spec.lr
+def model_options(row: Row) -> dict:
+    """Every constructor option of the row's flow, defaults filled in, at its starting sub-steps: a
+    row measured by an earlier run is reused only where these are the same."""
+    params = inspect.signature(process_class(row.flow).__init__).parameters
+    resolved = {name: p.default for name, p in params.items() if name not in ("self", "problem", "lr")}
+    return json.loads(json.dumps({**resolved, **row.options}, default=str))
+
+
+def batches(rows: list[Row]) -> list[list[Row]]:
+    """Rows grouped so that no flow appears twice in a group: one ``compare`` call per group."""
+    groups: list[list[Row]] = []
+    for row in rows:
+        group = next((g for g in groups if all(r.flow != row.flow for r in g)), None)
+        if group is None:
+            groups.append([row])
+        else:
+            group.append(row)
+    return groups
+
+
+def run_case(case: Case, rows: list[Row], dtype: str | None, start: dict[str, int]) -> dict:
+    """Every row at its starting sub-steps (``start``: row key → doublings, default 0), then doubled
+    until its trajectory stops moving."""
+    lr = case.lr or ef.PROBLEMS[case.problem].lr
     t0 = time.perf_counter()
 
-    def run(flows: tuple[str, ...], doublings: int) -> ef.Result:
-        problem = ef.make_problem(case.problem, dtype=dtype, **case.params)
-        options = {f: refined_options(f, doublings) for f in flows if f in MODELS}
-        return ef.compare(
-            problem,
-            lr,
-            case.steps,
-            ("gd", REFERENCE, *flows),
-            options=options,
-            record_every=case.every,
-            sharpness_every=case.every,
-            save_params=True,
-            progress=True,
-        )
+    def run(todo: list[Row], level: dict[str, int]) -> dict[str, ef.Result]:
+        out = {}
+        for group in batches(todo):
+            problem = ef.make_problem(case.problem, dtype=dtype, **case.params)
+            res = ef.compare(
+                problem,
+                lr,
+                case.steps,
+                ("gd", REFERENCE, *(row.flow for row in group)),
+                options={row.flow: refined_options(row, level[row.key]) for row in group},
+                record_every=case.every,
+                sharpness_every=case.every,
+                save_params=True,
+                progress=True,
+            )
+            out.update({row.key: res for row in group})
+        return out
 
-    base = run(MODELS, 0)
-    current = dict.fromkeys(MODELS, base)  # each model's result at its finest level so far
-    level = dict.fromkeys(MODELS, 0)
-    changes: dict[str, list[tuple[float, float]]] = {f: [] for f in MODELS}
-    pending = list(MODELS)
-    for doublings in range(1, case.max_doublings + 1):
+    level = {row.key: start.get(row.key, 0) for row in rows}
+    current = run(rows, level)  # each row's result at its finest level so far
+    base = next(iter(current.values()))
+    changes: dict[str, list[tuple[float, float]]] = {row.key: [] for row in rows}
+    pending = [row for row in rows if row.refine]
+    for _ in range(case.max_doublings):
         if not pending:
             break
-        finer = run(tuple(pending), doublings)
-        for flow in list(pending):
-            change = trajectory_change(current[flow], finer, flow)
-            changes[flow].append(change)
-            dist = fidelity(current[flow])[flow].get("distance_median") or 0.0
+        finer = run(pending, {row.key: level[row.key] + 1 for row in pending})
+        for row in list(pending):
+            change = trajectory_change(current[row.key], finer[row.key], row.flow)
+            changes[row.key].append(change)
+            dist = fidelity(current[row.key])[row.flow].get("distance_median") or 0.0
             if change[0] <= max(CONVERGED_FRACTION * dist, CONVERGED_FLOOR):
-                pending.remove(flow)  # converged at the current level: report it there
+                pending.remove(row)  # converged at the current level: report it there
             else:
-                current[flow], level[flow] = finer, doublings
+                current[row.key], level[row.key] = finer[row.key], level[row.key] + 1
     wall = time.perf_counter() - t0
 
     flows = {REFERENCE: {**fidelity(base)[REFERENCE], "resolution": "exact"}}
-    for flow in MODELS:
-        res = current[flow]
-        rec = res[flow]
+    for row in rows:
+        res = current[row.key]
+        rec = res[row.flow]
         done = max(rec.info["steps_completed"], 1)
-        options = refined_options(flow, level[flow])
-        flows[flow] = {
-            **fidelity(res)[flow],
+        options = refined_options(row, level[row.key])
+        checked = row.refine and case.max_doublings > 0
+        flows[row.key] = {
+            **fidelity(res)[row.flow],
+            "flow": row.flow,
+            "label": row.name,
+            "model": model_options(row),
+            "doublings": level[row.key],
             "options": options,
             "resolution": resolution(rec, options),
             "diverged_at": rec.info["diverged_at"],
-            "wall_vs_gd": summarize(res)["flows"][flow]["wall_vs_gd"],
+            "wall_vs_gd": summarize(res)["flows"][row.flow]["wall_vs_gd"],
             "per_step": {k: v / done for k, v in rec.info["cost"].items()},
-            "doubling_changes": changes[flow],
-            "converged": None if case.max_doublings == 0 else flow not in pending,
+            "doubling_changes": changes[row.key],
+            "converged": (row not in pending) if checked else None,
         }
     return {
         "name": case.name,
@@ -223,6 +283,15 @@ def _onset_errors(case: dict, flow: str) -> tuple[str, str]:
     return cross, peak
 
 
+def _rows(case: dict) -> list[str]:
+    """The case's row keys in ROWS order (an earlier results.json may have fewer)."""
+    return [key for key in ROW_KEYS if key in case["flows"]]
+
+
+def _label(case: dict, key: str) -> str:
+    return case["flows"][key].get("label", key)
+
+
 def fidelity_table(cases: list[dict]) -> list[str]:
     lines = [
         "| problem | flow (sub-steps) | rel. distance | mean-loss error | sharpness error · η/2 | "
@@ -232,15 +301,15 @@ def fidelity_table(cases: list[dict]) -> list[str]:
     ]
     for case in cases:
         gd_period = case["gd_onset"]["period"]
-        for flow in MODELS:
-            row = case["flows"][flow]
-            cross, peak = _onset_errors(case, flow)
+        for key in _rows(case):
+            row = case["flows"][key]
+            cross, peak = _onset_errors(case, key)
             per = row["per_step"]
             ops = f"{per['grad']:.3g} + {per['hvp']:.3g} + {per['third']:.3g}"
             last = row["doubling_changes"][-1] if row["doubling_changes"] else (None, None)
-            mark = {True: "", False: " — not converged", None: "not checked"}[row["converged"]]
+            mark = {True: "", False: " — not converged", None: " — not checked"}[row["converged"]]
             lines.append(
-                f"| {_name(case)} | {flow} ({row['resolution']}) | {_pair(row, 'distance')} | "
+                f"| {_name(case)} | {_label(case, key)} ({row['resolution']}) | {_pair(row, 'distance')} | "
                 f"{_pair(row, 'mean_loss')} | {_pair(row, 'sharpness')} | {cross} | {peak} | "
                 f"{_f(row['onset']['period'])} ({_f(gd_period)}) | {_f(row['wall_vs_gd'], '.3g')} | {ops} | "
                 f"{_f(last[0])} / {_f(last[1])}{mark} |"
@@ -254,9 +323,9 @@ def onset_table(cases: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for case in cases:
-        for flow in (REFERENCE, *MODELS):
-            o = case["flows"][flow]["onset"]
-            name = "GD (midpoint)" if flow == REFERENCE else flow
+        for key in (REFERENCE, *_rows(case)):
+            o = case["flows"][key]["onset"]
+            name = "GD (midpoint)" if key == REFERENCE else _label(case, key)
             lines.append(
                 f"| {_name(case)} | {case['threshold']:.4g} | {name} | {_f(o['cross'])} | "
                 f"{_f(o['peak'], '.4g')} ({_f(o['peak_step'])}) | "
@@ -269,6 +338,8 @@ def edge_vs_central(cases: list[dict]) -> list[str]:
     """One measured sentence per problem: Edge Flow's errors against the central flow's."""
     lines = []
     for case in cases:
+        if not {"edge", "central"} <= case["flows"].keys():
+            continue
         e, c = case["flows"]["edge"], case["flows"]["central"]
         parts = []
         for metric, label in (
@@ -290,7 +361,53 @@ def edge_vs_central(cases: list[dict]) -> list[str]:
     return lines
 
 
+def _verdict(edge: float | None, bound: float | None) -> str:
+    if edge is None or bound is None:
+        return "–"
+    return f"{'met' if edge <= bound else 'not met'} ({_f(edge)} vs {_f(bound)})"
+
+
+def goals_table(cases: list[dict]) -> list[str]:
+    """Edge Flow's distance to GD's midpoint against half of gradient flow's and against the
+    central flow's, over the run and over the EoS window."""
+    lines = [
+        "| problem | window | Edge Flow ≤ ½ × gradient flow | Edge Flow ≤ central flow |",
+        "|---|---|---|---|",
+    ]
+    for case in cases:
+        flows = case["flows"]
+        if not {"edge", "gradient", "central"} <= flows.keys():
+            continue
+        for window, suffix in (("run", "median"), ("EoS", "eos_median")):
+            edge = flows["edge"].get(f"distance_{suffix}")
+            gradient = flows["gradient"].get(f"distance_{suffix}")
+            half = None if gradient is None else 0.5 * gradient
+            central = flows["central"].get(f"distance_{suffix}")
+            lines.append(f"| {_name(case)} | {window} | {_verdict(edge, half)} | {_verdict(edge, central)} |")
+    return lines
+
+
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
+def _reused(cases: list[dict], started: str) -> list[str]:
+    """'date: problem, problem: row, …' for what earlier runs measured, one item per run."""
+    by_run: dict[str, list[str]] = {}
+    for case in cases:
+        when = {key: case["flows"][key].get("measured", started) for key in _rows(case)}
+        earlier = {key: w for key, w in when.items() if w != started}
+        if earlier and len(set(when.values())) == 1:
+            by_run.setdefault(next(iter(earlier.values())), []).append(_name(case))
+            continue
+        for key, w in earlier.items():
+            by_run.setdefault(w, []).append(f"{_name(case)}: {_label(case, key)}")
+    return [f"{when}: {', '.join(what)}" for when, what in sorted(by_run.items())]
+
+
 def write_report(cases: list[dict], out: Path, started: str, partial: str | None) -> None:
+    reused = _reused(cases, started)
     lines = [
         "# Fidelity of the continuous-time models of GD",
         "",
@@ -301,11 +418,25 @@ def write_report(cases: list[dict], out: Path, started: str, partial: str | None
             else []
         ),
         f"Generated by `python benchmarks/fidelity.py` (written {started}; edgeflow {ef.__version__}, "
-        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, CPU); "
+        f"torch {torch.__version__}, {platform.machine()}, {_threads()}, CPU); "
         "each problem's wall time is in the first table. Regenerate it rather than edit it.",
         "",
+        *(
+            [
+                "Measured by earlier runs of this script with the same options for each flow, and "
+                "combined here with `--reuse` (each run's start: what it measured): "
+                + "; ".join(reused)
+                + ".",
+                "",
+            ]
+            if reused
+            else []
+        ),
         "Each problem runs GD, its midpoint w*_k (GD's center), Edge Flow, the central flow, gradient "
-        "flow and the modified flow in one process from the same w₀ with the problem's η. Errors are "
+        "flow and the modified flow from the same w₀ with the problem's η; Edge Flow also as it was "
+        "before its O(η) correction ('edge, gradient center': the center follows gradient flow on the "
+        "symmetrized loss, the magnitude is not delayed) and with one sub-step per GD step ('edge, "
+        "one sub-step'), see [edge_flow.md](edge_flow.md). Errors are "
         "against GD at the same step: relative distance ‖c − w*‖/‖w* − w₀‖; mean-loss error "
         "|L̄_F − L̄_GD|/L̄_GD with L̄_GD = ½[L(w_k) + L(w_{k+1})] and L̄_F the flow's prediction of it "
         "(Edge Flow `predicted_mean_loss`, central flow L + tr Σ/η, the others L(c)); sharpness "
@@ -345,15 +476,31 @@ def write_report(cases: list[dict], out: Path, started: str, partial: str | None
         "",
         *edge_vs_central(cases),
         "",
+        "## Goals",
+        "",
+        "Edge Flow's distance to GD's midpoint (median over the run and over the EoS window) against "
+        "half of gradient flow's and against the central flow's:",
+        "",
+        *goals_table(cases),
+        "",
     ]
     out.write_text("\n".join(lines))
     out.with_suffix(".json").write_text(json.dumps({"started": started, "cases": cases}, indent=2) + "\n")
+
+
+def level_of(row: Row, options: dict) -> int:
+    """How many doublings of the row's sub-steps ``options`` (as reported) are."""
+    for doublings in range(8):
+        if refined_options(row, doublings) == options:
+            return doublings
+    return 0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = [c.name for c in SUITE]
     ap.add_argument("--problems", default=",".join(names), help=f"subset of: {'; '.join(names)}")
+    ap.add_argument("--rows", default=",".join(ROW_KEYS), help=f"subset of: {', '.join(ROW_KEYS)}")
     ap.add_argument("--dtype", default=None, help="override every problem's dtype")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     ap.add_argument(
@@ -361,30 +508,58 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="JSON",
-        help="results.json files of earlier runs of this script: a case measured there with the same "
-        "problem, steps and record interval is taken from it instead of being run again",
+        help="results.json files of earlier runs of this script: a row measured there on the same "
+        "problem (steps, record interval, η) with the same options is kept instead of being run again",
     )
     args = ap.parse_args()
     wanted = [p.strip() for p in args.problems.split(",") if p.strip()]
     unknown = [p for p in wanted if p not in names]
     if unknown:
         ap.error(f"unknown problem(s) {', '.join(unknown)}; the suite has: {'; '.join(names)}")
+    row_keys = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in row_keys if r not in ROW_KEYS]
+    if unknown:
+        ap.error(f"unknown row(s) {', '.join(unknown)}; the rows are: {', '.join(ROW_KEYS)}")
+    rows = [row for row in ROWS if row.key in row_keys]
     measured = {}
     for path in args.reuse:
-        for case in json.loads(Path(path).read_text())["cases"]:
-            measured[(_name(case), case["steps"], case["every"])] = case
+        earlier = json.loads(Path(path).read_text())
+        for case in earlier["cases"]:
+            for flow in case["flows"].values():
+                flow.setdefault("measured", earlier["started"])
+            measured[(_name(case), case["steps"], case["every"], case["lr"])] = case
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    cases = []
+    cases: list[dict] = []
     todo = [case for case in SUITE if case.name in wanted]
     for case in todo:
-        key = (case.name, case.steps, case.every)
-        if key in measured and args.dtype is None:
-            print(f"== {case.name}: measured before, reused", flush=True)
-            cases.append({**measured[key], "name": case.name, "why": case.why})
-            continue
-        print(f"== {case.name}", flush=True)
-        cases.append(run_case(case, args.dtype))
-        print(f"   {cases[-1]['wall_s'] / 60:.1f} min", flush=True)
+        lr = case.lr or ef.PROBLEMS[case.problem].lr
+        old = measured.get((case.name, case.steps, case.every, lr)) if args.dtype is None else None
+        keep = [
+            row for row in rows if old and old["flows"].get(row.key, {}).get("model") == model_options(row)
+        ]
+        run_rows = [row for row in rows if row not in keep]
+        print(f"== {case.name}: {len(keep)} rows reused, {len(run_rows)} to run", flush=True)
+        start = {}
+        if case.levels_from:
+            source = next((c for c in cases if _name(c) == case.levels_from), None)
+            if source is None:
+                ap.error(f"{case.name} takes its sub-steps from {case.levels_from}: run both")
+            start = {
+                row.key: level_of(row, source["flows"][row.key]["options"])
+                for row in run_rows
+                if row.key in source["flows"]
+            }
+        result = run_case(case, run_rows, args.dtype, start) if run_rows else None
+        if result is None:
+            result = {**old, "flows": {REFERENCE: old["flows"][REFERENCE]}}
+        for row in run_rows:
+            result["flows"][row.key]["measured"] = started
+        result["flows"][REFERENCE].setdefault("measured", started)
+        for row in keep:
+            result["flows"][row.key] = old["flows"][row.key]
+        result.update(name=case.name, why=case.why)
+        cases.append(result)
+        print(f"   {result['wall_s'] / 60:.1f} min", flush=True)
         # written after every problem, so a long run that is stopped still leaves what it measured
         partial = None if len(cases) == len(todo) else f"{len(cases)} of {len(todo)} problems"
         write_report(cases, Path(args.out), started, partial)

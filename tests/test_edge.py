@@ -98,10 +98,11 @@ def test_float32_floor_uses_float32_roundoff():
     assert proc.r == pytest.approx(0.03 * 2.0**-24 * float(proc.c.norm()), rel=1e-6)
 
 
-def test_center_follows_gradient_flow_not_gd_above_threshold():
+def test_gradient_center_follows_gradient_flow_not_gd_above_threshold():
     lr = 0.25
     prob, A, Q = rotated_quadratic([10.0, 4.0, 1.0, 0.5])
-    res = ef.compare(prob, lr, 40, ["gd", "edge"], save_params=True, options={"edge": {"r0": 1e-3}})
+    options = {"edge": {"r0": 1e-3, "center": "gradient"}}
+    res = ef.compare(prob, lr, 40, ["gd", "edge"], save_params=True, options=options)
     top_edge = res["edge"]["params"] @ Q[:, 0].numpy()
     top_edge = top_edge[np.abs(top_edge) > 1e-10]  # below that it is rounding noise around 0
     top_gd = res["gd"]["params"][:30] @ Q[:, 0].numpy()
@@ -126,9 +127,144 @@ def test_center_follows_gradient_flow_not_gd_above_threshold():
     assert gap < 0.2  # first order in Δt: the slowest mode (ηλ = 0.125) drifts 15% over 80 sub-steps
 
 
+@pytest.mark.parametrize("substeps", [1, 2, 4])
+def test_modified_center_sub_step_factors_on_a_quadratic(substeps):
+    # On ½wᵀAw, ½(g₊ + g₋) = Ac whatever r is, and ∇²L ḡ = A²c: per sub-step (h = ηΔt) the center's
+    # component along eigenvalue λ is multiplied by 1 − hλ(1 + (η/2)(1 − Δt)λ) across u (explicit:
+    # the sub-step supplies the other Δt of the correction) and by 1/(1 + hλ(1 + (η/2)(1 + Δt)λ))
+    # along u (linearly implicit: backward Euler leads by Δt/2).
+    lr, dt = 0.25, 1.0 / substeps
+    lam = torch.tensor([10.0, 4.0, 1.0, 0.5], dtype=torch.float64)
+    prob, _, Q = rotated_quadratic(lam.tolist())
+    res = ef.compare(
+        prob, lr, 20, ["edge"], save_params=True, options={"edge": {"r0": 1e-3, "substeps": substeps}}
+    )
+    h = lr * dt
+    across = 1 - h * lam[1:] * (1 + 0.5 * lr * (1 - dt) * lam[1:])
+    along = 1 / (1 + h * lam[:1] * (1 + 0.5 * lr * (1 + dt) * lam[:1]))
+    factors = torch.cat([along, across]) ** substeps
+    coords = torch.ones(4, dtype=torch.float64)
+    for k in range(1, 21):
+        coords = coords * factors
+        np.testing.assert_allclose(res["edge"]["params"][k], (Q @ coords).numpy(), rtol=1e-9, atol=1e-13)
+
+
+def quadratic_midpoint(lam, Q, w0, lr, k):
+    """GD's midpoint ¼(w_{k−1} + 2w_k + w_{k+1}) on ½wᵀAw in closed form: per eigenvalue λ,
+    q^k (1 + q)²/(4q) times the start, q = 1 − ηλ."""
+    q = 1 - lr * lam
+    return Q @ ((Q.T @ w0) * q**k * (1 + q) ** 2 / (4 * q))
+
+
+@pytest.mark.parametrize("substeps", [1, 2, 4])
+def test_modified_center_tracks_gd_midpoint_to_second_order_on_a_quadratic(substeps):
+    # Below the threshold GD's midpoint is known exactly. Over the same time ηk the gradient center's
+    # largest error shrinks like η (it is gradient flow, which drifts from GD by O(η)); the modified
+    # center's like η², as the modified flow's does — for every K. Measured (K = 2): 3.5e-3, 1.2e-3,
+    # 3.3e-4 at η = 0.2, 0.1, 0.05 against 3.1e-2, 1.6e-2, 8.0e-3.
+    lam = torch.tensor([1.0, 0.5, 0.2], dtype=torch.float64)
+
+    def worst_error(center, lr):
+        prob, _, Q = rotated_quadratic(lam.tolist())
+        proc = edge(prob, lr, substeps=substeps, r0=1e-3, center=center)
+        worst = 0.0
+        for k in range(1, round(6 / lr) + 1):
+            proc.step()
+            m = quadratic_midpoint(lam, Q, prob.w0, lr, k)
+            worst = max(worst, float((proc.c - m).norm() / prob.w0.norm()))
+        return worst
+
+    modified = [worst_error("modified", lr) for lr in (0.1, 0.05)]
+    gradient = [worst_error("gradient", lr) for lr in (0.1, 0.05)]
+    assert modified[1] / modified[0] < 0.32  # second order: 0.25 in the limit
+    assert 0.45 < gradient[1] / gradient[0] < 0.55  # first order
+    assert modified[1] < 0.1 * gradient[1]
+
+
+def test_modified_center_stays_on_gd_slow_manifold_when_u_is_not_an_eigenvector():
+    # ½wᵀHw with H = [[1.8, 0.3], [0.3, 0.2]]/η and u held at e₁, which is not an eigenvector: the
+    # u-coordinate of the center is coupled to the rest. GD started on the slow eigenvector v₂ stays
+    # on it (its midpoint is w₀ q^k (1 + q)²/(4q)); the smooth center must too. The correction is kept
+    # along u, implicitly, with the coupling of the step across u: measured (K = 2, 4) the center
+    # leaves v₂ by ≤ 1.6e-4 of its norm and is within 4.9e-3 of GD's midpoint over 40 steps; the
+    # gradient center leaves it by 1.0e-2 and is 2.2e-2 away.
+    lr = 0.1
+    H = torch.tensor([[1.8, 0.3], [0.3, 0.2]], dtype=torch.float64) / lr
+    lam, V = torch.linalg.eigh(H)
+    q = 1 - lr * lam[0]
+    w0 = V[:, 0]
+    prob = ef.Problem.from_function(lambda w: 0.5 * w @ (H.to(w) @ w), w0)
+    e1 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    for substeps in (2, 4):
+        for center, off_max, err_max in (("modified", 3e-4, 6e-3), ("gradient", None, None)):
+            proc = edge(prob, lr, substeps=substeps, r0=1e-3, center=center)
+            worst = off = 0.0
+            for k in range(1, 41):
+                proc.u = e1.clone()
+                proc.step()
+                midpoint = w0 * q**k * (1 + q) ** 2 / (4 * q)
+                worst = max(worst, float((proc.c - midpoint).norm()))
+                off = max(off, abs(float(proc.c @ V[:, 1])) / float(proc.c.norm()))
+            if off_max is None:
+                assert off > 3e-3 and worst > 1.5e-2
+            else:
+                assert off < off_max and worst < err_max
+
+
+def test_center_feels_the_oscillation_half_a_step_late_as_gd_midpoint_does():
+    # L = ½(a + by)x² with ηa = 2.2: GD's oscillation along x grows by |ηa − 1| = 1.2 per step and
+    # pushes y down by η(b/2)x_k² per step, the force at the start of each step. A center that feels
+    # r(t) itself is ahead by half a step: its y overshoots GD's midpoint by ≈ log 1.2 (first order
+    # in the growth rate). Feeling r half a step back leaves a second-order error — the midpoint's own
+    # ¼(y_{k−1} − 2y_k + y_{k+1}), ≈ 4%. Measured at step 20: −3.3% to −4.1% (modified center, K = 2,
+    # 4, 8) against +6.4% to +14% (gradient center).
+    lr, a, b, x0 = 1.0, 2.2, 0.01, 1e-3
+    prob = ef.Problem.from_function(lambda w: 0.5 * (a + b * w[1]) * w[0] ** 2, [x0, 0.0])
+    w, ws = prob.w0.clone(), [prob.w0.clone()]
+    for _ in range(21):
+        w = w - lr * prob.grad(w)
+        ws.append(w)
+    midpoint_y = float(0.25 * (ws[19] + 2 * ws[20] + ws[21])[1])
+    for substeps in (2, 4, 8):
+        errors = {}
+        for center in ("modified", "gradient"):
+            proc = edge(prob, lr, substeps=substeps, r0=x0, center=center)
+            for _ in range(20):
+                proc.step()
+            errors[center] = float(proc.c[1]) / midpoint_y - 1
+        assert abs(errors["modified"]) < 0.045
+        assert errors["gradient"] > 0.06
+        assert abs(errors["modified"]) < 0.65 * errors["gradient"]
+
+
+@pytest.mark.parametrize("substeps", [2, 4, 8])
+def test_magnitude_takes_the_curvature_half_a_step_back_as_gd_does(substeps):
+    # L = ½(a + by)x² + δy: y drifts down by ηδ per step, so the curvature across the oscillation,
+    # κ = a + by, falls linearly and GD's oscillation grows by |ηκ_k − 1| per step with κ_k at the
+    # start of step k — a left Riemann sum of log|ηκ − 1|. Delayed by half a step the magnitude
+    # reproduces it to 4e-5 in log r over 15 steps; undelayed it is 0.03–0.06 short.
+    lr, a, b, drift, x0 = 1.0, 2.3, 1.0, 0.01, 1e-6
+    prob = ef.Problem.from_function(lambda w: 0.5 * (a + b * w[1]) * w[0] ** 2 + drift * w[1], [x0, 0.0])
+    w, xs = prob.w0.clone(), [x0]
+    for _ in range(20):
+        w = w - lr * prob.grad(w)
+        xs.append(float(w[0]))
+    gd_growth = math.log(abs(xs[20] / xs[5]))
+    growth = {}
+    for delay in (True, False):
+        proc = edge(prob, lr, substeps=substeps, r0=x0, delay_magnitude=delay)
+        log_r = [proc.log_r]
+        for _ in range(20):
+            proc.step()
+            log_r.append(proc.log_r)
+        growth[delay] = log_r[20] - log_r[5]
+    assert growth[True] == pytest.approx(gd_growth, abs=1e-4)
+    assert growth[False] < gd_growth - 0.02
+
+
 # ---------------------------------------------------------------- a 1-D period-2 orbit
-@pytest.mark.parametrize("cubic", [0.0, 0.3])
-def test_secant_stationary_magnitude_is_the_gd_period_two_orbit(cubic):
+@pytest.mark.parametrize(("cubic", "rule"), [(0.0, "modified"), (0.3, "modified"), (0.3, "gradient")])
+def test_secant_stationary_magnitude_is_the_gd_period_two_orbit(cubic, rule):
     # L = ½x² + (c/3)x³ − ¼x⁴, η = 2.5 > 2/L''(0): GD settles on a period-2 orbit (x₊, x₋).
     # Edge Flow's secant fixed point is that orbit exactly: ½(L'(x₊) + L'(x₋)) = 0 and ηκ = 2.
     lr = 2.5
@@ -145,7 +281,7 @@ def test_secant_stationary_magnitude_is_the_gd_period_two_orbit(cubic):
     amplitude, center = abs(float(x - x_next)) / 2, float(x + x_next) / 2
     assert amplitude > 0.1  # a genuine period-2 orbit, not convergence
 
-    proc = edge(prob, lr, r0=1e-3, magnitude="secant")
+    proc = edge(prob, lr, r0=1e-3, magnitude="secant", center=rule)
     for _ in range(3000):
         proc.step()
     assert proc.r == pytest.approx(amplitude, rel=1e-8)
@@ -155,10 +291,13 @@ def test_secant_stationary_magnitude_is_the_gd_period_two_orbit(cubic):
 
 # ---------------------------------------------------------------- bookkeeping and options
 @pytest.mark.parametrize("substeps", [1, 3])
-def test_cost_is_two_gradients_and_one_hvp_per_substep(substeps):
+@pytest.mark.parametrize(("center", "grads", "hvps"), [("modified", 3, 2), ("gradient", 2, 1)])
+def test_cost_per_substep(substeps, center, grads, hvps):
+    # g₊, g₋ (+ ∇L(c) for the modified center) in one vmapped call; Hu (+ ∇²L ḡ)
     prob = ef.make_problem("zhu")
-    res = ef.compare(prob, 0.15, 7, ["edge"], options={"edge": {"substeps": substeps}})
-    assert res["edge"].info["cost"] == {"loss": 0, "grad": 2 * substeps * 7, "hvp": substeps * 7, "third": 0}
+    res = ef.compare(prob, 0.15, 7, ["edge"], options={"edge": {"substeps": substeps, "center": center}})
+    expected = {"loss": 0, "grad": grads * substeps * 7, "hvp": hvps * substeps * 7, "third": 0}
+    assert res["edge"].info["cost"] == expected
 
 
 def test_fields_recorded():
@@ -197,6 +336,8 @@ def test_warm_start_is_gd_until_k0_then_takes_gd_measured_state():
         ({"noise_floor": "auto"}, "noise_floor"),
         ({"noise_floor": -1.0}, "noise_floor"),
         ({"warm_start": -3}, "warm_start"),
+        ({"center": "implicit"}, "center"),
+        ({"delay_magnitude": "yes"}, "delay_magnitude"),
     ],
 )
 def test_bad_options_are_clear_errors(options, needle):
@@ -207,42 +348,45 @@ def test_bad_options_are_clear_errors(options, needle):
 # ---------------------------------------------------------------- against GD on a toy at EoS
 def test_zhu_center_tracks_gd_midpoint_and_mean_loss_tracks_gd_period_average():
     # ¼(x²y² − 1)², η = 0.15 from (3.0, 0.2): GD crosses the valley violently for ~50 steps, then
-    # drifts along the minimum manifold at EoS. Measured (K = 2): after step 100 Edge Flow's relative
-    # distance to GD's midpoint is ≤ 2.4e-3 (gradient flow's ≥ 0.93) and its predicted mean loss is
-    # within 7.3% of GD's period-averaged loss (absolute ≤ 2.1e-4); the transient before step 50
-    # is not modelled to this accuracy (relative distance up to 1), hence the window.
+    # drifts along the minimum manifold at EoS. The transient is not modelled to the accuracy of the
+    # drift (at K = 2 it leaves Edge Flow 6% too large an oscillation, a slightly sharper point of the
+    # valley, and a relative distance of 0.04 at step 100), hence the window. Measured (K = 2) from
+    # step 200: relative distance to GD's midpoint ≤ 6.9e-3 (gradient flow's ≥ 0.93), predicted mean
+    # loss within 16% of GD's period-averaged loss (absolute ≤ 5.3e-4), oscillation within 7%.
+    # (K = 4 from step 100: 1.4e-2, 6%, 2.5%.)
     prob = ef.make_problem("zhu")
     res = ef.compare(prob, 0.15, 400, ["gd", "midpoint", "edge", "gradient"])
     steps = res.distances["step"]
-    late = steps >= 100
+    late = steps >= 200
     rel_edge = relative_distance(res, "edge")[late]
     rel_gf = relative_distance(res, "gradient")[late]
-    assert rel_edge.max() < 5e-3
+    assert rel_edge.max() < 1e-2
     assert rel_gf.min() > 0.5
     gd_mean = res["midpoint"]["mean_loss"][late]
     err = np.abs(res["edge"]["predicted_mean_loss"][late] - gd_mean)
-    assert np.all(err <= 0.1 * gd_mean)
-    assert err.max() < 5e-4
+    assert np.all(err <= 0.2 * gd_mean)
+    assert err.max() < 1e-3
     # gradient flow's loss is no predictor of GD's loss at EoS
     assert np.median(np.abs(res["gradient"]["train_loss"][late] - gd_mean) / gd_mean) > 0.9
     # the oscillation magnitude matches GD's measured one along the top eigenvector
     osc = res["midpoint"]["oscillation"][late]
-    np.testing.assert_allclose(res["edge"]["magnitude"][late], osc, rtol=0.05)
+    np.testing.assert_allclose(res["edge"]["magnitude"][late], osc, rtol=0.08)
 
 
 # ---------------------------------------------------------------- against GD on the default problem
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_default_problem_onset_and_eos_distance(dtype):
-    # Measured (benchmarks/edge_flow_study.py, K = 2, noise floor 0.03), GD at its midpoints vs Edge Flow:
-    #   float64: cross 2/η at 170 vs 170; peak 7.257 @260 vs 7.244 @255; dip 4.803 @285 vs 5.264 @275
-    #   float32: cross 2/η at 170 vs 170; peak 6.610 @225 vs 6.589 @225; dip 4.901 @240 vs 5.065 @240
-    # (float32 reaches its peak 35 steps earlier and lower: its rounding seeds a larger oscillation).
+    # Measured (K = 2, noise floor 0.03), GD at its midpoints vs Edge Flow:
+    #   float64: cross 2/η at 170 vs 170; peak 7.257 @260 vs 7.259 @260; dip 4.803 @285 vs 5.207 @280
+    #   float32: cross 2/η at 170 vs 170; peak 6.493 @220 vs 6.608 @225; dip 4.783 @235 vs 4.949 @245
+    # (float32 reaches its peak 40 steps earlier and lower: its rounding seeds a larger oscillation;
+    # how much larger moves GD's own float32 peak by ~2% between builds, hence its tolerance).
     # Tolerances: onset and peak steps within 10 steps (sharpness is sampled every 5), peak height
-    # within 1.5%, dip step within 15 steps, dip height within 0.5 — Edge Flow's dip is shallower
-    # than GD's catapult (by 0.46 in float64, 0.16 in float32). In the EoS window (steps ≥ 300) Edge
-    # Flow's median relative distance to GD's midpoint is 0.05 (float64) / 0.04 (float32), gradient
-    # flow's 0.17 / 0.15.
+    # within 1.5% (float32: 2%), dip step within 15 steps, dip height within 0.5 — Edge Flow's dip is
+    # shallower than GD's catapult (by 0.40 in float64, 0.17 in float32). Over the run Edge Flow's
+    # median relative distance to GD's midpoint is 0.0075 (float64) / 0.0077 (float32), with the
+    # gradient center 0.026 in both; in the EoS window (steps ≥ 300) it is under half of gradient flow's.
     prob = ef.make_problem("digits-mlp", dtype=dtype)
     res = ef.compare(prob, 0.4, 340, ["midpoint", "edge", "gradient"], sharpness_every=5)
     gd = onset_profile(res["midpoint"]["step"], res["midpoint"]["sharpness"], res.threshold)
@@ -250,7 +394,7 @@ def test_default_problem_onset_and_eos_distance(dtype):
     assert gd["peak"] > 1.2 * res.threshold  # a clear overshoot to reproduce
     assert abs(ed["cross"] - gd["cross"]) <= 10
     assert abs(ed["peak_step"] - gd["peak_step"]) <= 10
-    assert ed["peak"] == pytest.approx(gd["peak"], rel=0.015)
+    assert ed["peak"] == pytest.approx(gd["peak"], rel=0.015 if dtype == "float64" else 0.02)
     assert abs(ed["dip_step"] - gd["dip_step"]) <= 15
     assert abs(ed["dip"] - gd["dip"]) <= 0.5
     eos = res.distances["step"] >= 300

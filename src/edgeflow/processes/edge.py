@@ -1,13 +1,18 @@
 """Edge Flow: a continuous-time model of GD at the edge of stability.
 
 GD's iterates are modelled as ``w_k ≈ c(k) + s_k r(k) u(k)`` with ``s_k = ±1`` alternating. Per unit
-of time (one GD step)::
+of time (one GD step), with g± = ∇L(c ± r u), ḡ = ½(g₊ + g₋) = ∇L_r(c), L_r(c) = ½[L(c+ru) + L(c−ru)]::
 
-    dc/dt = −η · ½(g₊ + g₋)        g± = ∇L(c ± r u): gradient flow on L_r(c) = ½[L(c+ru) + L(c−ru)]
-    du/dt =  η (H u − ρ u)         ρ = uᵀHu, H = ∇²L(c): Rayleigh-quotient dynamics
-    dℓ/dt =  log|ηκ − 1|           ℓ = log r, κ = uᵀ(g₊ − g₋)/(2r): GD's per-step growth factor
+    dc/dt = −η [ḡ + (η/2)∇²L_r ḡ − ½ṙ ∂ḡ/∂r]   the center: ḡ taken half a GD step back
+    du/dt =  η (H u − ρ u)                      ρ = uᵀHu, H = ∇²L(c): Rayleigh-quotient dynamics
+    dℓ/dt =  log|ηκ(t − ½) − 1|                 ℓ = log r, κ = uᵀ(g₊ − g₋)/(2r): GD's growth factor
 
-Each sub-step (Δt = 1/K) costs two gradients (one vmapped call) and one HVP.
+GD takes each gradient at the start of its step; a flow spreads it over the step. Taking the fields
+half a step back (F(x(t − ½)) ≈ F − ½dF/dt) removes that O(η) drift: the modified flow's correction on
+the symmetrized loss, the oscillation's push half a step late, κ half a step back.
+``center="gradient"`` is the model without them: dc/dt = −ηḡ (gradient flow on L_r), κ at t.
+Each sub-step (Δt = 1/K) costs three gradients (one vmapped call) and two HVPs; two and one with
+``center="gradient"``.
 
 Discretization, and why it is stable:
 
@@ -15,15 +20,19 @@ Discretization, and why it is stable:
   with Δt = 1 there *is* a GD step and would put GD's own period-2 oscillation into c. The u-component
   is stepped linearly implicitly, ``a ← a − ηΔt·(uᵀḡ)/(1 + ηΔt·ρ₊)`` (ρ₊ = max(ρ, 0)), which is
   backward Euler on the local quadratic model: it relaxes monotonically for every Δt. The other
-  directions are stepped explicitly, like GD; with K ≥ 2 they are smooth as long as ηλΔt < 1.
+  directions are stepped explicitly, like GD; with K ≥ 2 they are smooth as long as ηλΔt < 1. The
+  corrected center keeps its correction along u too (GD's slow manifold needs it), stepped implicitly;
+  each part of the half step of delay is reduced by what the sub-step's discretization supplies
+  (explicit: Δt/2 behind, implicit: Δt/2 ahead) — see ``_modified_center_step``.
 * **Direction.** A naive Euler step multiplies the component along eigenvalue λ by 1 + ηΔt(λ − ρ),
   which does not shrink for λ ≤ 0 when ηρ ≈ 2 and Δt = 1. We use the normalized shifted power step
   ``u ← (I + ηΔtH)u / ‖·‖`` (the same HVP), a first-order-consistent discretization of the Rayleigh
   flow whose components along λ shrink relative to the top one by (1 + ηΔtλ)/(1 + ηΔtλ_max): every
   eigenvalue above −λ_max − 2/(ηΔt) dies out, zero and negative ones included.
 * **Magnitude.** ``ℓ ← ℓ + Δt·log|ηκ − 1|`` is exact for constant κ (r grows by GD's factor per
-  step). The secant κ cancels catastrophically when r is tiny; below ``√ε·max(1, ‖c‖)`` the
-  Rayleigh quotient ρ (its r → 0 limit) is used instead.
+  step); with the delay κ is moved back by ½(1 − Δt)κ̇, κ̇ from the last sub-step. The secant κ
+  cancels catastrophically when r is tiny; below ``√ε·max(1, ‖c‖)`` the Rayleigh quotient ρ (its
+  r → 0 limit) is used instead.
 * **Noise floor.** GD's oscillation never decays below the rounding every GD step injects, and it
   is from that floor that it grows once S > 2/η. We keep ``r ≥ noise_floor · u_dtype · ‖c‖``
   (u_dtype = unit roundoff). Without it r underflows in the stable phase and Edge Flow falls onto
@@ -45,8 +54,11 @@ from edgeflow.processes.midpoint import Midpoint
 from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
 MAGNITUDES = ("secant", "rayleigh", "linear")
+CENTERS = ("modified", "gradient")
 #: r ≥ NOISE_FLOOR · unit roundoff · ‖c‖: the rounding that seeds GD's oscillation (calibrated, below)
 NOISE_FLOOR = 0.03
+#: |d log r/dt| above which the center's delay correction for a changing r is capped (per GD step)
+RATE_CAP = 4.0
 _TINY = torch.finfo(torch.float64).tiny  # keeps log r finite when the floor is 0
 
 
@@ -57,7 +69,8 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 class EdgeFlow(Process):
     name = "edge"
     description = (
-        "Edge Flow: center, direction and magnitude of GD's oscillation (2 grads + 1 HVP per sub-step)"
+        "Edge Flow: center, direction and magnitude of GD's oscillation "
+        "(3 grads + 2 HVPs per sub-step; 2 + 1 with center='gradient')"
     )
     fields = (
         "train_loss",
@@ -78,11 +91,20 @@ class EdgeFlow(Process):
         r0: float | None = None,
         noise_floor: float = NOISE_FLOOR,
         warm_start: int = 0,
+        center: str = "modified",
+        delay_magnitude: bool | None = None,
     ) -> None:
         super().__init__(problem, lr)
         if magnitude not in MAGNITUDES:
             raise invalid_choice("Edge Flow magnitude", magnitude, MAGNITUDES)
+        if center not in CENTERS:
+            raise invalid_choice("Edge Flow center", center, CENTERS)
         self.magnitude_rule = magnitude
+        self.center = center
+        if delay_magnitude is not None and not isinstance(delay_magnitude, bool):
+            raise ConfigError(f"delay_magnitude must be true, false or None, got {delay_magnitude!r}")
+        # default: with the center (half a step of delay in both, or in neither)
+        self.delay_magnitude = center == "modified" if delay_magnitude is None else delay_magnitude
         self.substeps = positive_int("substeps", substeps)
         self.r0 = None if r0 is None else positive_float("r0 (r = 0 is invariant)", r0)
         self.noise_floor = nonnegative_float("noise_floor", noise_floor)
@@ -118,6 +140,7 @@ class EdgeFlow(Process):
         self.sign = sign  # s_k at the current time
         self.rho = math.nan
         self.kappa = math.nan
+        self.kappa_prev = math.nan  # κ at the previous sub-step, for the magnitude's delay
 
     def _take_over_from_gd(self) -> None:
         gd = self.gd
@@ -156,28 +179,74 @@ class EdgeFlow(Process):
     def _substep(self, dt: float) -> None:
         p, lr, c, u = self.problem, self.lr, self.c, self.u
         r = self.r
-        g = p.grads(torch.stack([c + r * u, c - r * u]))
+        modified = self.center == "modified"
+        # g₊, g₋ (and ∇L(c) for the modified center) in one vmapped call
+        points = [c + r * u, c - r * u, c] if modified else [c + r * u, c - r * u]
+        g = p.grads(torch.stack(points))
         v = p.hvp(c, u)
         rho = float(u @ v)
         secant = float(u @ (g[0] - g[1])) / (2 * r)
         if r < self._secant_min * max(1.0, float(c.norm())):
             secant = rho
         kappa = rho if self.magnitude_rule == "rayleigh" else secant
+        rate = self._growth(kappa)
+        if self.delay_magnitude and math.isfinite(self.kappa_prev):
+            # GD multiplies r by |ηκ_k − 1| with κ at the start of its step: the flow takes κ half a
+            # GD step back, less the Δt/2 by which the explicit sub-step already lags.
+            delayed = kappa - 0.5 * (1.0 - dt) * (kappa - self.kappa_prev) / dt
+            growth = self._growth(delayed)
+        else:
+            growth = rate
+        self.kappa_prev = kappa
 
         g_mean = 0.5 * (g[0] + g[1])
-        along = float(u @ g_mean)
         h = lr * dt
-        self.c = c - h * (g_mean - along * u) - (h * along / (1.0 + h * max(rho, 0.0))) * u
+        if modified:
+            self.c = self._modified_center_step(c, u, v, rho, g_mean, g[2], rate, dt)
+        else:
+            along = float(u @ g_mean)
+            self.c = c - h * (g_mean - along * u) - (h * along / (1.0 + h * max(rho, 0.0))) * u
 
         u_next = u + h * v
         self.u = u_next / u_next.norm()
-
-        if self.magnitude_rule == "linear":
-            rate = lr * kappa - 2.0
-        else:
-            rate = math.log(max(abs(lr * kappa - 1.0), 1e-300))
-        self.log_r = max(self.log_r + dt * rate, self._log_floor(self.c))
+        self.log_r = max(self.log_r + dt * growth, self._log_floor(self.c))
         self.rho, self.kappa = rho, secant
+
+    def _growth(self, kappa: float) -> float:
+        """dℓ/dt, ℓ = log r, for curvature κ across the oscillation."""
+        if self.magnitude_rule == "linear":
+            return self.lr * kappa - 2.0
+        return math.log(max(abs(self.lr * kappa - 1.0), 1e-300))
+
+    def _modified_center_step(
+        self, c: Tensor, u: Tensor, v: Tensor, rho: float, g_mean: Tensor, g_c: Tensor, rate: float, dt: float
+    ) -> Tensor:
+        """One sub-step of the center driven by ``ḡ`` as it was half a GD step earlier (edge_flow.md):
+        ``ḡ + (η/2)∇²L ḡ − ½ṙ ∂ḡ/∂r``, with the share of that half step that the sub-step's own
+        discretization already supplies taken out: the explicit step across u lags by Δt/2, the
+        linearly implicit step along u leads by Δt/2."""
+        lr = self.lr
+        h = lr * dt
+        z = self.problem.hvp(c, g_mean)  # ∇²L(c) ḡ, standing in for ∇²L_r ḡ (they differ by O(r²))
+        force = g_mean - g_c  # ½(g₊ + g₋) − ∇L(c) ≈ (r²/2)∇S: ∂ḡ/∂r ≈ 2·force/r, ṙ = rate·r
+        # a first-order expansion in the rate, capped (|rate| ≤ RATE_CAP) where r changes by more than e⁴
+        # per GD step: near ηκ = 1 the rate → −∞ while the expansion has long stopped holding
+        rate = min(max(rate, -RATE_CAP), RATE_CAP)
+        across, along = 0.5 * lr * (1.0 - dt), 0.5 * lr * (1.0 + dt)
+        lagged = g_mean + across * z - (1.0 - dt) * rate * force
+        step_across = -h * (lagged - float(u @ lagged) * u)
+        # Along u: linearly implicit in the u-coordinate a, linearized around the point the step
+        # reaches (the coupling through ∇²L: uᵀ(H + βH²)Δc across u, with HΔc ≈ −h(z − (uᵀḡ)v)), so
+        # that the center tracks its moving equilibrium along u without a lag of its own.
+        # The correction's own stiff term ρ·uᵀḡ enters with ρ₊ = max(ρ, 0): with negative curvature
+        # along u, 1 + βρ could vanish and make a spurious equilibrium of the center.
+        a_g = float(u @ g_mean)
+        stiff = max(rho, 0.0)
+        field = a_g * (1.0 + along * stiff) + along * (float(u @ z) - rho * a_g)
+        field -= (1.0 - dt) * rate * float(u @ force)
+        coupling = float(v @ step_across) - h * along * float(v @ (z - a_g * v))
+        step_along = -h * (field + coupling) / (1.0 + h * stiff * (1.0 + along * stiff))
+        return c + step_across + step_along * u
 
     # ------------------------------------------------------------------ measurements
     @property

@@ -1,0 +1,65 @@
+"""benchmarks/fidelity.py: its rows, sub-step levels and report, on a few steps of the quartic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fidelity.py"
+
+
+@pytest.fixture(scope="module")
+def fid():
+    spec = importlib.util.spec_from_file_location("fidelity_suite", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def rows(fid, *keys):
+    return [row for row in fid.ROWS if row.key in keys]
+
+
+def test_rows_of_one_flow_go_to_separate_compare_calls(fid):
+    groups = fid.batches(rows(fid, "edge", "edge-gradient", "edge-k1", "gradient"))
+    assert [[row.key for row in group] for group in groups] == [
+        ["edge", "gradient"],
+        ["edge-gradient"],
+        ["edge-k1"],
+    ]
+
+
+def test_sub_step_levels_round_trip(fid):
+    edge, k1, gradient = rows(fid, "edge", "edge-k1", "gradient")
+    assert fid.refined_options(edge, 1) == {"substeps": 4}
+    assert fid.refined_options(k1, 0) == {"substeps": 1}
+    assert fid.refined_options(gradient, 2) == {"substep_rate": 0.25}
+    for row in (edge, k1, gradient):
+        assert fid.level_of(row, fid.refined_options(row, 2)) == 2
+    # the options that decide whether an earlier row may be reused include the defaults
+    assert fid.model_options(edge)["center"] == "modified"
+    assert fid.model_options(rows(fid, "edge-gradient")[0])["center"] == "gradient"
+
+
+def test_case_and_report(fid, tmp_path):
+    case = fid.Case("quartic", 12, max_doublings=1, why="test")
+    chosen = rows(fid, "edge", "edge-k1", "gradient")
+    result = fid.run_case(case, chosen, None, {})
+    flows = result["flows"]
+    assert set(flows) == {"midpoint", "edge", "edge-k1", "gradient"}
+    assert flows["edge-k1"]["options"] == {"substeps": 1} and flows["edge-k1"]["converged"] is None
+    assert len(flows["edge"]["doubling_changes"]) == 1
+    assert flows["edge-k1"]["per_step"]["grad"] == 3  # one sub-step: g₊, g₋, ∇L(c)
+    out = tmp_path / "results.md"
+    fid.write_report([result], out, "2026-01-01 00:00", None)
+    text = out.read_text()
+    assert "| quartic | edge, one sub-step (K = 1) |" in text
+    assert "## Goals" in text  # the goal rows need the central flow: none here
+    assert "| quartic | run |" not in text
+    assert json.loads(out.with_suffix(".json").read_text())["cases"][0]["name"] == "quartic"
