@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from edgeflow.errors import invalid_choice
+from edgeflow.processes.edge import secant_resolves
 from edgeflow.processes.mitigated import (
     capped_step,
     crossed_curvature,
@@ -126,7 +127,7 @@ class EdgeStableGD(torch.optim.Optimizer):
         if self.log_r is None:
             self.log_r = log_floor(w)
         r = math.exp(self.log_r)
-        if r >= math.sqrt(torch.finfo(w.dtype).eps) * max(1.0, float(w.norm())):
+        if secant_resolves(r, w):
             g_plus, g_minus = (self._gradient_at(params, u, shift, closure) for shift in (r, -r))
             g_mean = 0.5 * (g_plus + g_minus)
             kappa = float(u_flat @ (g_plus - g_minus)) / (2 * r)

@@ -66,6 +66,12 @@ def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
 
 
+def secant_resolves(r: float, c: Tensor) -> bool:
+    """Whether the secant ``uᵀ(g₊ − g₋)/2r`` at ``c ± r u`` stands clear of rounding: below
+    ``√ε·max(1, ‖c‖)`` it cancels catastrophically and ρ, its r → 0 limit, is used instead."""
+    return r >= math.sqrt(torch.finfo(c.dtype).eps) * max(1.0, float(c.norm()))
+
+
 class EdgeFlow(Process):
     name = "edge"
     description = (
@@ -111,9 +117,7 @@ class EdgeFlow(Process):
         if isinstance(warm_start, bool) or not isinstance(warm_start, int) or warm_start < 0:
             raise ConfigError(f"warm_start must be a GD step ≥ 0, got {warm_start!r}")
         self.warm_start = warm_start
-        eps = torch.finfo(problem.dtype).eps
         self._roundoff = unit_roundoff(problem.dtype)
-        self._secant_min = math.sqrt(eps)
 
     # ------------------------------------------------------------------ set-up
     def init(self, w0: Tensor, seed: int) -> None:
@@ -186,7 +190,7 @@ class EdgeFlow(Process):
         v = p.hvp(c, u)
         rho = float(u @ v)
         secant = float(u @ (g[0] - g[1])) / (2 * r)
-        if r < self._secant_min * max(1.0, float(c.norm())):
+        if not secant_resolves(r, c):
             secant = rho
         kappa = rho if self.magnitude_rule == "rayleigh" else secant
         rate = self._growth(kappa)

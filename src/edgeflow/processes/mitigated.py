@@ -43,7 +43,7 @@ from torch import Tensor
 from edgeflow.errors import invalid_choice
 from edgeflow.oracle import Problem, SharpnessTracker
 from edgeflow.processes.base import Process
-from edgeflow.processes.edge import NOISE_FLOOR, EdgeFlow, unit_roundoff
+from edgeflow.processes.edge import NOISE_FLOOR, EdgeFlow, secant_resolves, unit_roundoff
 from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
 #: relative Lanczos residual of the refreshes: the cap needs the top eigenvalue, which a residual
@@ -141,7 +141,6 @@ class Mitigated(Process):
         self.clip_norm = None if clip_norm is None else positive_float("clip_norm", clip_norm)
         self.refresh_every = positive_int("refresh_every", refresh_every)
         self.max_share = positive_float("max_share", max_share)
-        self._secant_min = math.sqrt(torch.finfo(problem.dtype).eps)
 
     def init(self, w0: Tensor, seed: int) -> None:
         self.seed = seed
@@ -200,7 +199,7 @@ class Mitigated(Process):
         assert self.u is not None
         p, w, u, rho = self.problem, self.w, self.u, self.rho
         r = math.exp(self.log_r)
-        if r >= self._secant_min * max(1.0, float(w.norm())):
+        if secant_resolves(r, w):
             g_plus, g_minus = p.grads(torch.stack([w + r * u, w - r * u]))
             g_mean = 0.5 * (g_plus + g_minus)
             kappa = float(u @ (g_plus - g_minus)) / (2 * r)
