@@ -1,5 +1,5 @@
 """Edge Flow against GD on the default problem: magnitude variants, sub-steps K, float32 vs
-float64, and the noise-floor calibration. Regenerates ``docs/edge_flow_results.md`` (and a JSON
+float64, and the rounding noise. Regenerates ``docs/edge_flow_results.md`` (and a JSON
 copy) from scratch.
 
     python benchmarks/edge_flow_study.py            # full study (~15 min on 2 CPU cores)
@@ -128,10 +128,10 @@ def main() -> None:
         ],
         "magnitude": [("float64", {"magnitude": m, "substeps": 2}) for m in ("secant", "rayleigh", "linear")],
         "substeps": [("float64", {"substeps": k}) for k in (1, 2, 4, 8)],
-        "noise_floor": [
-            (dt, {"substeps": 2, "noise_floor": g})
+        "noise": [
+            (dt, {"substeps": 2, "noise": scale, "probe_rounding": probe})
             for dt in ("float64", "float32")
-            for g in (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+            for scale, probe in ((0.0, True), (1.0, False), (0.3, True), (1.0, True), (3.0, True))
         ],
     }
     if args.quick:
@@ -166,9 +166,12 @@ def main() -> None:
         ),
         "magnitude": ("Magnitude variants (float64, K = 2)", lambda r: r["options"]["magnitude"]),
         "substeps": ("Sub-steps per GD step (float64, secant)", lambda r: f"K = {r['options']['substeps']}"),
-        "noise_floor": (
-            "Noise floor r ≥ γ·u·‖c‖ (K = 2, secant)",
-            lambda r: f"{r['dtype']}, γ = {r['options']['noise_floor']:g}",
+        "noise": (
+            "Rounding noise: σ scaled by `noise`, with or without the gradient's rounding (K = 2, secant)",
+            lambda r: (
+                f"{r['dtype']}, noise = {r['options']['noise']:g}"
+                + ("" if r["options"]["probe_rounding"] else ", update rounding only")
+            ),
         ),
     }
     for group, rows in results.items():

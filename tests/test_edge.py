@@ -11,7 +11,7 @@ import torch
 import edgeflow as ef
 from edgeflow.metrics import onset_profile, relative_distance
 from edgeflow.processes import make_process
-from edgeflow.processes.edge import unit_roundoff
+from edgeflow.processes.edge import gradient_rounding, update_rounding
 
 
 def rotated_quadratic(eigenvalues, seed=0, at_saddle=False):
@@ -67,35 +67,87 @@ def test_direction_converges_to_top_eigenvector_for_zero_and_negative_eigenvalue
     assert proc.log_r - before == pytest.approx(math.log(1.5), rel=1e-9)
 
 
-def test_quadratic_below_threshold_magnitude_decays_to_the_noise_floor_not_to_zero():
-    lr = 0.15  # ηλ_max = 1.5: GD's oscillation decays by 0.5 per step
-    # The zero eigenvalue keeps ‖c‖ away from 0, so the floor u·‖c‖ stays positive.
+@pytest.mark.parametrize("substeps", [1, 2, 4])
+def test_quadratic_below_threshold_magnitude_settles_at_gd_stationary_rounding_level(substeps):
+    lr = 0.15  # ηλ_max = 1.5: GD's oscillation decays by a = −0.5 per step
+    # The zero eigenvalue keeps ‖c‖ away from 0, so the rounding of the update stays positive.
     prob, _, Q = rotated_quadratic([10.0, 3.0, 0.0])
-    proc = edge(prob, lr, r0=1e-3)
+    proc = edge(prob, lr, r0=1e-3, substeps=substeps, probe_rounding=False)
     log_r = [proc.log_r]
     for _ in range(80):
         proc.step()
         log_r.append(proc.log_r)
     assert np.diff(log_r)[:5] == pytest.approx([math.log(0.5)] * 5, rel=1e-9)
-    floor = 0.03 * unit_roundoff(torch.float64) * float(proc.c.norm())  # the default noise floor
-    assert floor > 0
-    assert proc.r == pytest.approx(floor, rel=1e-12)
+    # x ← a·x + ξ with Var ξ = σ² settles at E x² = σ²/(1 − a²), for every split into sub-steps
+    sigma2 = update_rounding(proc.c, proc.u)
+    assert sigma2 > 0
+    assert proc.r == pytest.approx(math.sqrt(sigma2 / (1 - 0.25)), rel=1e-9)
     assert float(proc.c @ Q[:, 2]) == pytest.approx(1.0, rel=1e-12)  # the flat direction is kept
 
-    no_floor = edge(prob, lr, r0=1e-3, noise_floor=0.0)
+    silent = edge(prob, lr, r0=1e-3, noise=0.0)
     for _ in range(120):
-        no_floor.step()
-    assert no_floor.r == pytest.approx(1e-3 * 0.5**120, rel=1e-9)  # on its way to underflow
-    assert no_floor.r < 1e-10 * floor
+        silent.step()
+    assert silent.r == pytest.approx(1e-3 * 0.5**120, rel=1e-9)  # on its way to underflow
+    assert silent.r < 1e-10 * proc.r
 
 
-def test_float32_floor_uses_float32_roundoff():
+def test_quadratic_at_threshold_rounding_kicks_add_up_like_a_random_walk():
+    # ηλ_max = 2 exactly: |a| = 1, GD's oscillation neither grows nor decays, and the kicks add
+    # up, E x_k² = x_0² + kσ² (the center does not move along the flat direction, so σ is fixed)
+    lr = 0.2
+    prob, _, _ = rotated_quadratic([10.0, 0.0])
+    proc = edge(prob, lr, r0=1e-14, substeps=2, probe_rounding=False)
+    r0_sq = proc.r**2
+    for _ in range(50):
+        proc.step()
+    sigma2 = update_rounding(proc.c, proc.u)
+    assert proc.r**2 == pytest.approx(r0_sq + 50 * sigma2, rel=1e-6)
+
+
+def test_float32_rounding_uses_float32_spacing():
     prob, _, _ = rotated_quadratic([10.0, 3.0, 0.0])
     p32 = ef.Problem.from_function(prob.terms[0], prob.w0, dtype="float32")
-    proc = edge(p32, 0.15, r0=1e-2)
+    proc = edge(p32, 0.15, r0=1e-2, probe_rounding=False)
     for _ in range(40):
         proc.step()
-    assert proc.r == pytest.approx(0.03 * 2.0**-24 * float(proc.c.norm()), rel=1e-6)
+    sigma2 = update_rounding(proc.c, proc.u)
+    assert sigma2 > 1e14 * update_rounding(proc.c.double(), proc.u.double())  # (2²⁹)² apart
+    assert proc.r == pytest.approx(math.sqrt(sigma2 / 0.75), rel=1e-5)
+
+
+def test_update_rounding_formula_matches_the_exact_rounding_of_float32_steps():
+    gen = torch.Generator().manual_seed(3)
+    d = 400
+    u = torch.nn.functional.normalize(torch.randn(d, dtype=torch.float64, generator=gen), dim=0)
+    errors, predicted = [], []
+    for _ in range(300):
+        w = (torch.randn(d, generator=gen) * 3).float()
+        g = torch.randn(d, generator=gen).float()
+        step = w - 0.1 * g  # rounded to float32 twice: η·g, then w − (η·g)
+        exact = w.double() - 0.1 * g.double()
+        errors.append(float(u @ (step.double() - exact)))
+        predicted.append(update_rounding(w, u.float()))
+    assert math.sqrt(np.mean(np.square(errors))) == pytest.approx(math.sqrt(np.mean(predicted)), rel=0.1)
+
+
+def test_gradient_rounding_probe_matches_float32_minus_float64_gradients():
+    # ½wᵀAw in float32: the gradient Aw rounds in the matrix-vector product. The probe at one
+    # point against the spread of uᵀ(g₃₂ − g₆₄) over nearby points.
+    gen = torch.Generator().manual_seed(1)
+    d = 300
+    B = torch.randn(d, d, dtype=torch.float64, generator=gen) / math.sqrt(d)
+    A = B @ B.T
+    w0 = torch.randn(d, dtype=torch.float64, generator=gen)
+    p32 = ef.Problem.from_function(lambda w: 0.5 * w @ (A.to(w) @ w), w0, dtype="float32")
+    u = torch.linalg.eigh(A).eigenvectors[:, -1]
+    w = w0.float()
+    probed = gradient_rounding(p32, w, u.float(), torch.Generator().manual_seed(0), probes=64)
+    direct = []
+    for _ in range(200):
+        x = w + torch.randn(d, generator=gen).float() * 1e-3
+        direct.append(float(u @ (p32.grad(x).double() - A @ x.double())))
+    assert math.sqrt(probed) == pytest.approx(math.sqrt(np.mean(np.square(direct))), rel=0.3)
+    assert probed > 0
 
 
 def test_gradient_center_follows_gradient_flow_not_gd_above_threshold():
@@ -333,8 +385,10 @@ def test_warm_start_is_gd_until_k0_then_takes_gd_measured_state():
         ({"substeps": 0}, "substeps"),
         ({"r0": 0.0}, "r0"),
         ({"r0": "big"}, "r0"),
-        ({"noise_floor": "auto"}, "noise_floor"),
-        ({"noise_floor": -1.0}, "noise_floor"),
+        ({"noise": "auto"}, "noise"),
+        ({"noise": -1.0}, "noise"),
+        ({"probe_rounding": "yes"}, "probe_rounding"),
+        ({"noise_floor": 0.03}, "noise_floor"),
         ({"warm_start": -3}, "warm_start"),
         ({"center": "implicit"}, "center"),
         ({"delay_magnitude": "yes"}, "delay_magnitude"),

@@ -33,11 +33,17 @@ Discretization, and why it is stable:
   step); with the delay κ is moved back by ½(1 − Δt)κ̇, κ̇ from the last sub-step. The secant κ
   cancels catastrophically when r is tiny; below ``√ε·max(1, ‖c‖)`` the Rayleigh quotient ρ (its
   r → 0 limit) is used instead.
-* **Noise floor.** GD's oscillation never decays below the rounding every GD step injects, and it
-  is from that floor that it grows once S > 2/η. We keep ``r ≥ noise_floor · u_dtype · ‖c‖``
-  (u_dtype = unit roundoff). Without it r underflows in the stable phase and Edge Flow falls onto
-  gradient flow at the onset. The default 0.03 was calibrated against GD's first sharpness
-  overshoot on the default problem in float64 and float32 (``benchmarks/edge_flow_study.py``).
+* **Rounding noise.** GD's oscillation never decays to zero: every GD step rounds, and the rounding
+  along u kicks the oscillation by a random amount of standard deviation σ. GD's amplitude obeys
+  ``x ← (1 − ηS)x + ξ`` with ``Var ξ = σ²``; Edge Flow follows its mean square,
+  ``r² ← r²·a^{2Δt} + σ²·(a^{2Δt} − 1)/(a² − 1)`` with ``a = e^{growth}``, which is GD's recursion
+  exactly at Δt = 1 and composes exactly over sub-steps. Below 2/η it settles at GD's stationary level
+  σ²/(1 − a²); near 2/η (|a| → 1) the kicks add up like a random walk, which is what seeds the
+  growth. σ has two parts (``rounding_noise``): the rounding of the update w − ηg, σ_w² = Σᵢ uᵢ²
+  ulp(wᵢ)²/12 (uniform rounding to nearest), and the rounding inside the gradient, which we measure
+  once at the start from GD's own step map (``measure_rounding_gain``) as the ratio ``gain`` of the
+  total variance to σ_w². Without the noise (``noise=0``) r underflows in the stable phase and Edge
+  Flow falls onto gradient flow at the onset.
 """
 
 from __future__ import annotations
@@ -55,8 +61,20 @@ from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
 MAGNITUDES = ("secant", "rayleigh", "linear")
 CENTERS = ("modified", "gradient")
-#: r ≥ NOISE_FLOOR · unit roundoff · ‖c‖: the rounding that seeds GD's oscillation (calibrated, below)
+#: r ≥ NOISE_FLOOR · unit roundoff · ‖w‖: the fixed floor the stability monitor and the remedies keep
+#: their r above. Edge Flow itself models the rounding noise (below); on the default problem its level
+#: just below 2/η is about this (benchmarks/noise_floor.py)
 NOISE_FLOOR = 0.03
+#: perturbed gradients per measurement of the gradient's rounding (its variance to about ±50%; the
+#: last two measurements are averaged)
+ROUNDING_PROBES = 8
+#: ulps each coordinate of a probe point is moved by (at most): far enough that the gradient's rounding
+#: there is independent of its rounding at w (measured: 4 ulps is not, 32 and 256 agree), near enough
+#: that the gradient is linear between them
+PROBE_ULPS = 32
+#: GD steps between measurements of the gradient's rounding, while it matters (r² < NOISE_MATTERS·σ²)
+ROUNDING_EVERY = 20
+NOISE_MATTERS = 1e6
 #: |d log r/dt| above which the center's delay correction for a changing r is capped (per GD step)
 RATE_CAP = 4.0
 _TINY = torch.finfo(torch.float64).tiny  # keeps log r finite when the floor is 0
@@ -64,6 +82,38 @@ _TINY = torch.finfo(torch.float64).tiny  # keeps log r finite when the floor is 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
+
+
+def ulp(w: Tensor) -> Tensor:
+    """The spacing of floating-point numbers at each entry of ``w`` (in ``w``'s dtype)."""
+    a = w.abs()
+    return torch.nextafter(a, torch.full_like(a, math.inf)) - a
+
+
+def update_rounding(w: Tensor, u: Tensor) -> float:
+    """Variance along ``u`` of the rounding of ``w − ηg`` to ``w``'s dtype: Σᵢ uᵢ² ulp(wᵢ)²/12."""
+    return float((u * ulp(w)).square().sum()) / 12.0
+
+
+def gradient_rounding(
+    problem: Problem, w: Tensor, u: Tensor, generator: torch.Generator, probes: int = ROUNDING_PROBES
+) -> float:
+    """Variance of ``uᵀε``, ε the rounding error of ``∇L(w)`` as ``problem`` evaluates it. ε is a
+    pseudo-random function of w: at points ``PROBE_ULPS`` ulps apart the forward and backward passes
+    round independently, while the exact gradient moves linearly, so
+    ``uᵀ(g(w+δ) − g(w)) − (Hu)ᵀδ = uᵀ(ε(w+δ) − ε(w))`` has variance 2·Var(uᵀε).
+    Costs ``probes + 1`` gradients, evaluated one by one like GD's, and one HVP."""
+    wide = torch.float64
+    base = problem.grad(w).to(wide)
+    hu = problem.hvp(w, u).to(wide)
+    u, spacing = u.to(wide), ulp(w)
+    samples = []
+    for _ in range(probes):
+        jumps = torch.randint(-PROBE_ULPS, PROBE_ULPS + 1, w.shape, generator=generator, device=w.device)
+        moved = w + jumps.to(w.dtype) * spacing  # exact: whole ulps
+        delta = moved.to(wide) - w.to(wide)
+        samples.append(float(u @ (problem.grad(moved).to(wide) - base)) - float(hu @ delta))
+    return 0.5 * sum(x * x for x in samples) / len(samples)
 
 
 def secant_resolves(r: float, c: Tensor) -> bool:
@@ -95,7 +145,8 @@ class EdgeFlow(Process):
         magnitude: str = "secant",
         substeps: int = 2,
         r0: float | None = None,
-        noise_floor: float = NOISE_FLOOR,
+        noise: float = 1.0,
+        probe_rounding: bool = True,
         warm_start: int = 0,
         center: str = "modified",
         delay_magnitude: bool | None = None,
@@ -113,11 +164,13 @@ class EdgeFlow(Process):
         self.delay_magnitude = center == "modified" if delay_magnitude is None else delay_magnitude
         self.substeps = positive_int("substeps", substeps)
         self.r0 = None if r0 is None else positive_float("r0 (r = 0 is invariant)", r0)
-        self.noise_floor = nonnegative_float("noise_floor", noise_floor)
+        self.noise = nonnegative_float("noise", noise)
+        if not isinstance(probe_rounding, bool):
+            raise ConfigError(f"probe_rounding must be true or false, got {probe_rounding!r}")
+        self.probe_rounding = probe_rounding
         if isinstance(warm_start, bool) or not isinstance(warm_start, int) or warm_start < 0:
             raise ConfigError(f"warm_start must be a GD step ≥ 0, got {warm_start!r}")
         self.warm_start = warm_start
-        self._roundoff = unit_roundoff(problem.dtype)
 
     # ------------------------------------------------------------------ set-up
     def init(self, w0: Tensor, seed: int) -> None:
@@ -140,7 +193,11 @@ class EdgeFlow(Process):
 
     def _start(self, c: Tensor, u: Tensor, r: float, sign: float) -> None:
         self.c, self.u = c, u
-        self.log_r = max(math.log(max(r, _TINY)), self._log_floor(c))
+        self.log_r = math.log(max(r, _TINY))
+        # the gradient's rounding along u (a variance per gradient), measured while it matters
+        self.grad_rounding = 0.0
+        self.probe_generator = torch.Generator(device=c.device).manual_seed(self.seed + 1)
+        self.next_probe = self.time
         self.sign = sign  # s_k at the current time
         self.rho = math.nan
         self.kappa = math.nan
@@ -156,11 +213,34 @@ class EdgeFlow(Process):
         self.gd = None
         self._start(center, u, abs(offset) if self.r0 is None else self.r0, 1.0 if offset >= 0 else -1.0)
 
-    def floor(self, c: Tensor) -> float:
-        return self.noise_floor * self._roundoff * float(c.norm())
+    def rounding_noise(self, c: Tensor, u: Tensor) -> float:
+        """σ², the variance of the kick GD's rounding gives its oscillation along ``u`` per step: the
+        rounding of the update w − ηg plus η² times the gradient's own."""
+        if self.noise == 0:
+            return 0.0
+        return self.noise**2 * (update_rounding(c, u) + self.lr**2 * self.grad_rounding)
 
-    def _log_floor(self, c: Tensor) -> float:
-        return math.log(max(self.floor(c), _TINY))
+    def _probe_rounding(self) -> None:
+        """Re-measure the gradient's rounding every ``ROUNDING_EVERY`` steps while the oscillation is
+        within reach of the kicks; the last two measurements are averaged."""
+        if not self.probe_rounding or self.noise == 0 or self.time < self.next_probe:
+            return
+        if self.r**2 >= NOISE_MATTERS * self.rounding_noise(self.c, self.u) > 0:
+            return
+        fresh = gradient_rounding(self.problem, self.c, self.u, self.probe_generator)
+        self.grad_rounding = fresh if self.grad_rounding == 0 else 0.5 * (self.grad_rounding + fresh)
+        self.next_probe = self.time + ROUNDING_EVERY
+
+    def _grow(self, growth: float, dt: float) -> None:
+        """``r² ← r²·a^{2Δt} + σ²·(a^{2Δt} − 1)/(a² − 1)``, a = e^growth: GD's mean-square recursion
+        ``r² ← a²r² + σ²``, exact at Δt = 1 and over any split of a step into sub-steps."""
+        share = math.expm1(2 * growth * dt) / math.expm1(2 * growth) if abs(growth) > 1e-12 else dt
+        kicks = self.rounding_noise(self.c, self.u) * share
+        grown = 2 * (self.log_r + growth * dt)
+        if kicks > 0:
+            high, low = max(grown, math.log(kicks)), min(grown, math.log(kicks))
+            grown = high + math.log1p(math.exp(low - high))
+        self.log_r = max(0.5 * grown, math.log(_TINY))
 
     @property
     def r(self) -> float:
@@ -174,6 +254,7 @@ class EdgeFlow(Process):
             if self.time == self.warm_start:
                 self._take_over_from_gd()
             return
+        self._probe_rounding()
         dt = 1.0 / self.substeps
         for _ in range(self.substeps):
             self._substep(dt)
@@ -213,7 +294,7 @@ class EdgeFlow(Process):
 
         u_next = u + h * v
         self.u = u_next / u_next.norm()
-        self.log_r = max(self.log_r + dt * growth, self._log_floor(self.c))
+        self._grow(growth, dt)
         self.rho, self.kappa = rho, secant
 
     def _growth(self, kappa: float) -> float:
