@@ -39,6 +39,7 @@ from edgeflow.processes.mitigated import (
     crossed_curvature,
     edge_capped_update,
     log_floor,
+    power_shift,
     remember,
 )
 from edgeflow.utils import nonnegative_float, positive_float
@@ -89,7 +90,7 @@ class EdgeStableGD(torch.optim.Optimizer):
         rho = float(sum((ui * hi).sum() for ui, hi in zip(u, hu, strict=True)))
         self.rayleigh = rho
         self._recent = remember(self._recent, rho)
-        shift = 1.0 / rho if rho > 0 else lr  # the power step (I + H/ρ)u, as the `mitigated` flow's
+        shift = power_shift(rho, lr)
         shifted = [ui + shift * hi for ui, hi in zip(u, hu, strict=True)]
         norm = torch.sqrt(sum((s * s).sum() for s in shifted))
         self._store([s / norm for s in shifted])

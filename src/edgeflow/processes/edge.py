@@ -77,7 +77,9 @@ ROUNDING_EVERY = 20
 NOISE_MATTERS = 1e6
 #: |d log r/dt| above which the center's delay correction for a changing r is capped (per GD step)
 RATE_CAP = 4.0
-_TINY = torch.finfo(torch.float64).tiny  # keeps log r finite when the floor is 0
+_TINY = torch.finfo(torch.float64).tiny  # keeps log r finite without rounding noise
+#: log r beyond which r² overflows: the magnitude has diverged
+_LOG_R_MAX = 0.5 * math.log(torch.finfo(torch.float64).max)
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -225,7 +227,8 @@ class EdgeFlow(Process):
         within reach of the kicks; the last two measurements are averaged."""
         if not self.probe_rounding or self.noise == 0 or self.time < self.next_probe:
             return
-        if self.r**2 >= NOISE_MATTERS * self.rounding_noise(self.c, self.u) > 0:
+        kicks = self.rounding_noise(self.c, self.u)
+        if kicks > 0 and 2 * self.log_r >= math.log(NOISE_MATTERS * kicks):
             return
         fresh = gradient_rounding(self.problem, self.c, self.u, self.probe_generator)
         self.grad_rounding = fresh if self.grad_rounding == 0 else 0.5 * (self.grad_rounding + fresh)
@@ -337,6 +340,9 @@ class EdgeFlow(Process):
     @property
     def position(self) -> Tensor:
         return self.gd.position if self.gd is not None else self.c
+
+    def is_finite(self) -> bool:
+        return super().is_finite() and (self.gd is not None or self.log_r < _LOG_R_MAX)
 
     def observe(self, sharpness: bool) -> dict[str, float]:
         if self.gd is not None:

@@ -61,6 +61,13 @@ CAP_MEMORY = 10
 REMEDIES = ("edge_capped", "lr_cap", "damped", "edge", "warmup", "clip")
 
 
+def power_shift(rho: float, lr: float) -> float:
+    """The shift s of the power step ``u ← (I + sH)u / ‖·‖`` that tracks the top eigenvector: 1/ρ
+    rather than Edge Flow's η. The two agree at ηρ = 1, but (I + H/ρ) amplifies no eigenvalue above
+    −3ρ more than the top one, where (I + ηH) lets any below −2/η − ρ win once η is large."""
+    return 1.0 / rho if rho > 0 else lr
+
+
 def log_floor(w: Tensor) -> float:
     """log of the rounding floor GD's oscillation never decays below (Edge Flow's noise floor)."""
     return math.log(max(NOISE_FLOOR * unit_roundoff(w.dtype) * float(w.norm()), 1e-300))
@@ -247,10 +254,7 @@ class Mitigated(Process):
             v = self.problem.hvp(w, self.u)
             rho = float(self.u @ v)
             if abs(rho - self.rho) <= 0.1 * abs(self.rho):
-                # (I + H/ρ)u rather than Edge Flow's (I + ηH)u: the same step at ηρ = 1, but it
-                # amplifies no eigenvalue above −3ρ more than the top one, where (I + ηH) lets
-                # any below −2/η − ρ win once η is large
-                u = self.u + (v / rho if rho > 0 else self.lr * v)
+                u = self.u + power_shift(rho, self.lr) * v
                 return rho, u / u.norm()
         return self.top(w)
 
