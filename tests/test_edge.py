@@ -11,7 +11,7 @@ import torch
 import edgeflow as ef
 from edgeflow.metrics import onset_profile, relative_distance
 from edgeflow.processes import make_process
-from edgeflow.processes.edge import gradient_rounding, update_rounding
+from edgeflow.processes.edge import _log_share, gradient_rounding, update_rounding
 
 
 def rotated_quadratic(eigenvalues, seed=0, at_saddle=False):
@@ -455,3 +455,13 @@ def test_default_problem_onset_and_eos_distance(dtype):
     edge_dist = np.nanmedian(relative_distance(res, "edge")[eos])
     flow_dist = np.nanmedian(relative_distance(res, "gradient")[eos])
     assert edge_dist < 0.5 * flow_dist
+
+
+@pytest.mark.parametrize("growth", [-700.0, -3.0, 1e-14, 0.5, 50.0, 400.0])
+def test_a_half_step_collects_the_share_of_the_kick_that_makes_two_halves_one_step(growth):
+    # two half steps: r²a² + σ²·share·(a + 1) must equal one step's r²a² + σ², so share = 1/(1 + a)
+    # (a = e^growth; at growth = 400, a² overflows a float: the share is computed in logs)
+    assert _log_share(growth, 1.0) == pytest.approx(0.0, abs=1e-12)
+    a_log = growth
+    expected = -(a_log + math.log1p(math.exp(-a_log))) if a_log > 0 else -math.log1p(math.exp(a_log))
+    assert _log_share(growth, 0.5) == pytest.approx(expected, rel=1e-9, abs=1e-12)

@@ -118,6 +118,17 @@ def gradient_rounding(
     return 0.5 * sum(x * x for x in samples) / len(samples)
 
 
+def _log_share(growth: float, dt: float) -> float:
+    """log of (a^{2Δt} − 1)/(a² − 1), a = e^growth: the share of one GD step's rounding kick that a
+    sub-step of length Δt collects, written so that no exponential overflows."""
+    if abs(growth) < 1e-12:
+        return math.log(dt)
+    if growth < 0:
+        return math.log(math.expm1(2 * growth * dt) / math.expm1(2 * growth))
+    whole, part = -math.expm1(-2 * growth), -math.expm1(-2 * growth * dt)
+    return 2 * growth * (dt - 1) + math.log(part / whole)
+
+
 def secant_resolves(r: float, c: Tensor) -> bool:
     """Whether the secant ``uᵀ(g₊ − g₋)/2r`` at ``c ± r u`` stands clear of rounding: below
     ``√ε·max(1, ‖c‖)`` it cancels catastrophically and ρ, its r → 0 limit, is used instead."""
@@ -237,11 +248,11 @@ class EdgeFlow(Process):
     def _grow(self, growth: float, dt: float) -> None:
         """``r² ← r²·a^{2Δt} + σ²·(a^{2Δt} − 1)/(a² − 1)``, a = e^growth: GD's mean-square recursion
         ``r² ← a²r² + σ²``, exact at Δt = 1 and over any split of a step into sub-steps."""
-        share = math.expm1(2 * growth * dt) / math.expm1(2 * growth) if abs(growth) > 1e-12 else dt
-        kicks = self.rounding_noise(self.c, self.u) * share
         grown = 2 * (self.log_r + growth * dt)
+        kicks = self.rounding_noise(self.c, self.u)
         if kicks > 0:
-            high, low = max(grown, math.log(kicks)), min(grown, math.log(kicks))
+            kicks_log = math.log(kicks) + _log_share(growth, dt)
+            high, low = max(grown, kicks_log), min(grown, kicks_log)
             grown = high + math.log1p(math.exp(low - high))
         self.log_r = max(0.5 * grown, math.log(_TINY))
 
