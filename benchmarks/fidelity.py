@@ -57,6 +57,8 @@ ROWS = (
     Row("edge", "edge"),
     Row("edge-gradient", "edge", {"center": "gradient"}, label="edge, gradient center"),
     Row("edge-k1", "edge", {"substeps": 1}, refine=False, label="edge, one sub-step"),
+    Row("edge-exact", "edge", {"hvp": "exact"}, label="edge, exact HVPs"),
+    Row("edge-pair", "edge", {"hvp": "pair"}, label="edge, HVP from the pair"),
     Row("central", "central"),
     Row("gradient", "gradient"),
     Row("modified", "modified"),

@@ -55,6 +55,7 @@ from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
 MAGNITUDES = ("secant", "rayleigh", "linear")
 CENTERS = ("modified", "gradient")
+HVPS = ("exact", "pair")
 #: r ≥ NOISE_FLOOR · unit roundoff · ‖c‖: the rounding that seeds GD's oscillation (calibrated, below)
 NOISE_FLOOR = 0.03
 #: |d log r/dt| above which the center's delay correction for a changing r is capped (per GD step)
@@ -64,6 +65,21 @@ _TINY = torch.finfo(torch.float64).tiny  # keeps log r finite when the floor is 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
+
+
+def difference_scale(c: Tensor) -> float:
+    """δ = ε^(1/3)·max(1, ‖c‖): the central difference (g(c + δu) − g(c − δu))/2δ = Hu + O(δ²) with
+    rounding O(ε/δ); δ balances the two."""
+    return torch.finfo(c.dtype).eps ** (1 / 3) * max(1.0, float(c.norm()))
+
+
+def gradient_pair(problem: Problem, c: Tensor, u: Tensor, r: float) -> tuple[Tensor, Tensor]:
+    """``(ḡ, v)`` from g± = ∇L(c ± r'u), r' = max(r, δ), in one vmapped call: ḡ = ½(g₊ + g₋) (∇L_r(c),
+    or ∇L(c) to O(δ²) below δ) and v = (g₊ − g₋)/2r' = ∇²L(c)u + O(r'²), the curvature along u that
+    the oscillation spans (δ: ``difference_scale``)."""
+    r_pair = max(r, difference_scale(c))
+    g = problem.grads(torch.stack([c + r_pair * u, c - r_pair * u]))
+    return 0.5 * (g[0] + g[1]), (g[0] - g[1]) / (2 * r_pair)
 
 
 def secant_resolves(r: float, c: Tensor) -> bool:
@@ -99,14 +115,20 @@ class EdgeFlow(Process):
         warm_start: int = 0,
         center: str = "modified",
         delay_magnitude: bool | None = None,
+        hvp: str = "exact",
     ) -> None:
         super().__init__(problem, lr)
         if magnitude not in MAGNITUDES:
             raise invalid_choice("Edge Flow magnitude", magnitude, MAGNITUDES)
         if center not in CENTERS:
             raise invalid_choice("Edge Flow center", center, CENTERS)
+        if hvp not in HVPS:
+            raise invalid_choice("Edge Flow hvp", hvp, HVPS)
+        if hvp == "pair" and magnitude == "rayleigh":
+            raise ConfigError("Edge Flow magnitude='rayleigh' needs hvp='exact' (the pair gives the secant)")
         self.magnitude_rule = magnitude
         self.center = center
+        self.hvp = hvp
         if delay_magnitude is not None and not isinstance(delay_magnitude, bool):
             raise ConfigError(f"delay_magnitude must be true, false or None, got {delay_magnitude!r}")
         # default: with the center (half a step of delay in both, or in neither)
@@ -145,6 +167,8 @@ class EdgeFlow(Process):
         self.rho = math.nan
         self.kappa = math.nan
         self.kappa_prev = math.nan  # κ at the previous sub-step, for the magnitude's delay
+        self.g_prev: Tensor | None = None  # ḡ and c at the previous sub-step, for the pair's delay
+        self.c_prev: Tensor | None = None
 
     def _take_over_from_gd(self) -> None:
         gd = self.gd
@@ -184,14 +208,21 @@ class EdgeFlow(Process):
         p, lr, c, u = self.problem, self.lr, self.c, self.u
         r = self.r
         modified = self.center == "modified"
-        # g₊, g₋ (and ∇L(c) for the modified center) in one vmapped call
-        points = [c + r * u, c - r * u, c] if modified else [c + r * u, c - r * u]
-        g = p.grads(torch.stack(points))
-        v = p.hvp(c, u)
-        rho = float(u @ v)
-        secant = float(u @ (g[0] - g[1])) / (2 * r)
-        if not secant_resolves(r, c):
-            secant = rho
+        pair = self.hvp == "pair"
+        g_c = None
+        if pair:
+            g_mean, v = gradient_pair(p, c, u, r)
+            rho = secant = float(u @ v)  # the pair's secant: ρ to O(δ²) where r < δ
+        else:
+            # g₊, g₋ (and ∇L(c) for the modified center) in one vmapped call
+            points = [c + r * u, c - r * u, c] if modified else [c + r * u, c - r * u]
+            g = p.grads(torch.stack(points))
+            g_mean, g_c = 0.5 * (g[0] + g[1]), (g[2] if modified else None)
+            v = p.hvp(c, u)
+            rho = float(u @ v)
+            secant = float(u @ (g[0] - g[1])) / (2 * r)
+            if not secant_resolves(r, c):
+                secant = rho
         kappa = rho if self.magnitude_rule == "rayleigh" else secant
         rate = self._growth(kappa)
         if self.delay_magnitude and math.isfinite(self.kappa_prev):
@@ -203,10 +234,11 @@ class EdgeFlow(Process):
             growth = rate
         self.kappa_prev = kappa
 
-        g_mean = 0.5 * (g[0] + g[1])
         h = lr * dt
-        if modified:
-            self.c = self._modified_center_step(c, u, v, rho, g_mean, g[2], rate, dt)
+        if modified and g_c is None:
+            self.c = self._pair_center_step(c, u, v, rho, g_mean, dt)
+        elif modified:
+            self.c = self._modified_center_step(c, u, v, rho, g_mean, g_c, rate, dt)
         else:
             along = float(u @ g_mean)
             self.c = c - h * (g_mean - along * u) - (h * along / (1.0 + h * max(rho, 0.0))) * u
@@ -249,6 +281,49 @@ class EdgeFlow(Process):
         field = a_g * (1.0 + along * stiff) + along * (float(u @ z) - rho * a_g)
         field -= (1.0 - dt) * rate * float(u @ force)
         coupling = float(v @ step_across) - h * along * float(v @ (z - a_g * v))
+        step_along = -h * (field + coupling) / (1.0 + h * stiff * (1.0 + along * stiff))
+        return c + step_across + step_along * u
+
+    def _pair_center_step(
+        self, c: Tensor, u: Tensor, v: Tensor, rho: float, g_mean: Tensor, dt: float
+    ) -> Tensor:
+        """The modified center from the pair alone, without ∇L(c) and ∇²L ḡ (edge_flow.md).
+
+        Across u the field is ḡ half a GD step back taken literally, less the explicit step's own
+        Δt/2: ``ḡ − ((1 − Δt)/2)·dḡ/dt``, dḡ/dt the change of ḡ over the last sub-step — the c, r
+        (and u) parts of the correction at once, ``(η/2)∇²L ḡ`` to first order. Along u the step is
+        ``_modified_center_step``'s linearly implicit one with what the pair gives: ``uᵀ∇²L ḡ = vᵀḡ``;
+        the oscillation's part of the delay, the change of uᵀḡ over the last sub-step less the part
+        the center's own move Δc explains (``vᵀΔc``); and the coupling of the correction to the step
+        across u, ``(∇²L v)ᵀΔc⊥``, from the last sub-step's change (it vanishes when u is an
+        eigenvector). The first sub-step after a start has no history: it is the gradient center's.
+        """
+        lr = self.lr
+        h = lr * dt
+        lag = 0.5 * (1.0 - dt) / dt  # the delay left after the explicit step's own Δt/2, in sub-steps
+        along = 0.5 * lr * (1.0 + dt)  # along u the implicit step leads by Δt/2: the delay plus Δt/2
+        g_prev, c_prev = self.g_prev, self.c_prev
+        self.g_prev, self.c_prev = g_mean, c
+        a_g = float(u @ g_mean)
+        stiff = max(rho, 0.0)
+        field = a_g * (1.0 + along * stiff) + along * (float(v @ g_mean) - rho * a_g)
+        if g_prev is None or c_prev is None:
+            step_across = -h * (g_mean - a_g * u)
+            coupling = float(v @ step_across)
+        else:
+            change, moved = g_mean - g_prev, c - c_prev
+            delayed = g_mean - lag * change
+            step_across = -h * (delayed - float(u @ delayed) * u)
+            field -= lag * (float(u @ change) - float(v @ moved))
+            # (∇²L v)ᵀΔc⊥ from the last sub-step: vᵀΔḡ less ρ·(its unexplained part along u) and
+            # ‖v‖²·uᵀΔc, which leaves v⊥ᵀΔḡ + ρ v⊥ᵀΔc − ‖v⊥‖² uᵀΔc, v⊥ = v − ρu
+            v_perp = v - rho * u
+            cross = (
+                float(v_perp @ change)
+                + rho * float(v_perp @ moved)
+                - float(v_perp @ v_perp) * float(u @ moved)
+            )
+            coupling = float(v @ step_across) + along * cross
         step_along = -h * (field + coupling) / (1.0 + h * stiff * (1.0 + along * stiff))
         return c + step_across + step_along * u
 
