@@ -11,7 +11,7 @@ import torch
 import edgeflow as ef
 from edgeflow.metrics import onset_profile, relative_distance
 from edgeflow.processes import make_process
-from edgeflow.processes.edge import unit_roundoff
+from edgeflow.processes.edge import difference_scale, gradient_pair, unit_roundoff
 
 
 def rotated_quadratic(eigenvalues, seed=0, at_saddle=False):
@@ -156,17 +156,19 @@ def quadratic_midpoint(lam, Q, w0, lr, k):
     return Q @ ((Q.T @ w0) * q**k * (1 + q) ** 2 / (4 * q))
 
 
+@pytest.mark.parametrize("hvp", ["exact", "pair"])
 @pytest.mark.parametrize("substeps", [1, 2, 4])
-def test_modified_center_tracks_gd_midpoint_to_second_order_on_a_quadratic(substeps):
+def test_modified_center_tracks_gd_midpoint_to_second_order_on_a_quadratic(substeps, hvp):
     # Below the threshold GD's midpoint is known exactly. Over the same time ηk the gradient center's
     # largest error shrinks like η (it is gradient flow, which drifts from GD by O(η)); the modified
     # center's like η², as the modified flow's does — for every K. Measured (K = 2): 3.5e-3, 1.2e-3,
-    # 3.3e-4 at η = 0.2, 0.1, 0.05 against 3.1e-2, 1.6e-2, 8.0e-3.
+    # 3.3e-4 at η = 0.2, 0.1, 0.05 against 3.1e-2, 1.6e-2, 8.0e-3; with hvp="pair" 3.3e-3, 1.1e-3,
+    # 3.2e-4 (its ∇²L ḡ comes from the change of ḡ over the last sub-step).
     lam = torch.tensor([1.0, 0.5, 0.2], dtype=torch.float64)
 
     def worst_error(center, lr):
         prob, _, Q = rotated_quadratic(lam.tolist())
-        proc = edge(prob, lr, substeps=substeps, r0=1e-3, center=center)
+        proc = edge(prob, lr, substeps=substeps, r0=1e-3, center=center, hvp=hvp)
         worst = 0.0
         for k in range(1, round(6 / lr) + 1):
             proc.step()
@@ -181,13 +183,9 @@ def test_modified_center_tracks_gd_midpoint_to_second_order_on_a_quadratic(subst
     assert modified[1] < 0.1 * gradient[1]
 
 
-def test_modified_center_stays_on_gd_slow_manifold_when_u_is_not_an_eigenvector():
-    # ½wᵀHw with H = [[1.8, 0.3], [0.3, 0.2]]/η and u held at e₁, which is not an eigenvector: the
-    # u-coordinate of the center is coupled to the rest. GD started on the slow eigenvector v₂ stays
-    # on it (its midpoint is w₀ q^k (1 + q)²/(4q)); the smooth center must too. The correction is kept
-    # along u, implicitly, with the coupling of the step across u: measured (K = 2, 4) the center
-    # leaves v₂ by ≤ 1.6e-4 of its norm and is within 4.9e-3 of GD's midpoint over 40 steps; the
-    # gradient center leaves it by 1.0e-2 and is 2.2e-2 away.
+def off_eigenvector_run(substeps, **options):
+    """½wᵀHw with H = [[1.8, 0.3], [0.3, 0.2]]/η, η = 0.1, from the slow eigenvector v₂ with u held at
+    e₁: per GD step the center's distance to GD's midpoint and its relative distance from v₂."""
     lr = 0.1
     H = torch.tensor([[1.8, 0.3], [0.3, 0.2]], dtype=torch.float64) / lr
     lam, V = torch.linalg.eigh(H)
@@ -195,29 +193,40 @@ def test_modified_center_stays_on_gd_slow_manifold_when_u_is_not_an_eigenvector(
     w0 = V[:, 0]
     prob = ef.Problem.from_function(lambda w: 0.5 * w @ (H.to(w) @ w), w0)
     e1 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    proc = edge(prob, lr, substeps=substeps, r0=1e-3, **options)
+    errors, off = [], []
+    for k in range(1, 41):
+        proc.u = e1.clone()
+        proc.step()
+        midpoint = w0 * q**k * (1 + q) ** 2 / (4 * q)
+        errors.append(float((proc.c - midpoint).norm()))
+        off.append(abs(float(proc.c @ V[:, 1])) / float(proc.c.norm()))
+    return np.array(errors), np.array(off)
+
+
+def test_modified_center_stays_on_gd_slow_manifold_when_u_is_not_an_eigenvector():
+    # ½wᵀHw with H = [[1.8, 0.3], [0.3, 0.2]]/η and u held at e₁, which is not an eigenvector: the
+    # u-coordinate of the center is coupled to the rest. GD started on the slow eigenvector v₂ stays
+    # on it (its midpoint is w₀ q^k (1 + q)²/(4q)); the smooth center must too. The correction is kept
+    # along u, implicitly, with the coupling of the step across u: measured (K = 2, 4) the center
+    # leaves v₂ by ≤ 1.6e-4 of its norm and is within 4.9e-3 of GD's midpoint over 40 steps; the
+    # gradient center leaves it by 1.0e-2 and is 2.2e-2 away.
     for substeps in (2, 4):
-        for center, off_max, err_max in (("modified", 3e-4, 6e-3), ("gradient", None, None)):
-            proc = edge(prob, lr, substeps=substeps, r0=1e-3, center=center)
-            worst = off = 0.0
-            for k in range(1, 41):
-                proc.u = e1.clone()
-                proc.step()
-                midpoint = w0 * q**k * (1 + q) ** 2 / (4 * q)
-                worst = max(worst, float((proc.c - midpoint).norm()))
-                off = max(off, abs(float(proc.c @ V[:, 1])) / float(proc.c.norm()))
-            if off_max is None:
-                assert off > 3e-3 and worst > 1.5e-2
-            else:
-                assert off < off_max and worst < err_max
+        errors, off = off_eigenvector_run(substeps, center="modified", hvp="exact")
+        assert off.max() < 3e-4 and errors.max() < 6e-3
+        errors, off = off_eigenvector_run(substeps, center="gradient")
+        assert off.max() > 3e-3 and errors.max() > 1.5e-2
 
 
-def test_center_feels_the_oscillation_half_a_step_late_as_gd_midpoint_does():
+@pytest.mark.parametrize("hvp", ["exact", "pair"])
+def test_center_feels_the_oscillation_half_a_step_late_as_gd_midpoint_does(hvp):
     # L = ½(a + by)x² with ηa = 2.2: GD's oscillation along x grows by |ηa − 1| = 1.2 per step and
     # pushes y down by η(b/2)x_k² per step, the force at the start of each step. A center that feels
     # r(t) itself is ahead by half a step: its y overshoots GD's midpoint by ≈ log 1.2 (first order
     # in the growth rate). Feeling r half a step back leaves a second-order error — the midpoint's own
     # ¼(y_{k−1} − 2y_k + y_{k+1}), ≈ 4%. Measured at step 20: −3.3% to −4.1% (modified center, K = 2,
-    # 4, 8) against +6.4% to +14% (gradient center).
+    # 4, 8) against +6.4% to +14% (gradient center); the same with hvp="pair", whose center takes the
+    # oscillation's part of the delay from the change of ḡ over the last sub-step.
     lr, a, b, x0 = 1.0, 2.2, 0.01, 1e-3
     prob = ef.Problem.from_function(lambda w: 0.5 * (a + b * w[1]) * w[0] ** 2, [x0, 0.0])
     w, ws = prob.w0.clone(), [prob.w0.clone()]
@@ -228,7 +237,7 @@ def test_center_feels_the_oscillation_half_a_step_late_as_gd_midpoint_does():
     for substeps in (2, 4, 8):
         errors = {}
         for center in ("modified", "gradient"):
-            proc = edge(prob, lr, substeps=substeps, r0=x0, center=center)
+            proc = edge(prob, lr, substeps=substeps, r0=x0, center=center, hvp=hvp)
             for _ in range(20):
                 proc.step()
             errors[center] = float(proc.c[1]) / midpoint_y - 1
@@ -263,8 +272,9 @@ def test_magnitude_takes_the_curvature_half_a_step_back_as_gd_does(substeps):
 
 
 # ---------------------------------------------------------------- a 1-D period-2 orbit
+@pytest.mark.parametrize("hvp", ["exact", "pair"])
 @pytest.mark.parametrize(("cubic", "rule"), [(0.0, "modified"), (0.3, "modified"), (0.3, "gradient")])
-def test_secant_stationary_magnitude_is_the_gd_period_two_orbit(cubic, rule):
+def test_secant_stationary_magnitude_is_the_gd_period_two_orbit(cubic, rule, hvp):
     # L = ½x² + (c/3)x³ − ¼x⁴, η = 2.5 > 2/L''(0): GD settles on a period-2 orbit (x₊, x₋).
     # Edge Flow's secant fixed point is that orbit exactly: ½(L'(x₊) + L'(x₋)) = 0 and ηκ = 2.
     lr = 2.5
@@ -281,7 +291,7 @@ def test_secant_stationary_magnitude_is_the_gd_period_two_orbit(cubic, rule):
     amplitude, center = abs(float(x - x_next)) / 2, float(x + x_next) / 2
     assert amplitude > 0.1  # a genuine period-2 orbit, not convergence
 
-    proc = edge(prob, lr, r0=1e-3, magnitude="secant", center=rule)
+    proc = edge(prob, lr, r0=1e-3, magnitude="secant", center=rule, hvp=hvp)
     for _ in range(3000):
         proc.step()
     assert proc.r == pytest.approx(amplitude, rel=1e-8)
@@ -338,6 +348,7 @@ def test_warm_start_is_gd_until_k0_then_takes_gd_measured_state():
         ({"warm_start": -3}, "warm_start"),
         ({"center": "implicit"}, "center"),
         ({"delay_magnitude": "yes"}, "delay_magnitude"),
+        ({"hvp": "finite"}, "hvp"),
     ],
 )
 def test_bad_options_are_clear_errors(options, needle):
@@ -401,3 +412,74 @@ def test_default_problem_onset_and_eos_distance(dtype):
     edge_dist = np.nanmedian(relative_distance(res, "edge")[eos])
     flow_dist = np.nanmedian(relative_distance(res, "gradient")[eos])
     assert edge_dist < 0.5 * flow_dist
+
+
+# ---------------------------------------------------------------- hvp="pair": no HVP, no ∇L(c)
+def test_pair_difference_is_the_hvp_and_mean_is_the_symmetrized_gradient_in_closed_form():
+    # L = ¼Σ(wᵢ² − 1)², g = w³ − w (coordinate-wise), H = diag(3w² − 1): the central pair at c ± su
+    # gives exactly (g₊ − g₋)/2s = Hu + s²u³ and ½(g₊ + g₋) = ∇L(c) + 3s² c u². s = r above the
+    # difference scale δ = ε^(1/3)·max(1, ‖c‖) and δ below it.
+    prob = ef.Problem.from_function(lambda w: 0.25 * ((w**2 - 1) ** 2).sum(), [0.3, -1.2, 0.8, 2.0])
+    c = prob.w0
+    u = torch.nn.functional.normalize(torch.tensor([1.0, 2.0, -1.0, 0.5], dtype=torch.float64), dim=0)
+    delta = torch.finfo(torch.float64).eps ** (1 / 3) * float(c.norm())
+    assert difference_scale(c) == pytest.approx(delta, rel=1e-15)
+    for r, s in ((1e-2, 1e-2), (1e-3, 1e-3), (1e-9, delta), (0.0, delta)):
+        before = prob.counts.copy()
+        g_mean, v = gradient_pair(prob, c, u, r)
+        assert (prob.counts - before).as_dict() == {"loss": 0, "grad": 2, "hvp": 0, "third": 0}
+        hu = prob.hvp(c, u)
+        np.testing.assert_allclose(v, hu + s**2 * u**3, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(g_mean, prob.grad(c) + 3 * s**2 * c * u**2, rtol=0, atol=1e-14)
+        # below δ the pair is the HVP to O(δ²) ≈ 1e-10 here, far below the secant's rounding at r
+        assert float((v - hu).norm()) < 1e-9 if s == delta else float((v - hu).norm()) > 1e-7
+
+
+@pytest.mark.parametrize("substeps", [1, 3])
+@pytest.mark.parametrize("center", ["modified", "gradient"])
+def test_pair_costs_two_gradients_per_substep_and_no_hvp(substeps, center):
+    prob = ef.make_problem("zhu")
+    options = {"edge": {"substeps": substeps, "center": center, "hvp": "pair"}}
+    res = ef.compare(prob, 0.15, 7, ["edge"], options=options)
+    assert res["edge"].info["cost"] == {"loss": 0, "grad": 2 * substeps * 7, "hvp": 0, "third": 0}
+
+
+@pytest.mark.parametrize("substeps", [1, 2, 4])
+def test_pair_center_is_a_two_step_scheme_with_the_exact_implicit_factor_along_u(substeps):
+    # On ½wᵀAw with u the top eigenvector the pair is exact (ḡ = Ac, v = Au). Along u the step is the
+    # exact scheme's, 1/(1 + hλ(1 + (η/2)(1 + Δt)λ)). Across u ḡ is taken half a GD step back less
+    # the explicit step's Δt/2 by the last sub-step's difference, m = (K − 1)/2 sub-steps:
+    # x_{n+1} = x_n − hλ[(1 − m)x_n + m x_{n−1}], the first sub-step (no history) x₁ = (1 − hλ)x₀.
+    lr, dt = 0.25, 1.0 / substeps
+    lam = torch.tensor([10.0, 4.0, 1.0, 0.5], dtype=torch.float64)
+    prob, _, Q = rotated_quadratic(lam.tolist())
+    options = {"edge": {"r0": 1e-3, "substeps": substeps, "hvp": "pair"}}
+    res = ef.compare(prob, lr, 20, ["edge"], save_params=True, options=options)
+    h, m = lr * dt, 0.5 * (substeps - 1)
+    along = 1 / (1 + h * lam[0] * (1 + 0.5 * lr * (1 + dt) * lam[0]))
+    a, x, x_prev = torch.tensor(1.0, dtype=torch.float64), torch.ones(3, dtype=torch.float64), None
+    for k in range(1, 21):
+        for _ in range(substeps):
+            a = a * along
+            delayed = x if x_prev is None else (1 - m) * x + m * x_prev
+            x, x_prev = x - h * lam[1:] * delayed, x
+        coords = torch.cat([a.reshape(1), x])
+        np.testing.assert_allclose(res["edge"]["params"][k], (Q @ coords).numpy(), rtol=1e-9, atol=1e-13)
+
+
+def test_pair_center_stays_near_gd_slow_manifold_when_u_is_not_an_eigenvector():
+    # The setting of test_modified_center_stays_on_gd_slow_manifold_when_u_is_not_an_eigenvector.
+    # The pair has no ∇²L ḡ: the coupling of the correction to the step across u comes from the
+    # last sub-step's change of ḡ, and the first sub-step has none. Measured: the center leaves v₂ by
+    # 1.6e-3 of its norm on the first sub-step (K = 2; 1.9e-4 at K = 4), then by 5e-4 (K = 2; 6e-5
+    # at K = 4), exact HVPs 1.6e-4 (1.0e-4), the gradient center 1.0e-2; it is within 3.1e-3 of GD's
+    # midpoint over 40 steps (exact HVPs 4.9e-3, the gradient center 2.2e-2).
+    for substeps, off_max, late_max in ((2, 2e-3, 6e-4), (4, 3e-4, 1e-4)):
+        errors, off = off_eigenvector_run(substeps, hvp="pair")
+        assert off.max() < off_max and off[5:].max() < late_max and errors.max() < 4e-3
+
+
+def test_pair_rejects_the_rayleigh_magnitude():
+    options = {"edge": {"hvp": "pair", "magnitude": "rayleigh"}}
+    with pytest.raises(ef.ConfigError, match="rayleigh"):
+        ef.compare(ef.make_problem("zhu"), 0.15, 3, ["edge"], options=options)
