@@ -417,22 +417,31 @@ def test_default_problem_onset_and_eos_distance(dtype):
 # ---------------------------------------------------------------- hvp="pair": no HVP, no ∇L(c)
 def test_pair_difference_is_the_hvp_and_mean_is_the_symmetrized_gradient_in_closed_form():
     # L = ¼Σ(wᵢ² − 1)², g = w³ − w (coordinate-wise), H = diag(3w² − 1): the central pair at c ± su
-    # gives exactly (g₊ − g₋)/2s = Hu + s²u³ and ½(g₊ + g₋) = ∇L(c) + 3s² c u². s = r above the
-    # difference scale δ = ε^(1/3)·max(1, ‖c‖) and δ below it.
+    # gives exactly (g₊ − g₋)/2s = Hu + s²u³ and ½(g₊ + g₋) = ∇L(c) + 3s²cu², s = r. Below the
+    # difference scale δ = √ε·max(1, ‖c‖) the pair is taken at δ instead: the HVP within rounding
+    # (≈ ε‖g‖/δ), where the secant at r would be lost in it.
     prob = ef.Problem.from_function(lambda w: 0.25 * ((w**2 - 1) ** 2).sum(), [0.3, -1.2, 0.8, 2.0])
     c = prob.w0
     u = torch.nn.functional.normalize(torch.tensor([1.0, 2.0, -1.0, 0.5], dtype=torch.float64), dim=0)
-    delta = torch.finfo(torch.float64).eps ** (1 / 3) * float(c.norm())
+    delta = math.sqrt(torch.finfo(torch.float64).eps) * float(c.norm())
     assert difference_scale(c) == pytest.approx(delta, rel=1e-15)
-    for r, s in ((1e-2, 1e-2), (1e-3, 1e-3), (1e-9, delta), (0.0, delta)):
+    hu = prob.hvp(c, u)
+    for r in (1e-2, 1e-3):
         before = prob.counts.copy()
         g_mean, v = gradient_pair(prob, c, u, r)
         assert (prob.counts - before).as_dict() == {"loss": 0, "grad": 2, "hvp": 0, "third": 0}
-        hu = prob.hvp(c, u)
-        np.testing.assert_allclose(v, hu + s**2 * u**3, rtol=0, atol=1e-10)
-        np.testing.assert_allclose(g_mean, prob.grad(c) + 3 * s**2 * c * u**2, rtol=0, atol=1e-14)
-        # below δ the pair is the HVP to O(δ²) ≈ 1e-10 here, far below the secant's rounding at r
-        assert float((v - hu).norm()) < 1e-9 if s == delta else float((v - hu).norm()) > 1e-7
+        np.testing.assert_allclose(v, hu + r**2 * u**3, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(g_mean, prob.grad(c) + 3 * r**2 * c * u**2, rtol=0, atol=1e-14)
+    at_delta = gradient_pair(prob, c, u, delta)
+    for r in (0.0, 1e-12, 0.5 * delta):
+        g_mean, v = gradient_pair(prob, c, u, r)
+        assert torch.equal(g_mean, at_delta[0]) and torch.equal(v, at_delta[1])
+    rounding = torch.finfo(torch.float64).eps * float(prob.grad(c + delta * u).abs().max()) / delta
+    assert float((at_delta[1] - hu).abs().max()) < 10 * rounding
+    np.testing.assert_allclose(at_delta[0], prob.grad(c), rtol=0, atol=1e-14)
+    tiny = 1e-12  # the secant at r itself would be rounding only
+    secant = (prob.grad(c + tiny * u) - prob.grad(c - tiny * u)) / (2 * tiny)
+    assert float((secant - hu).abs().max()) > 100 * float((at_delta[1] - hu).abs().max())
 
 
 @pytest.mark.parametrize("substeps", [1, 3])
