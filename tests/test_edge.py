@@ -156,7 +156,7 @@ def quadratic_midpoint(lam, Q, w0, lr, k):
     return Q @ ((Q.T @ w0) * q**k * (1 + q) ** 2 / (4 * q))
 
 
-@pytest.mark.parametrize("hvp", ["exact", "pair"])
+@pytest.mark.parametrize("hvp", ["exact", "pair", "pair+center"])
 @pytest.mark.parametrize("substeps", [1, 2, 4])
 def test_modified_center_tracks_gd_midpoint_to_second_order_on_a_quadratic(substeps, hvp):
     # Below the threshold GD's midpoint is known exactly. Over the same time ηk the gradient center's
@@ -218,7 +218,7 @@ def test_modified_center_stays_on_gd_slow_manifold_when_u_is_not_an_eigenvector(
         assert off.max() > 3e-3 and errors.max() > 1.5e-2
 
 
-@pytest.mark.parametrize("hvp", ["exact", "pair"])
+@pytest.mark.parametrize("hvp", ["exact", "pair", "pair+center"])
 def test_center_feels_the_oscillation_half_a_step_late_as_gd_midpoint_does(hvp):
     # L = ½(a + by)x² with ηa = 2.2: GD's oscillation along x grows by |ηa − 1| = 1.2 per step and
     # pushes y down by η(b/2)x_k² per step, the force at the start of each step. A center that feels
@@ -272,7 +272,7 @@ def test_magnitude_takes_the_curvature_half_a_step_back_as_gd_does(substeps):
 
 
 # ---------------------------------------------------------------- a 1-D period-2 orbit
-@pytest.mark.parametrize("hvp", ["exact", "pair"])
+@pytest.mark.parametrize("hvp", ["exact", "pair", "pair+center"])
 @pytest.mark.parametrize(("cubic", "rule"), [(0.0, "modified"), (0.3, "modified"), (0.3, "gradient")])
 def test_secant_stationary_magnitude_is_the_gd_period_two_orbit(cubic, rule, hvp):
     # L = ½x² + (c/3)x³ − ¼x⁴, η = 2.5 > 2/L''(0): GD settles on a period-2 orbit (x₊, x₋).
@@ -428,41 +428,56 @@ def test_pair_difference_is_the_hvp_and_mean_is_the_symmetrized_gradient_in_clos
     hu = prob.hvp(c, u)
     for r in (1e-2, 1e-3):
         before = prob.counts.copy()
-        g_mean, v = gradient_pair(prob, c, u, r)
+        g_mean, v, none = gradient_pair(prob, c, u, r)
+        assert none is None
         assert (prob.counts - before).as_dict() == {"loss": 0, "grad": 2, "hvp": 0, "third": 0}
         np.testing.assert_allclose(v, hu + r**2 * u**3, rtol=0, atol=1e-10)
         np.testing.assert_allclose(g_mean, prob.grad(c) + 3 * r**2 * c * u**2, rtol=0, atol=1e-14)
     at_delta = gradient_pair(prob, c, u, delta)
     for r in (0.0, 1e-12, 0.5 * delta):
-        g_mean, v = gradient_pair(prob, c, u, r)
+        g_mean, v, _ = gradient_pair(prob, c, u, r)
         assert torch.equal(g_mean, at_delta[0]) and torch.equal(v, at_delta[1])
     rounding = torch.finfo(torch.float64).eps * float(prob.grad(c + delta * u).abs().max()) / delta
     assert float((at_delta[1] - hu).abs().max()) < 10 * rounding
     np.testing.assert_allclose(at_delta[0], prob.grad(c), rtol=0, atol=1e-14)
+    g_mean, v, g_c = gradient_pair(prob, c, u, 1e-2, center=True)  # with ∇L(c) in the same call
+    np.testing.assert_allclose(g_c, prob.grad(c), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(v, hu + 1e-4 * u**3, rtol=0, atol=1e-10)
     tiny = 1e-12  # the secant at r itself would be rounding only
     secant = (prob.grad(c + tiny * u) - prob.grad(c - tiny * u)) / (2 * tiny)
     assert float((secant - hu).abs().max()) > 100 * float((at_delta[1] - hu).abs().max())
 
 
 @pytest.mark.parametrize("substeps", [1, 3])
-@pytest.mark.parametrize("center", ["modified", "gradient"])
-def test_pair_costs_two_gradients_per_substep_and_no_hvp(substeps, center):
+@pytest.mark.parametrize(
+    ("hvp", "center", "grads"),
+    [
+        ("pair", "modified", 2),
+        ("pair", "gradient", 2),
+        ("pair+center", "modified", 3),
+        ("pair+center", "gradient", 2),
+    ],
+)
+def test_pair_costs_two_or_three_gradients_per_substep_and_no_hvp(substeps, hvp, center, grads):
+    # g₊, g₋ (+ ∇L(c) for the modified center with hvp="pair+center") in one vmapped call, no HVP
     prob = ef.make_problem("zhu")
-    options = {"edge": {"substeps": substeps, "center": center, "hvp": "pair"}}
+    options = {"edge": {"substeps": substeps, "center": center, "hvp": hvp}}
     res = ef.compare(prob, 0.15, 7, ["edge"], options=options)
-    assert res["edge"].info["cost"] == {"loss": 0, "grad": 2 * substeps * 7, "hvp": 0, "third": 0}
+    assert res["edge"].info["cost"] == {"loss": 0, "grad": grads * substeps * 7, "hvp": 0, "third": 0}
 
 
+@pytest.mark.parametrize("hvp", ["pair", "pair+center"])
 @pytest.mark.parametrize("substeps", [1, 2, 4])
-def test_pair_center_is_a_two_step_scheme_with_the_exact_implicit_factor_along_u(substeps):
+def test_pair_center_is_a_two_step_scheme_with_the_exact_implicit_factor_along_u(substeps, hvp):
     # On ½wᵀAw with u the top eigenvector the pair is exact (ḡ = Ac, v = Au). Along u the step is the
     # exact scheme's, 1/(1 + hλ(1 + (η/2)(1 + Δt)λ)). Across u ḡ is taken half a GD step back less
     # the explicit step's Δt/2 by the last sub-step's difference, m = (K − 1)/2 sub-steps:
-    # x_{n+1} = x_n − hλ[(1 − m)x_n + m x_{n−1}], the first sub-step (no history) x₁ = (1 − hλ)x₀.
+    # x_{n+1} = x_n − hλ[(1 − m)x_n + m x_{n−1}], the first sub-step (no history) x₁ = (1 − hλ)x₀
+    # (ḡ = ∇L(c) here: "pair" and "pair+center" coincide).
     lr, dt = 0.25, 1.0 / substeps
     lam = torch.tensor([10.0, 4.0, 1.0, 0.5], dtype=torch.float64)
     prob, _, Q = rotated_quadratic(lam.tolist())
-    options = {"edge": {"r0": 1e-3, "substeps": substeps, "hvp": "pair"}}
+    options = {"edge": {"r0": 1e-3, "substeps": substeps, "hvp": hvp}}
     res = ef.compare(prob, lr, 20, ["edge"], save_params=True, options=options)
     h, m = lr * dt, 0.5 * (substeps - 1)
     along = 1 / (1 + h * lam[0] * (1 + 0.5 * lr * (1 + dt) * lam[0]))

@@ -12,7 +12,8 @@ half a step back (F(x(t − ½)) ≈ F − ½dF/dt) removes that O(η) drift: th
 the symmetrized loss, the oscillation's push half a step late, κ half a step back.
 ``center="gradient"`` is the model without them: dc/dt = −ηḡ (gradient flow on L_r), κ at t.
 Each sub-step (Δt = 1/K) costs three gradients (one vmapped call) and two HVPs; two and one with
-``center="gradient"``.
+``center="gradient"``. ``hvp="pair"`` costs two gradients and no HVP with either center: Hu, ḡ and the
+correction all come from the pair (below); ``hvp="pair+center"`` three, ∇L(c) with the pair.
 
 Discretization, and why it is stable:
 
@@ -29,6 +30,11 @@ Discretization, and why it is stable:
   ``u ← (I + ηΔtH)u / ‖·‖`` (the same HVP), a first-order-consistent discretization of the Rayleigh
   flow whose components along λ shrink relative to the top one by (1 + ηΔtλ)/(1 + ηΔtλ_max): every
   eigenvalue above −λ_max − 2/(ηΔt) dies out, zero and negative ones included.
+* **Without the HVP** (``hvp="pair"``). The pair is taken at c ± r'u, r' = max(r, δ), δ = √ε·max(1,
+  ‖c‖): (g₊ − g₋)/2r' is Hu + O(r'²), the curvature along the oscillation that GD's iterates feel,
+  and ρ = κ is its Rayleigh quotient. Across u the correction (η/2)∇²L ḡ is −½dḡ/dt, from the change
+  over the last sub-step (of ḡ: its c, r and u parts at once; or of ∇L(c), with ``pair+center``);
+  along u the step stays linearly implicit, with uᵀ∇²L ḡ = vᵀḡ. See ``_pair_center_step``.
 * **Magnitude.** ``ℓ ← ℓ + Δt·log|ηκ − 1|`` is exact for constant κ (r grows by GD's factor per
   step); with the delay κ is moved back by ½(1 − Δt)κ̇, κ̇ from the last sub-step. The secant κ
   cancels catastrophically when r is tiny; below ``√ε·max(1, ‖c‖)`` the Rayleigh quotient ρ (its
@@ -55,7 +61,7 @@ from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
 MAGNITUDES = ("secant", "rayleigh", "linear")
 CENTERS = ("modified", "gradient")
-HVPS = ("exact", "pair")
+HVPS = ("exact", "pair", "pair+center")
 #: r ≥ NOISE_FLOOR · unit roundoff · ‖c‖: the rounding that seeds GD's oscillation (calibrated, below)
 NOISE_FLOOR = 0.03
 #: |d log r/dt| above which the center's delay correction for a changing r is capped (per GD step)
@@ -75,13 +81,17 @@ def difference_scale(c: Tensor) -> float:
     return math.sqrt(torch.finfo(c.dtype).eps) * max(1.0, float(c.norm()))
 
 
-def gradient_pair(problem: Problem, c: Tensor, u: Tensor, r: float) -> tuple[Tensor, Tensor]:
-    """``(ḡ, v)`` from g± = ∇L(c ± r'u), r' = max(r, δ), in one vmapped call: ḡ = ½(g₊ + g₋) (∇L_r(c),
-    or ∇L(c) to O(δ²) below δ) and v = (g₊ − g₋)/2r' = ∇²L(c)u + O(r'²), the curvature along u that
-    the oscillation spans (δ: ``difference_scale``)."""
+def gradient_pair(
+    problem: Problem, c: Tensor, u: Tensor, r: float, center: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(ḡ, v, ∇L(c) or None)`` from g± = ∇L(c ± r'u), r' = max(r, δ) (and ∇L(c) when ``center``),
+    in one vmapped call: ḡ = ½(g₊ + g₋) (∇L_r(c), or ∇L(c) to O(δ²) below δ) and
+    v = (g₊ − g₋)/2r' = ∇²L(c)u + O(r'²), the curvature along u that the oscillation spans (δ:
+    ``difference_scale``)."""
     r_pair = max(r, difference_scale(c))
-    g = problem.grads(torch.stack([c + r_pair * u, c - r_pair * u]))
-    return 0.5 * (g[0] + g[1]), (g[0] - g[1]) / (2 * r_pair)
+    points = [c + r_pair * u, c - r_pair * u, c] if center else [c + r_pair * u, c - r_pair * u]
+    g = problem.grads(torch.stack(points))
+    return 0.5 * (g[0] + g[1]), (g[0] - g[1]) / (2 * r_pair), (g[2] if center else None)
 
 
 def secant_resolves(r: float, c: Tensor) -> bool:
@@ -95,7 +105,8 @@ class EdgeFlow(Process):
     name = "edge"
     description = (
         "Edge Flow: center, direction and magnitude of GD's oscillation "
-        "(3 grads + 2 HVPs per sub-step; 2 + 1 with center='gradient')"
+        "(3 grads + 2 HVPs per sub-step; 2 + 1 with center='gradient'; "
+        "2 grads, no HVP with hvp='pair'; 3 with hvp='pair+center')"
     )
     fields = (
         "train_loss",
@@ -127,8 +138,8 @@ class EdgeFlow(Process):
             raise invalid_choice("Edge Flow center", center, CENTERS)
         if hvp not in HVPS:
             raise invalid_choice("Edge Flow hvp", hvp, HVPS)
-        if hvp == "pair" and magnitude == "rayleigh":
-            raise ConfigError("Edge Flow magnitude='rayleigh' needs hvp='exact' (the pair gives the secant)")
+        if hvp != "exact" and magnitude == "rayleigh":
+            raise ConfigError(f"Edge Flow magnitude='rayleigh' needs hvp='exact' ({hvp!r} gives the secant)")
         self.magnitude_rule = magnitude
         self.center = center
         self.hvp = hvp
@@ -170,7 +181,9 @@ class EdgeFlow(Process):
         self.rho = math.nan
         self.kappa = math.nan
         self.kappa_prev = math.nan  # κ at the previous sub-step, for the magnitude's delay
-        self.g_prev: Tensor | None = None  # ḡ and c at the previous sub-step, for the pair's delay
+        # ḡ, ∇L(c) and c at the previous sub-step, for the pair's ∇²L ḡ
+        self.g_prev: Tensor | None = None
+        self.gc_prev: Tensor | None = None
         self.c_prev: Tensor | None = None
 
     def _take_over_from_gd(self) -> None:
@@ -211,10 +224,9 @@ class EdgeFlow(Process):
         p, lr, c, u = self.problem, self.lr, self.c, self.u
         r = self.r
         modified = self.center == "modified"
-        pair = self.hvp == "pair"
-        g_c = None
+        pair = self.hvp != "exact"
         if pair:
-            g_mean, v = gradient_pair(p, c, u, r)
+            g_mean, v, g_c = gradient_pair(p, c, u, r, center=modified and self.hvp == "pair+center")
             rho = secant = float(u @ v)  # the pair's secant: ρ to O(δ²) where r < δ
         else:
             # g₊, g₋ (and ∇L(c) for the modified center) in one vmapped call
@@ -238,9 +250,10 @@ class EdgeFlow(Process):
         self.kappa_prev = kappa
 
         h = lr * dt
-        if modified and g_c is None:
-            self.c = self._pair_center_step(c, u, v, rho, g_mean, dt)
+        if modified and pair:
+            self.c = self._pair_center_step(c, u, v, rho, g_mean, g_c, rate, dt)
         elif modified:
+            assert g_c is not None
             self.c = self._modified_center_step(c, u, v, rho, g_mean, g_c, rate, dt)
         else:
             along = float(u @ g_mean)
@@ -288,45 +301,54 @@ class EdgeFlow(Process):
         return c + step_across + step_along * u
 
     def _pair_center_step(
-        self, c: Tensor, u: Tensor, v: Tensor, rho: float, g_mean: Tensor, dt: float
+        self,
+        c: Tensor,
+        u: Tensor,
+        v: Tensor,
+        rho: float,
+        g_mean: Tensor,
+        g_c: Tensor | None,
+        rate: float,
+        dt: float,
     ) -> Tensor:
-        """The modified center from the pair alone, without ∇L(c) and ∇²L ḡ (edge_flow.md).
+        """``_modified_center_step`` without ∇²L ḡ (edge_flow.md), from the pair (and ∇L(c)).
 
-        Across u the field is ḡ half a GD step back taken literally, less the explicit step's own
-        Δt/2: ``ḡ − ((1 − Δt)/2)·dḡ/dt``, dḡ/dt the change of ḡ over the last sub-step — the c, r
-        (and u) parts of the correction at once, ``(η/2)∇²L ḡ`` to first order. Along u the step is
-        ``_modified_center_step``'s linearly implicit one with what the pair gives: ``uᵀ∇²L ḡ = vᵀḡ``;
-        the oscillation's part of the delay, the change of uᵀḡ over the last sub-step less the part
-        the center's own move Δc explains (``vᵀΔc``); and the coupling of the correction to the step
-        across u, ``(∇²L v)ᵀΔc⊥``, from the last sub-step's change (it vanishes when u is an
-        eigenvector). The first sub-step after a start has no history: it is the gradient center's.
+        Across u, ``(η/2)(1 − Δt)∇²L ḡ`` is ``−((1 − Δt)/2)·dḡ/dt`` with dḡ/dt the change over the
+        last sub-step: of ∇L(c) with ``hvp="pair+center"`` (the center's move alone; the
+        oscillation's part is ``_modified_center_step``'s), of ḡ with ``hvp="pair"`` (the center's
+        move, r's and u's at once: ḡ half a GD step back taken literally). Along u the step is
+        ``_modified_center_step``'s linearly implicit one with ``uᵀ∇²L ḡ = vᵀḡ``; with
+        ``hvp="pair"`` the oscillation's part is the change of uᵀḡ that the center's move does not
+        explain (``uᵀΔḡ − vᵀΔc``). The coupling to the step across u, ``(∇²L v)ᵀΔc⊥``, comes from the
+        last sub-step's change (it vanishes when u is an eigenvector). The first sub-step after a
+        start has no history: no ∇²L ḡ in it.
         """
         lr = self.lr
         h = lr * dt
         lag = 0.5 * (1.0 - dt) / dt  # the delay left after the explicit step's own Δt/2, in sub-steps
         along = 0.5 * lr * (1.0 + dt)  # along u the implicit step leads by Δt/2: the delay plus Δt/2
-        g_prev, c_prev = self.g_prev, self.c_prev
-        self.g_prev, self.c_prev = g_mean, c
+        g_prev, gc_prev, c_prev = self.g_prev, self.gc_prev, self.c_prev
+        self.g_prev, self.gc_prev, self.c_prev = g_mean, g_c, c
         a_g = float(u @ g_mean)
         stiff = max(rho, 0.0)
         field = a_g * (1.0 + along * stiff) + along * (float(v @ g_mean) - rho * a_g)
-        if g_prev is None or c_prev is None:
-            step_across = -h * (g_mean - a_g * u)
-            coupling = float(v @ step_across)
-        else:
-            change, moved = g_mean - g_prev, c - c_prev
-            delayed = g_mean - lag * change
-            step_across = -h * (delayed - float(u @ delayed) * u)
-            field -= lag * (float(u @ change) - float(v @ moved))
-            # (∇²L v)ᵀΔc⊥ from the last sub-step: vᵀΔḡ less ρ·(its unexplained part along u) and
-            # ‖v‖²·uᵀΔc, which leaves v⊥ᵀΔḡ + ρ v⊥ᵀΔc − ‖v⊥‖² uᵀΔc, v⊥ = v − ρu
+        delayed = g_mean
+        if g_c is not None:  # the oscillation's part as in _modified_center_step
+            push = (1.0 - dt) * min(max(rate, -RATE_CAP), RATE_CAP) * (g_mean - g_c)
+            delayed = delayed - push
+            field -= float(u @ push)
+        cross = 0.0
+        if g_prev is not None and c_prev is not None:
+            moved = c - c_prev
+            change = g_mean - g_prev if g_c is None or gc_prev is None else g_c - gc_prev
+            delayed = delayed - lag * change
+            if g_c is None:
+                field -= lag * (float(u @ change) - float(v @ moved))
+            # (∇²L v)ᵀΔc⊥: vᵀΔg less ρ·(its part along u that vᵀΔc does not explain) and ‖v‖²·uᵀΔc
             v_perp = v - rho * u
-            cross = (
-                float(v_perp @ change)
-                + rho * float(v_perp @ moved)
-                - float(v_perp @ v_perp) * float(u @ moved)
-            )
-            coupling = float(v @ step_across) + along * cross
+            cross = float(v_perp @ (change + rho * moved)) - float(v_perp @ v_perp) * float(u @ moved)
+        step_across = -h * (delayed - float(u @ delayed) * u)
+        coupling = float(v @ step_across) + along * cross
         step_along = -h * (field + coupling) / (1.0 + h * stiff * (1.0 + along * stiff))
         return c + step_across + step_along * u
 
