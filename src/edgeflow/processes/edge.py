@@ -30,11 +30,12 @@ Discretization, and why it is stable:
   ``u ← (I + ηΔtH)u / ‖·‖`` (the same HVP), a first-order-consistent discretization of the Rayleigh
   flow whose components along λ shrink relative to the top one by (1 + ηΔtλ)/(1 + ηΔtλ_max): every
   eigenvalue above −λ_max − 2/(ηΔt) dies out, zero and negative ones included.
-* **Without the HVP** (``hvp="pair"``). The pair is taken at c ± r'u, r' = max(r, δ), δ = √ε·max(1,
-  ‖c‖): (g₊ − g₋)/2r' is Hu + O(r'²), the curvature along the oscillation that GD's iterates feel,
-  and ρ = κ is its Rayleigh quotient. Across u the correction (η/2)∇²L ḡ is −½dḡ/dt, from the change
-  over the last sub-step (of ḡ: its c, r and u parts at once; or of ∇L(c), with ``pair+center``);
-  along u the step stays linearly implicit, with uᵀ∇²L ḡ = vᵀḡ. See ``_pair_center_step``.
+* **Without the HVP** (``hvp="pair"``, ``"pair+center"``). The pair is taken at c ± r'u,
+  r' = max(r, δ), δ = √ε·max(1, ‖c‖): (g₊ − g₋)/2r' is Hu + O(r'²), the curvature along the
+  oscillation that GD's iterates feel, and ρ = κ is its Rayleigh quotient. Across u the correction
+  (η/2)∇²L ḡ is −½dḡ/dt, from the change over the last sub-step (of ḡ: its c, r and u parts at
+  once; or of ∇L(c), with ``pair+center``); along u the step stays linearly implicit, with
+  uᵀ∇²L ḡ = vᵀḡ. See ``_pair_center_step``.
 * **Magnitude.** ``ℓ ← ℓ + Δt·log|ηκ − 1|`` is exact for constant κ (r grows by GD's factor per
   step); with the delay κ is moved back by ½(1 − Δt)κ̇, κ̇ from the last sub-step. The secant κ
   cancels catastrophically when r is tiny; below ``√ε·max(1, ‖c‖)`` the Rayleigh quotient ρ (its
