@@ -57,6 +57,8 @@ ROWS = (
     Row("edge", "edge"),
     Row("edge-gradient", "edge", {"center": "gradient"}, label="edge, gradient center"),
     Row("edge-k1", "edge", {"substeps": 1}, refine=False, label="edge, one sub-step"),
+    Row("edge-pair", "edge", {"hvp": "pair"}, label="edge, HVP from the pair"),
+    Row("edge-pair-center", "edge", {"hvp": "pair+center"}, label="edge, HVP from the pair, ∇L(c)"),
     Row("central", "central"),
     Row("gradient", "gradient"),
     Row("modified", "modified"),

@@ -12,7 +12,8 @@ half a step back (F(x(t − ½)) ≈ F − ½dF/dt) removes that O(η) drift: th
 the symmetrized loss, the oscillation's push half a step late, κ half a step back.
 ``center="gradient"`` is the model without them: dc/dt = −ηḡ (gradient flow on L_r), κ at t.
 Each sub-step (Δt = 1/K) costs three gradients (one vmapped call) and two HVPs; two and one with
-``center="gradient"``.
+``center="gradient"``. ``hvp="pair"`` costs two gradients and no HVP with either center: Hu, ḡ and the
+correction all come from the pair (below); ``hvp="pair+center"`` three, ∇L(c) with the pair.
 
 Discretization, and why it is stable:
 
@@ -29,6 +30,12 @@ Discretization, and why it is stable:
   ``u ← (I + ηΔtH)u / ‖·‖`` (the same HVP), a first-order-consistent discretization of the Rayleigh
   flow whose components along λ shrink relative to the top one by (1 + ηΔtλ)/(1 + ηΔtλ_max): every
   eigenvalue above −λ_max − 2/(ηΔt) dies out, zero and negative ones included.
+* **Without the HVP** (``hvp="pair"``, ``"pair+center"``). The pair is taken at c ± r'u,
+  r' = max(r, δ), δ = √ε·max(1, ‖c‖): (g₊ − g₋)/2r' is Hu + O(r'²), the curvature along the
+  oscillation that GD's iterates feel, and ρ = κ is its Rayleigh quotient. Across u the correction
+  (η/2)∇²L ḡ is −½dḡ/dt, from the change over the last sub-step (of ḡ: its c, r and u parts at
+  once; or of ∇L(c), with ``pair+center``); along u the step stays linearly implicit, with
+  uᵀ∇²L ḡ = vᵀḡ. See ``_pair_center_step``.
 * **Magnitude.** ``ℓ ← ℓ + Δt·log|ηκ − 1|`` is exact for constant κ (r grows by GD's factor per
   step); with the delay κ is moved back by ½(1 − Δt)κ̇, κ̇ from the last sub-step. The secant κ
   cancels catastrophically when r is tiny; below ``√ε·max(1, ‖c‖)`` the Rayleigh quotient ρ (its
@@ -61,6 +68,7 @@ from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
 MAGNITUDES = ("secant", "rayleigh", "linear")
 CENTERS = ("modified", "gradient")
+HVPS = ("exact", "pair", "pair+center")
 #: r ≥ NOISE_FLOOR · unit roundoff · ‖w‖: the fixed floor the stability monitor and the remedies keep
 #: their r above. Edge Flow itself models the rounding noise (below); on the default problem its level
 #: just below 2/η is about this (benchmarks/noise_floor.py)
@@ -129,17 +137,40 @@ def _log_share(growth: float, dt: float) -> float:
     return 2 * growth * (dt - 1) + math.log(part / whole)
 
 
+def difference_scale(c: Tensor) -> float:
+    """δ = √ε·max(1, ‖c‖), where the secant starts to resolve: the pair at c ± δu is the HVP with
+    rounding O(√ε) and bias O(δ²) = O(ε), and its mean ∇L(c) to O(ε). ε^(1/3), which balances the two
+    for the HVP alone, puts a phantom oscillation of size δ into the mean: in float32 δ = 0.03 on the
+    default problem, above GD's own oscillation at EoS, and the onset came 25 steps late."""
+    return math.sqrt(torch.finfo(c.dtype).eps) * max(1.0, float(c.norm()))
+
+
+def gradient_pair(
+    problem: Problem, c: Tensor, u: Tensor, r: float, center: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(ḡ, v, ∇L(c) or None)`` from g± = ∇L(c ± r'u), r' = max(r, δ) (and ∇L(c) when ``center``),
+    in one vmapped call: ḡ = ½(g₊ + g₋) (∇L_r(c), or ∇L(c) to O(δ²) below δ) and
+    v = (g₊ − g₋)/2r' = ∇²L(c)u + O(r'²), the curvature along u that the oscillation spans (δ:
+    ``difference_scale``)."""
+    r_pair = max(r, difference_scale(c))
+    points = [c + r_pair * u, c - r_pair * u, c] if center else [c + r_pair * u, c - r_pair * u]
+    g = problem.grads(torch.stack(points))
+    return 0.5 * (g[0] + g[1]), (g[0] - g[1]) / (2 * r_pair), (g[2] if center else None)
+
+
 def secant_resolves(r: float, c: Tensor) -> bool:
     """Whether the secant ``uᵀ(g₊ − g₋)/2r`` at ``c ± r u`` stands clear of rounding: below
-    ``√ε·max(1, ‖c‖)`` it cancels catastrophically and ρ, its r → 0 limit, is used instead."""
-    return r >= math.sqrt(torch.finfo(c.dtype).eps) * max(1.0, float(c.norm()))
+    ``√ε·max(1, ‖c‖)`` (``difference_scale``) it cancels catastrophically and ρ, its r → 0 limit, is
+    used instead."""
+    return r >= difference_scale(c)
 
 
 class EdgeFlow(Process):
     name = "edge"
     description = (
         "Edge Flow: center, direction and magnitude of GD's oscillation "
-        "(3 grads + 2 HVPs per sub-step; 2 + 1 with center='gradient')"
+        "(3 grads + 2 HVPs per sub-step; 2 + 1 with center='gradient'; "
+        "2 grads, no HVP with hvp='pair'; 3 with hvp='pair+center')"
     )
     fields = (
         "train_loss",
@@ -163,14 +194,20 @@ class EdgeFlow(Process):
         warm_start: int = 0,
         center: str = "modified",
         delay_magnitude: bool | None = None,
+        hvp: str = "exact",
     ) -> None:
         super().__init__(problem, lr)
         if magnitude not in MAGNITUDES:
             raise invalid_choice("Edge Flow magnitude", magnitude, MAGNITUDES)
         if center not in CENTERS:
             raise invalid_choice("Edge Flow center", center, CENTERS)
+        if hvp not in HVPS:
+            raise invalid_choice("Edge Flow hvp", hvp, HVPS)
+        if hvp != "exact" and magnitude == "rayleigh":
+            raise ConfigError(f"Edge Flow magnitude='rayleigh' needs hvp='exact' ({hvp!r} gives the secant)")
         self.magnitude_rule = magnitude
         self.center = center
+        self.hvp = hvp
         if delay_magnitude is not None and not isinstance(delay_magnitude, bool):
             raise ConfigError(f"delay_magnitude must be true, false or None, got {delay_magnitude!r}")
         # default: with the center (half a step of delay in both, or in neither)
@@ -215,6 +252,10 @@ class EdgeFlow(Process):
         self.rho = math.nan
         self.kappa = math.nan
         self.kappa_prev = math.nan  # κ at the previous sub-step, for the magnitude's delay
+        # ḡ, ∇L(c) and c at the previous sub-step, for the pair's ∇²L ḡ
+        self.g_prev: Tensor | None = None
+        self.gc_prev: Tensor | None = None
+        self.c_prev: Tensor | None = None
 
     def _take_over_from_gd(self) -> None:
         gd = self.gd
@@ -279,14 +320,20 @@ class EdgeFlow(Process):
         p, lr, c, u = self.problem, self.lr, self.c, self.u
         r = self.r
         modified = self.center == "modified"
-        # g₊, g₋ (and ∇L(c) for the modified center) in one vmapped call
-        points = [c + r * u, c - r * u, c] if modified else [c + r * u, c - r * u]
-        g = p.grads(torch.stack(points))
-        v = p.hvp(c, u)
-        rho = float(u @ v)
-        secant = float(u @ (g[0] - g[1])) / (2 * r)
-        if not secant_resolves(r, c):
-            secant = rho
+        pair = self.hvp != "exact"
+        if pair:
+            g_mean, v, g_c = gradient_pair(p, c, u, r, center=modified and self.hvp == "pair+center")
+            rho = secant = float(u @ v)  # the pair's secant: ρ to O(δ²) where r < δ
+        else:
+            # g₊, g₋ (and ∇L(c) for the modified center) in one vmapped call
+            points = [c + r * u, c - r * u, c] if modified else [c + r * u, c - r * u]
+            g = p.grads(torch.stack(points))
+            g_mean, g_c = 0.5 * (g[0] + g[1]), (g[2] if modified else None)
+            v = p.hvp(c, u)
+            rho = float(u @ v)
+            secant = float(u @ (g[0] - g[1])) / (2 * r)
+            if not secant_resolves(r, c):
+                secant = rho
         kappa = rho if self.magnitude_rule == "rayleigh" else secant
         rate = self._growth(kappa)
         if self.delay_magnitude and math.isfinite(self.kappa_prev):
@@ -298,10 +345,12 @@ class EdgeFlow(Process):
             growth = rate
         self.kappa_prev = kappa
 
-        g_mean = 0.5 * (g[0] + g[1])
         h = lr * dt
-        if modified:
-            self.c = self._modified_center_step(c, u, v, rho, g_mean, g[2], rate, dt)
+        if modified and pair:
+            self.c = self._pair_center_step(c, u, v, rho, g_mean, g_c, rate, dt)
+        elif modified:
+            assert g_c is not None
+            self.c = self._modified_center_step(c, u, v, rho, g_mean, g_c, rate, dt)
         else:
             along = float(u @ g_mean)
             self.c = c - h * (g_mean - along * u) - (h * along / (1.0 + h * max(rho, 0.0))) * u
@@ -344,6 +393,58 @@ class EdgeFlow(Process):
         field = a_g * (1.0 + along * stiff) + along * (float(u @ z) - rho * a_g)
         field -= (1.0 - dt) * rate * float(u @ force)
         coupling = float(v @ step_across) - h * along * float(v @ (z - a_g * v))
+        step_along = -h * (field + coupling) / (1.0 + h * stiff * (1.0 + along * stiff))
+        return c + step_across + step_along * u
+
+    def _pair_center_step(
+        self,
+        c: Tensor,
+        u: Tensor,
+        v: Tensor,
+        rho: float,
+        g_mean: Tensor,
+        g_c: Tensor | None,
+        rate: float,
+        dt: float,
+    ) -> Tensor:
+        """``_modified_center_step`` without ∇²L ḡ (edge_flow.md), from the pair (and ∇L(c)).
+
+        Across u, ``(η/2)(1 − Δt)∇²L ḡ`` is ``−((1 − Δt)/2)·dḡ/dt`` with dḡ/dt the change over the
+        last sub-step: of ∇L(c) with ``hvp="pair+center"`` (the center's move alone; the
+        oscillation's part is ``_modified_center_step``'s), of ḡ with ``hvp="pair"`` (the center's
+        move, r's and u's at once: ḡ half a GD step back taken literally). Along u the step is
+        ``_modified_center_step``'s linearly implicit one with ``uᵀ∇²L ḡ = vᵀḡ``; with
+        ``hvp="pair"`` the oscillation's part is the change of uᵀḡ that the center's move does not
+        explain (``uᵀΔḡ − vᵀΔc``). The coupling to the step across u, ``(∇²L v)ᵀΔc⊥``, comes from the
+        last sub-step's change (it vanishes when u is an eigenvector). The first sub-step after a
+        start has no history: no ∇²L ḡ in it.
+        """
+        lr = self.lr
+        h = lr * dt
+        lag = 0.5 * (1.0 - dt) / dt  # the delay left after the explicit step's own Δt/2, in sub-steps
+        along = 0.5 * lr * (1.0 + dt)  # along u the implicit step leads by Δt/2: the delay plus Δt/2
+        g_prev, gc_prev, c_prev = self.g_prev, self.gc_prev, self.c_prev
+        self.g_prev, self.gc_prev, self.c_prev = g_mean, g_c, c
+        a_g = float(u @ g_mean)
+        stiff = max(rho, 0.0)
+        field = a_g * (1.0 + along * stiff) + along * (float(v @ g_mean) - rho * a_g)
+        delayed = g_mean
+        if g_c is not None:  # the oscillation's part as in _modified_center_step
+            push = (1.0 - dt) * min(max(rate, -RATE_CAP), RATE_CAP) * (g_mean - g_c)
+            delayed = delayed - push
+            field -= float(u @ push)
+        cross = 0.0
+        if g_prev is not None and c_prev is not None:
+            moved = c - c_prev
+            change = g_mean - g_prev if g_c is None or gc_prev is None else g_c - gc_prev
+            delayed = delayed - lag * change
+            if g_c is None:
+                field -= lag * (float(u @ change) - float(v @ moved))
+            # (∇²L v)ᵀΔc⊥: vᵀΔg less ρ·(its part along u that vᵀΔc does not explain) and ‖v‖²·uᵀΔc
+            v_perp = v - rho * u
+            cross = float(v_perp @ (change + rho * moved)) - float(v_perp @ v_perp) * float(u @ moved)
+        step_across = -h * (delayed - float(u @ delayed) * u)
+        coupling = float(v @ step_across) + along * cross
         step_along = -h * (field + coupling) / (1.0 + h * stiff * (1.0 + along * stiff))
         return c + step_across + step_along * u
 
