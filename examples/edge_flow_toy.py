@@ -45,15 +45,19 @@ MU, Y_STAR = 0.01, 6.0
 X0, Y0 = 0.1, 3.0  # the sharpness starts at 3, below 2/η
 STEPS = 30 if os.environ.get("EDGEFLOW_EXAMPLES_QUICK") else 300
 SUBSTEPS = 2  # Edge Flow's sub-steps per GD step (Δt = 1/2)
-# r ≥ NOISE_FLOOR·‖c‖: the rounding of each GD step, from which its oscillation regrows. In two
-# dimensions that is about half the unit roundoff; edgeflow's 0.03 × unit roundoff is calibrated on
-# a network of 9,000 parameters, where each step's rounding is spread over many more directions.
-NOISE_FLOOR = 0.5 * 2.0**-53
+
+
+def rounding(c: torch.Tensor, u: torch.Tensor) -> float:
+    """Variance of the kick that rounding GD's update to float64 gives its oscillation along u: each
+    coordinate rounds to nearest, an error uniform in ±ulp/2 (edgeflow adds the gradient's own
+    rounding, which it measures; in this toy the gradient is exact to rounding of the same size)."""
+    ulp = torch.nextafter(c.abs(), torch.full_like(c, math.inf)) - c.abs()
+    return float((u * ulp).square().sum()) / 12
 
 
 # The valley is tilted by 30° in the (w₁, w₂) plane: then the rounding errors of GD's steps along the
 # valley leak into the x direction, as they do in any real network, and that rounding is what seeds
-# GD's oscillation (Edge Flow's noise floor). Axis-aligned, x would shrink exactly and never reseed.
+# GD's oscillation (Edge Flow's rounding noise). Axis-aligned, x would shrink exactly and never reseed.
 TILT = math.radians(30.0)
 ROTATION = torch.tensor([[math.cos(TILT), -math.sin(TILT)], [math.sin(TILT), math.cos(TILT)]])
 
@@ -120,9 +124,9 @@ def run_edge_flow(steps: int) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
             u = u + h * hu
             u = u / u.norm()
 
-            # 3. Magnitude: r multiplies by |ηκ − 1| per GD step (Δt of a step per sub-step), as
-            #    GD's oscillation does, and never drops below the rounding floor.
-            r = max(r * abs(LR * kappa - 1) ** dt, NOISE_FLOOR * float(c.norm()))
+            # 3. Magnitude: r² is GD's mean square: it multiplies by |ηκ − 1|² per GD step (Δt of a
+            #    step per sub-step), as GD's oscillation does, plus the rounding kick of each step.
+            r = math.sqrt(r**2 * abs(LR * kappa - 1) ** (2 * dt) + dt * rounding(c, u))
         states.append((c, u, r))
     return states
 
