@@ -31,7 +31,9 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 WORKER_FLAG = "--worker"
 
 
@@ -102,6 +104,18 @@ def evaluations_per_step(problem_name: str, params: list[str]) -> dict[str, dict
     return {flow: {k: v / steps for k, v in res[flow].info["cost"].items()} for flow in res}
 
 
+def measured_evaluations(results: Path, case: str) -> dict[str, dict]:
+    """Edge Flow's and the central flow's evaluations per GD step, as the fidelity suite measured
+    them on ``case`` at EoS (``benchmarks/fidelity.py`` writes ``results``), at its sub-steps."""
+    flows = next(c for c in json.loads(results.read_text())["cases"] if c["name"] == case)["flows"]
+    out = {}
+    for key in ("edge", "central"):
+        row = flows[key]
+        label = f"{key} ({row['options']['substeps']} sub-steps, as measured on {case})"
+        out[label] = {k: v for k, v in row["per_step"].items() if k != "loss"}
+    return out
+
+
 def estimate(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -109,10 +123,7 @@ def estimate(args: argparse.Namespace) -> None:
     from edgeflow.zoo import models, problem_params
 
     images, cost = 50_000, {"grad": 3.0, "hvp": 6.0, "third": 9.0}  # forward passes per evaluation
-    evals = {"gd": {"grad": 1}, "edge (K = 2)": {"grad": 4, "hvp": 2}}
-    # The central flow's evaluations per GD step as measured on mnist5k-cnn at EoS (docs/results.md,
-    # 4 sub-steps): 4 gradients, 33.6 HVPs (warm-started Lanczos), 6.54 third derivatives.
-    evals["central (4 sub-steps)"] = {"grad": 4, "hvp": 33.6, "third": 6.54}
+    evals = {"gd": {"grad": 1}, **measured_evaluations(ROOT / "docs" / "results.json", "mnist5k-cnn")}
     defaults = problem_params("cifar10-resnet")
     print(
         f"ESTIMATE (not measured): full CIFAR-10 ({images:,} images), {args.gpus} GPUs at "
