@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -271,3 +272,22 @@ def test_cli_plot_of_a_damaged_results_file(capsys, tmp_path):
     (tmp_path / "results.h5").write_bytes(os.urandom(2048))
     code, _, err = run_cli(capsys, "plot", str(tmp_path))
     assert code == 2 and "not a readable HDF5" in err
+
+
+def test_edge_flow_checkpoints_from_before_the_rounding_noise_model_resume(make_mlp):
+    """A state written by an Edge Flow without the rounding-noise and pair state still steps on."""
+    problem = make_mlp()
+    run = Run(problem, _config(problem), problem.w0)
+    run.start()
+    for k in range(3):
+        run.record(k)
+        run.step_all(k)
+    state = run.procs["edge"].state_dict()
+    for key in ("grad_rounding", "probe_generator", "next_probe", "g_prev", "gc_prev", "c_prev"):
+        del state[key]
+    clone = Run(make_mlp(), _config(problem), problem.w0)
+    edge = clone.procs["edge"]
+    edge.load_state_dict(state)
+    assert edge.grad_rounding == 0.0 and edge.next_probe == edge.time == 3
+    edge.step()
+    assert torch.isfinite(edge.position).all() and math.isfinite(edge.log_r)

@@ -267,6 +267,18 @@ class EdgeFlow(Process):
         self.gd = None
         self._start(center, u, abs(offset) if self.r0 is None else self.r0, 1.0 if offset >= 0 else -1.0)
 
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if self.gd is None and "grad_rounding" not in state:
+            # a checkpoint written before the rounding-noise model: its r had a fixed floor, and the
+            # gradient's rounding is measured afresh from here on
+            self.grad_rounding = 0.0
+            self.probe_generator = torch.Generator(device=self.c.device).manual_seed(self.seed + 1)
+            self.next_probe = self.time
+        for name in ("g_prev", "gc_prev", "c_prev"):  # … or before the HVP-free options
+            if self.gd is None and name not in state:
+                setattr(self, name, None)
+
     def rounding_noise(self, c: Tensor, u: Tensor) -> float:
         """σ², the variance of the kick GD's rounding gives its oscillation along ``u`` per step: the
         rounding of the update w − ηg plus η² times the gradient's own."""
