@@ -68,3 +68,18 @@ def test_goals_name_each_case_that_fails(bench):
     assert "removes the spikes where GD spikes (its largest spike): holds at 1 of 1" in goals
     assert "trains where GD diverges: holds at 1 of 1" in goals
     assert "final loss ≤ 1.5× GD's (ratio): holds at 1 of 2; fails at toy η = 0.2 (2.00×)" in goals
+
+
+def test_max_share_page_reports_final_loss_against_gds_and_gds_divergence(bench):
+    def row(final, spike):
+        return {"final_loss": final, "largest_spike": spike, "gradients_per_step": 4.0}
+
+    grids = {
+        "toy": {
+            0.5: {"gd": row(2.0, 1.0), 0.25: row(3.0, 1.05)},
+            4.0: {"gd": row(None, math.inf), 0.25: row(1.0, 1.1)},
+        }
+    }
+    page = bench.share_markdown(grids, 100)
+    assert "| toy | 0.5 | 0.25 | 1.05 | 3 | 1.5 | 4.00 |" in page
+    assert "| toy | 4 | 0.25 | 1.1 | 1 | GD diverged | 4.00 |" in page
