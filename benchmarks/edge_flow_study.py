@@ -128,6 +128,11 @@ def main() -> None:
         ],
         "magnitude": [("float64", {"magnitude": m, "substeps": 2}) for m in ("secant", "rayleigh", "linear")],
         "substeps": [("float64", {"substeps": k}) for k in (1, 2, 4, 8)],
+        "hvp": [
+            ("float64", {"substeps": k, "hvp": hvp})
+            for hvp in ("exact", "pair", "pair+center")
+            for k in (1, 2)
+        ],
         "noise": [
             (dt, {"substeps": 2, "noise": scale, "probe_rounding": probe})
             for dt in ("float64", "float32")
@@ -166,6 +171,10 @@ def main() -> None:
         ),
         "magnitude": ("Magnitude variants (float64, K = 2)", lambda r: r["options"]["magnitude"]),
         "substeps": ("Sub-steps per GD step (float64, secant)", lambda r: f"K = {r['options']['substeps']}"),
+        "hvp": (
+            "Without the HVP: u's curvature from the pair g(c ± ru) (float64, secant)",
+            lambda r: f"hvp = {r['options']['hvp']}, K = {r['options']['substeps']}",
+        ),
         "noise": (
             "Rounding noise: σ scaled by `noise`, with or without the gradient's rounding (K = 2, secant)",
             lambda r: (

@@ -13,10 +13,13 @@ u is the tracked top Hessian eigenvector, ρ = uᵀHu:
   curvature along the segment, ρ while r is below √ε·‖w‖), between the rounding floor and
   ``max_share`` of a catapult's scale (½ρr² ≤ max_share · loss). While ηS > 2, r grows and pulls
   the sharpness back toward 2/η, where GD at the edge of stability keeps it; the cap keeps the
-  step stable meanwhile. ``max_share`` trades the two: at 1 (r up to a catapult's scale) the
-  sharpness was held closest to 2/η and the final loss was lowest, but the symmetrized gradient's
-  own push left loss bumps of up to 1.9× on sort-transformer; at 0.25 (the default) no bump passed
-  1.1× on digits-mlp, mnist5k-cnn or sort-transformer (η up to 3.2, 0.8, 1.0).
+  step stable meanwhile. ``max_share`` trades the two (docs/instability_max_share.md,
+  ``python benchmarks/instability.py --max-share 0.05,0.25,1``): at 1 (r up to a catapult's scale)
+  the final loss was the lowest on digits-mlp for η ≤ 1.6 and on sort-transformer at η = 1, but the
+  symmetrized gradient's own push left loss bumps of 1.4–1.6× on sort-transformer at η ≤ 1 (19× at
+  η = 2); at 0.05 no bump passed 1.003×, but the final loss was 1.6× and 5.2× GD's there at
+  η = 0.25 and 0.5; at 0.25 (the default) no bump passed 1.11× on either problem, up to η = 4 and
+  6.4, where GD diverges.
 * ``lr_cap``: GD with the step size capped at (2 − margin)/ρ.
 * ``damped``: GD whose step along u is damped by Edge Flow's linearly implicit factor,
   ``w ← w − η(g − (uᵀg)u) − η(uᵀg)/(1 + ηρ)·u``, whenever GD would be unstable or nearly so along
