@@ -49,10 +49,7 @@ class StridedEdgeFlow(EdgeFlow):
 
     def step(self) -> None:
         if self.time % self.stride == 0:
-            self._probe_rounding()
-            dt = self.stride / self.substeps
-            for _ in range(self.substeps):
-                self._substep(dt)
+            self._advance(self.stride)
         self.sign = -self.sign
         self.time += 1
 

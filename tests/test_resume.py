@@ -103,13 +103,7 @@ def test_crash_after_a_checkpoint_resumes_from_it(make_mlp, tmp_path, monkeypatc
 
 def test_process_state_round_trip_covers_every_process(make_mlp):
     """Each process restored from its state_dict into a fresh instance continues bit for bit."""
-    problem = make_mlp()
-    run = Run(problem, _config(problem), problem.w0)
-    run.start()
-    for k in range(4):
-        run.record(k)
-        run.step_all(k)
-    clone = Run(make_mlp(), _config(problem), problem.w0)
+    run, clone = _run_and_fresh_clone(make_mlp, 4)
     for name, proc in run.procs.items():
         clone.procs[name].load_state_dict(proc.state_dict())
     for name in FLOWS:
@@ -120,6 +114,17 @@ def test_process_state_round_trip_covers_every_process(make_mlp):
         assert obs_a.keys() == obs_b.keys()
         for key, value in obs_a.items():
             assert np.array_equal(value, obs_b[key], equal_nan=True), (name, key)
+
+
+def _run_and_fresh_clone(make_mlp, steps: int) -> tuple[Run, Run]:
+    """A run of every flow stepped ``steps`` times, and a fresh run of the same problem (not started)."""
+    problem = make_mlp()
+    run = Run(problem, _config(problem), problem.w0)
+    run.start()
+    for k in range(steps):
+        run.record(k)
+        run.step_all(k)
+    return run, Run(make_mlp(), _config(problem), problem.w0)
 
 
 def _config(problem) -> dict:
@@ -276,16 +281,10 @@ def test_cli_plot_of_a_damaged_results_file(capsys, tmp_path):
 
 def test_edge_flow_checkpoints_from_before_the_rounding_noise_model_resume(make_mlp):
     """A state written by an Edge Flow without the rounding-noise and pair state still steps on."""
-    problem = make_mlp()
-    run = Run(problem, _config(problem), problem.w0)
-    run.start()
-    for k in range(3):
-        run.record(k)
-        run.step_all(k)
+    run, clone = _run_and_fresh_clone(make_mlp, 3)
     state = run.procs["edge"].state_dict()
     for key in ("grad_rounding", "probe_generator", "next_probe", "g_prev", "gc_prev", "c_prev"):
         del state[key]
-    clone = Run(make_mlp(), _config(problem), problem.w0)
     edge = clone.procs["edge"]
     edge.load_state_dict(state)
     assert edge.grad_rounding == 0.0 and edge.next_probe == edge.time == 3

@@ -46,11 +46,11 @@ Discretization, and why it is stable:
   ``r² ← r²·a^{2Δt} + σ²·(a^{2Δt} − 1)/(a² − 1)`` with ``a = e^{growth}``, which is GD's recursion
   exactly at Δt = 1 and composes exactly over sub-steps. Below 2/η it settles at GD's stationary level
   σ²/(1 − a²); near 2/η (|a| → 1) the kicks add up like a random walk, which is what seeds the
-  growth. σ has two parts (``rounding_noise``): the rounding of the update w − ηg, σ_w² = Σᵢ uᵢ²
-  ulp(wᵢ)²/12 (uniform rounding to nearest), and the rounding inside the gradient, which we measure
-  once at the start from GD's own step map (``measure_rounding_gain``) as the ratio ``gain`` of the
-  total variance to σ_w². Without the noise (``noise=0``) r underflows in the stable phase and Edge
-  Flow falls onto gradient flow at the onset.
+  growth. σ² has two parts (``rounding_noise``): the rounding of the update w − ηg, Σᵢ uᵢ²
+  ulp(wᵢ)²/12 (uniform rounding to nearest), and η² times the variance of the gradient's own rounding
+  along u, which ``gradient_rounding`` measures from gradients at ulp-perturbed points, every
+  ``ROUNDING_EVERY`` steps while the kicks matter. Without the noise (``noise=0``) r underflows in the
+  stable phase and Edge Flow falls onto gradient flow at the onset.
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ NOISE_FLOOR = 0.03
 #: last two measurements are averaged)
 ROUNDING_PROBES = 8
 #: ulps each coordinate of a probe point is moved by (at most): far enough that the gradient's rounding
-#: there is independent of its rounding at w (measured: 4 ulps is not, 32 and 256 agree), near enough
-#: that the gradient is linear between them
+#: there is independent of its rounding at w (in an ad-hoc check on the default problem 4 ulps left
+#: it partly correlated, 32 and 256 gave the same variance), near enough that the gradient is linear
+#: between them
 PROBE_ULPS = 32
 #: GD steps between measurements of the gradient's rounding, while it matters (r² < NOISE_MATTERS·σ²)
 ROUNDING_EVERY = 20
@@ -140,8 +141,8 @@ def _log_share(growth: float, dt: float) -> float:
 def difference_scale(c: Tensor) -> float:
     """δ = √ε·max(1, ‖c‖), where the secant starts to resolve: the pair at c ± δu is the HVP with
     rounding O(√ε) and bias O(δ²) = O(ε), and its mean ∇L(c) to O(ε). ε^(1/3), which balances the two
-    for the HVP alone, puts a phantom oscillation of size δ into the mean: in float32 δ = 0.03 on the
-    default problem, above GD's own oscillation at EoS, and the onset came 25 steps late."""
+    for the HVP alone, puts a phantom oscillation of size δ into the mean: in float32 that δ is larger
+    than GD's own oscillation at EoS on the default problem, and it delayed the onset."""
     return math.sqrt(torch.finfo(c.dtype).eps) * max(1.0, float(c.norm()))
 
 
@@ -244,10 +245,7 @@ class EdgeFlow(Process):
     def _start(self, c: Tensor, u: Tensor, r: float, sign: float) -> None:
         self.c, self.u = c, u
         self.log_r = math.log(max(r, _TINY))
-        # the gradient's rounding along u (a variance per gradient), measured while it matters
-        self.grad_rounding = 0.0
-        self.probe_generator = torch.Generator(device=c.device).manual_seed(self.seed + 1)
-        self.next_probe = self.time
+        self._reset_rounding_probe()
         self.sign = sign  # s_k at the current time
         self.rho = math.nan
         self.kappa = math.nan
@@ -267,16 +265,20 @@ class EdgeFlow(Process):
         self.gd = None
         self._start(center, u, abs(offset) if self.r0 is None else self.r0, 1.0 if offset >= 0 else -1.0)
 
+    def _reset_rounding_probe(self) -> None:
+        """The gradient's rounding along u (a variance per gradient) is unknown: measure it afresh."""
+        self.grad_rounding = 0.0
+        self.probe_generator = torch.Generator(device=self.c.device).manual_seed(self.seed + 1)
+        self.next_probe = self.time
+
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        if self.gd is None and "grad_rounding" not in state:
-            # a checkpoint written before the rounding-noise model: its r had a fixed floor, and the
-            # gradient's rounding is measured afresh from here on
-            self.grad_rounding = 0.0
-            self.probe_generator = torch.Generator(device=self.c.device).manual_seed(self.seed + 1)
-            self.next_probe = self.time
+        if self.gd is not None:
+            return  # still GD: the state below is set when Edge Flow takes over
+        if "grad_rounding" not in state:  # written before the rounding-noise model (a fixed floor)
+            self._reset_rounding_probe()
         for name in ("g_prev", "gc_prev", "c_prev"):  # … or before the HVP-free options
-            if self.gd is None and name not in state:
+            if name not in state:
                 setattr(self, name, None)
 
     def rounding_noise(self, c: Tensor, u: Tensor) -> float:
@@ -321,12 +323,16 @@ class EdgeFlow(Process):
             if self.time == self.warm_start:
                 self._take_over_from_gd()
             return
-        self._probe_rounding()
-        dt = 1.0 / self.substeps
-        for _ in range(self.substeps):
-            self._substep(dt)
+        self._advance(1.0)
         self.sign = -self.sign
         self.time += 1
+
+    def _advance(self, duration: float) -> None:
+        """The ``substeps`` sub-steps that cover ``duration`` GD steps of time."""
+        self._probe_rounding()
+        dt = duration / self.substeps
+        for _ in range(self.substeps):
+            self._substep(dt)
 
     def _substep(self, dt: float) -> None:
         p, lr, c, u = self.problem, self.lr, self.c, self.u
