@@ -286,6 +286,14 @@ def figure(data: dict, path: Path) -> None:
         save_figure(fig, path)
 
 
+def _meta(t0: float) -> dict:
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread",
+        "wall_min": (time.perf_counter() - t0) / 60,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two sizes, float64 and float32")
@@ -315,13 +323,9 @@ def main() -> None:
                     f"height {_f(e['height_error'], '.2%')}, seed ratio {_f(e['seed_ratio'], '.2f')}",
                     flush=True,
                 )
-        meta = {
-            "date": time.strftime("%Y-%m-%d"),
-            "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread",
-            "wall_min": (time.perf_counter() - t0) / 60,
-        }
-        data = {"meta": meta, "cases": cases}
-        out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+                # after every case, so that a stopped run keeps what it measured (--reuse redraws it)
+                data = {"meta": _meta(t0), "cases": cases}
+                out.with_suffix(".json").write_text(json.dumps(data, indent=1))
     out.write_text(report(data))
     figure(data, out.with_suffix(".png"))
     print(f"wrote {out}")
