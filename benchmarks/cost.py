@@ -30,6 +30,12 @@ VARIANTS: list[tuple[str, str, dict]] = [
     ("edge K = 4", "edge", {"substeps": 4}),
     ("edge K = 2, hvp = pair", "edge", {"hvp": "pair"}),
     ("edge K = 1, hvp = pair", "edge", {"substeps": 1, "hvp": "pair"}),
+    (
+        "edge K = 1, hvp = pair, implicit = secant",
+        "edge",
+        {"substeps": 1, "hvp": "pair", "implicit": "secant"},
+    ),
+    ("edge K = 1, implicit = secant", "edge", {"substeps": 1, "implicit": "secant"}),
     ("edge K = 4, hvp = pair", "edge", {"substeps": 4, "hvp": "pair"}),
     ("edge K = 2, hvp = pair+center", "edge", {"hvp": "pair+center"}),
     ("edge K = 4, hvp = pair+center", "edge", {"substeps": 4, "hvp": "pair+center"}),

@@ -12,6 +12,7 @@ import edgeflow as ef
 from edgeflow.metrics import onset_profile, relative_distance
 from edgeflow.processes import make_process
 from edgeflow.processes.edge import (
+    SECANT_ORDER,
     _log_share,
     difference_scale,
     gradient_pair,
@@ -584,3 +585,89 @@ def test_pair_rejects_the_rayleigh_magnitude():
     options = {"edge": {"hvp": "pair", "magnitude": "rayleigh"}}
     with pytest.raises(ef.ConfigError, match="rayleigh"):
         ef.compare(ef.make_problem("zhu"), 0.15, 3, ["edge"], options=options)
+
+
+# ---------------------------------------------------------------- implicit="secant": no period 2 at K = 1
+def secant_factor(mu: float) -> float:
+    """The per-step factor of the secant-damped explicit step along a direction with μ = ηΔtλ."""
+    return 1.0 - mu / (1.0 + (0.5 * mu) ** SECANT_ORDER)
+
+
+@pytest.mark.parametrize("hvp", ["exact", "pair"])
+def test_secant_implicit_center_damps_every_direction_by_its_closed_form_factor(hvp):
+    # ½wᵀAw with ηλ = 3 (u), 2.6, 2.2, 1.5, 0.5 at one sub-step: across u the explicit step is GD's,
+    # which multiplies the 2.6-component by 1 − 2.6 = −1.6 each step (GD's own oscillation, in c).
+    # On a quadratic Δḡ = AΔc exactly, so once the moves span the four directions across u the
+    # secant curvature is A's there, and each component shrinks by exactly 1 − μ/(1 + (μ/2)⁴).
+    mus = [3.0, 2.6, 2.2, 1.5, 0.5]
+    prob, _, Q = rotated_quadratic(mus)
+    plain = edge(prob, 1.0, substeps=1, hvp=hvp, r0=1e-3)
+    damped = edge(prob, 1.0, substeps=1, hvp=hvp, r0=1e-3, implicit="secant")
+    assert abs(float(damped.u @ Q[:, 0])) == pytest.approx(1.0, abs=1e-12)
+    across = Q[:, 1:]
+    history = {"plain": [across.T @ plain.c], "damped": [across.T @ damped.c]}
+    for _ in range(9):
+        plain.step(), damped.step()
+        history["plain"].append(across.T @ plain.c)
+        history["damped"].append(across.T @ damped.c)
+    plain_ratio = history["plain"][9][0] / history["plain"][8][0]
+    assert float(plain_ratio) == pytest.approx(1.0 - 2.6, rel=1e-9)
+    expected = torch.tensor([secant_factor(mu) for mu in mus[1:]], dtype=torch.float64)
+    for k in range(5, 10):  # the fifth step has four moves across u behind it
+        ratio = history["damped"][k] / history["damped"][k - 1]
+        torch.testing.assert_close(ratio, expected, rtol=1e-7, atol=0)
+    assert secant_factor(2.0) == 0.0 and all(-0.15 < secant_factor(m) < 1 for m in np.linspace(0.01, 50, 500))
+
+
+def test_secant_implicit_center_costs_no_evaluation_and_resumes_bit_for_bit():
+    prob, _, _ = rotated_quadratic([3.0, 2.6, 2.2, 1.5, 0.5])
+    counts = {}
+    for implicit in ("u", "secant"):
+        proc = edge(prob, 1.0, substeps=1, hvp="pair", implicit=implicit)
+        before = prob.counts.copy()
+        for _ in range(6):
+            proc.step()
+        counts[implicit] = (prob.counts - before).as_dict()
+    assert counts["secant"] == counts["u"]
+    clone = make_process("edge", prob, 1.0, {"substeps": 1, "hvp": "pair", "implicit": "secant"})
+    clone.load_state_dict(proc.state_dict())
+    for _ in range(4):
+        proc.step(), clone.step()
+    assert torch.equal(proc.c, clone.c) and proc.log_r == clone.log_r
+    with pytest.raises(ef.ConfigError, match="implicit 'newton'; valid choices: u, secant"):
+        make_process("edge", prob, 1.0, {"implicit": "newton"})
+
+
+@pytest.mark.slow
+def test_one_substep_without_the_hvp_is_smooth_with_the_secant_implicit_center():
+    # The default problem at K = 1 with the pair alone (2 gradients per GD step). With the center
+    # implicit along u only, its second difference in the EoS window is 0.9× GD's: it re-runs GD's
+    # oscillation in the other directions with ηλ > 2. Measured with implicit="secant": 0.0011×
+    # GD's over steps 300–400 (K = 2: 0.0019); peak 7.275 @260 against GD's midpoint 7.257 @260.
+    prob = ef.make_problem("digits-mlp")
+    options = {"edge": {"substeps": 1, "hvp": "pair", "implicit": "secant"}}
+    res = ef.compare(
+        prob,
+        0.4,
+        340,
+        ["gd", "midpoint", "edge", "gradient"],
+        sharpness_every=5,
+        save_params=True,
+        options=options,
+    )
+
+    def second_difference(params):
+        return np.linalg.norm(params[2:] - 2 * params[1:-1] + params[:-2], axis=1)[300:]
+
+    smooth = np.median(second_difference(res["edge"]["params"])) / np.median(
+        second_difference(res["gd"]["params"])
+    )
+    assert smooth < 0.02
+    gd = onset_profile(res["midpoint"]["step"], res["midpoint"]["sharpness"], res.threshold)
+    ed = onset_profile(res["edge"]["step"], res["edge"]["sharpness"], res.threshold)
+    assert abs(ed["cross"] - gd["cross"]) <= 10 and abs(ed["peak_step"] - gd["peak_step"]) <= 10
+    assert ed["peak"] == pytest.approx(gd["peak"], rel=0.015)
+    eos = res.distances["step"] >= 300
+    edge_dist = np.nanmedian(relative_distance(res, "edge")[eos])
+    assert edge_dist < 0.5 * np.nanmedian(relative_distance(res, "gradient")[eos])
+    assert res["edge"].info["cost"]["hvp"] <= 20  # the rounding probes' only

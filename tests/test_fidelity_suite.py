@@ -63,3 +63,35 @@ def test_case_and_report(fid, tmp_path):
     assert "## Goals" in text  # the goal rows need the central flow: none here
     assert "| quartic | run |" not in text
     assert json.loads(out.with_suffix(".json").read_text())["cases"][0]["name"] == "quartic"
+
+
+def test_a_row_measured_before_an_option_existed_is_reused_at_that_options_default(fid):
+    edge, k1_secant = rows(fid, "edge", "edge-k1-secant")
+    before = {key: value for key, value in fid.model_options(edge).items() if key != "implicit"}
+    assert fid.same_model(edge, before)  # `implicit` did not exist then: its default, "u", is what ran
+    assert not fid.same_model(edge, {**before, "substeps": 4})
+    assert not fid.same_model(k1_secant, {**before, "substeps": 1})  # not the secant center
+    assert not fid.same_model(edge, None)
+
+
+def test_reused_rows_are_compared_with_the_gd_of_their_own_run(fid):
+    def onset(peak):
+        return {"cross": 10, "peak": peak, "peak_step": 20, "dip": 1.0, "dip_step": 30, "period": None}
+
+    case = {
+        "name": "toy",
+        "problem": "toy",
+        "lr": 0.5,
+        "threshold": 4.0,
+        "gd_onset": onset(5.0),
+        "flows": {
+            "midpoint": {"onset": onset(5.0)},
+            "edge": {"onset": onset(5.2), "gd_onset": onset(5.1), "measured": "old", "label": "edge"},
+            "gradient": {"onset": onset(5.0), "gd_onset": onset(5.0), "measured": "new", "label": "gradient"},
+        },
+    }
+    assert fid._onset_errors(case, "edge")[1] == "+0.025 @+0"  # (5.2 − 5.1)·η/2 against its own GD
+    assert fid._onset_errors(case, "gradient")[1] == "+0.000 @+0"
+    table = "\n".join(fid.onset_table([case]))
+    assert "| toy | 4 | GD (midpoint), run of old | 10 | 5.1 (20) |" in table
+    assert "| toy | 4 | GD (midpoint), run of new | 10 | 5 (20) |" in table

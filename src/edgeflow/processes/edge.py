@@ -25,6 +25,10 @@ Discretization, and why it is stable:
   corrected center keeps its correction along u too (GD's slow manifold needs it), stepped implicitly;
   each part of the half step of delay is reduced by what the sub-step's discretization supplies
   (explicit: Δt/2 behind, implicit: Δt/2 ahead) — see ``_modified_center_step``.
+  ``implicit="secant"`` also damps the explicit step in the directions the center recently moved in,
+  with their curvature from the change of ḡ along the moves (no evaluation of its own): at Δt = 1 the
+  explicit step is GD's, and every direction other than u with ηλ > 2 would re-run GD's oscillation
+  in c. It makes one sub-step per GD step smooth — see ``_secant_damped``.
 * **Direction.** A naive Euler step multiplies the component along eigenvalue λ by 1 + ηΔt(λ − ρ),
   which does not shrink for λ ≤ 0 when ηρ ≈ 2 and Δt = 1. We use the normalized shifted power step
   ``u ← (I + ηΔtH)u / ‖·‖`` (the same HVP), a first-order-consistent discretization of the Rayleigh
@@ -69,6 +73,13 @@ from edgeflow.utils import nonnegative_float, positive_float, positive_int
 MAGNITUDES = ("secant", "rayleigh", "linear")
 CENTERS = ("modified", "gradient")
 HVPS = ("exact", "pair", "pair+center")
+IMPLICIT = ("u", "secant")
+#: secant pairs (moves of c, changes of ḡ) kept for ``implicit="secant"``
+SECANT_MEMORY = 8
+#: moves whose singular value is below this fraction of the largest carry no curvature information
+SECANT_RCOND = 1e-6
+#: the order p of the damping 1/(1 + (μ/2)^p), μ = ηΔtλ: the explicit step to O(μ^p), no period 2
+SECANT_ORDER = 4
 #: r ≥ NOISE_FLOOR · unit roundoff · ‖w‖: the fixed floor the stability monitor and the remedies keep
 #: their r above. Edge Flow itself models the rounding noise (below); on the default problem its level
 #: just below 2/η is about this (benchmarks/noise_floor.py)
@@ -171,7 +182,8 @@ class EdgeFlow(Process):
     description = (
         "Edge Flow: center, direction and magnitude of GD's oscillation "
         "(3 grads + 2 HVPs per sub-step; 2 + 1 with center='gradient'; "
-        "2 grads, no HVP with hvp='pair'; 3 with hvp='pair+center')"
+        "2 grads, no HVP with hvp='pair'; 3 with hvp='pair+center'; "
+        "implicit='secant' for a smooth center at substeps=1)"
     )
     fields = (
         "train_loss",
@@ -196,6 +208,7 @@ class EdgeFlow(Process):
         center: str = "modified",
         delay_magnitude: bool | None = None,
         hvp: str = "exact",
+        implicit: str = "u",
     ) -> None:
         super().__init__(problem, lr)
         if magnitude not in MAGNITUDES:
@@ -204,11 +217,14 @@ class EdgeFlow(Process):
             raise invalid_choice("Edge Flow center", center, CENTERS)
         if hvp not in HVPS:
             raise invalid_choice("Edge Flow hvp", hvp, HVPS)
+        if implicit not in IMPLICIT:
+            raise invalid_choice("Edge Flow implicit", implicit, IMPLICIT)
         if hvp != "exact" and magnitude == "rayleigh":
             raise ConfigError(f"Edge Flow magnitude='rayleigh' needs hvp='exact' ({hvp!r} gives the secant)")
         self.magnitude_rule = magnitude
         self.center = center
         self.hvp = hvp
+        self.implicit = implicit
         if delay_magnitude is not None and not isinstance(delay_magnitude, bool):
             raise ConfigError(f"delay_magnitude must be true, false or None, got {delay_magnitude!r}")
         # default: with the center (half a step of delay in both, or in neither)
@@ -254,6 +270,12 @@ class EdgeFlow(Process):
         self.g_prev: Tensor | None = None
         self.gc_prev: Tensor | None = None
         self.c_prev: Tensor | None = None
+        self._reset_secant_pairs()
+
+    def _reset_secant_pairs(self) -> None:
+        self.secant_moves: list[Tensor] = []
+        self.secant_changes: list[Tensor] = []
+        self.secant_from: list[Tensor] = []  # [c, ḡ] at the previous sub-step
 
     def _take_over_from_gd(self) -> None:
         gd = self.gd
@@ -280,6 +302,8 @@ class EdgeFlow(Process):
         for name in ("g_prev", "gc_prev", "c_prev"):  # … or before the HVP-free options
             if name not in state:
                 setattr(self, name, None)
+        if "secant_moves" not in state:  # … or before implicit="secant"
+            self._reset_secant_pairs()
 
     def rounding_noise(self, c: Tensor, u: Tensor) -> float:
         """σ², the variance of the kick GD's rounding gives its oscillation along ``u`` per step: the
@@ -372,11 +396,48 @@ class EdgeFlow(Process):
         else:
             along = float(u @ g_mean)
             self.c = c - h * (g_mean - along * u) - (h * along / (1.0 + h * max(rho, 0.0))) * u
+        if self.implicit == "secant":
+            self.c = c + self._secant_damped(c, u, g_mean, self.c - c, h)
 
         u_next = u + h * v
         self.u = u_next / u_next.norm()
         self._grow(growth, dt)
         self.rho, self.kappa = rho, secant
+
+    def _secant_damped(self, c: Tensor, u: Tensor, g_mean: Tensor, step: Tensor, h: float) -> Tensor:
+        """``step`` with its explicit part damped in the directions the center recently moved in.
+
+        Across u the center is stepped explicitly, which at Δt = 1 is GD's own step: every other
+        direction with ηλ > 2 (at EoS there are several) grows by |1 − ηλ| per step and puts GD's
+        period-2 oscillation into c. The pairs (Δc, Δḡ) of the last ``SECANT_MEMORY`` sub-steps
+        give the curvature of L_r on the span of the moves (Δḡ ≈ ∇²L_r Δc, no evaluation of its
+        own): S⊥ = UΣWᵀ, ∇²L U ≈ Y⊥WΣ⁻¹, and the symmetric part of Uᵀ∇²LU = ZΛZᵀ. Along each Ritz
+        direction b = UZᵢ with μ = ηΔt·max(λᵢ, 0) the step is scaled by 1/(1 + (μ/2)^p): the
+        explicit step to O(μ^p) where μ is small, and per-step factor 1 − μ/(1 + (μ/2)^p) ∈
+        (−0.15, 1) for every μ ≥ 0 (0 at μ = 2), so no direction re-runs GD's oscillation. A
+        direction that starts to oscillate enters the moves, and with them the span, at once.
+        """
+        if self.secant_from:
+            self.secant_moves = [*self.secant_moves, c - self.secant_from[0]][-SECANT_MEMORY:]
+            self.secant_changes = [*self.secant_changes, g_mean - self.secant_from[1]][-SECANT_MEMORY:]
+        self.secant_from = [c, g_mean]
+        if not self.secant_moves:
+            return step
+        moves, changes = torch.stack(self.secant_moves, 1), torch.stack(self.secant_changes, 1)
+        moves = moves - torch.outer(u, u @ moves)  # along u the step is implicit already
+        changes = changes - torch.outer(u, u @ changes)
+        basis, sigma, right = torch.linalg.svd(moves, full_matrices=False)
+        if not float(sigma[0]) > 0:
+            return step
+        keep = sigma > SECANT_RCOND * sigma[0]
+        basis, sigma, right = basis[:, keep], sigma[keep], right[keep].T
+        curvature = basis.T @ changes @ right / sigma
+        lam, z = torch.linalg.eigh(0.5 * (curvature + curvature.T))
+        ritz = basis @ z
+        mu = h * lam.clamp(min=0.0)
+        along = ritz.T @ step
+        damped = along / (1.0 + (0.5 * mu) ** SECANT_ORDER)
+        return step + ritz @ (damped - along)
 
     def _growth(self, kappa: float) -> float:
         """dℓ/dt, ℓ = log r, for curvature κ across the oscillation."""
