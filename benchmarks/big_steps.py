@@ -130,6 +130,8 @@ def main() -> None:
         "gradient center, K = 1 per step": {"substeps": 1, "center": "gradient"},
         "hvp='pair', K = 1 per step": {"substeps": 1, "hvp": "pair"},
         "hvp='pair+center', K = 1 per step": {"substeps": 1, "hvp": "pair+center"},
+        "modified center, implicit='secant', K = 1 per step": {"substeps": 1, "implicit": "secant"},
+        "hvp='pair', implicit='secant', K = 1 per step": {"substeps": 1, "hvp": "pair", "implicit": "secant"},
     }
     rows = []
     for label, options in variants.items():
@@ -164,8 +166,10 @@ def main() -> None:
         f"Hessian eigenvalues λ with ηλΔt > 2, which an explicit step of Δt GD steps amplifies instead of "
         f"damping, counted among the top {SPECTRUM} (top three: "
         + ", ".join(f"{LR * v:.3f}" for v in stiff["top"])
-        + " in units of 1/η). A scheme that steps them implicitly needs at least one HVP per such "
-        f"direction and step: at least (count × {HVP_COST} + 2)/Δt gradients per GD step.",
+        + " in units of 1/η). A scheme that steps them implicitly with their exact curvature needs at "
+        f"least one HVP per such direction and step: at least (count × {HVP_COST} + 2)/Δt gradients per "
+        "GD step. `implicit='secant'` (rows above) takes their curvature from the center's last moves "
+        "instead, for no evaluation: it damps the directions the center has moved in, not all of them.",
         "",
         "| Δt | stiff directions | cost of such a scheme / GD step, at least |",
         "|---|---|---|",

@@ -1,6 +1,6 @@
 """Edge Flow against GD on the default problem: magnitude variants, sub-steps K, float32 vs
-float64, and the rounding noise. Regenerates ``docs/edge_flow_results.md`` (and a JSON
-copy) from scratch.
+float64, the HVP-free and secant-implicit one-sub-step schemes, and the rounding noise. Regenerates
+``docs/edge_flow_results.md`` (and a JSON copy) from scratch.
 
     python benchmarks/edge_flow_study.py            # full study (~15 min on 2 CPU cores)
     python benchmarks/edge_flow_study.py --quick    # fewer runs, for a smoke test
@@ -133,6 +133,11 @@ def main() -> None:
             for hvp in ("exact", "pair", "pair+center")
             for k in (1, 2)
         ],
+        "implicit": [
+            (dt, {"substeps": 1, "hvp": hvp, "implicit": implicit})
+            for dt, hvp in (("float64", "exact"), ("float64", "pair"), ("float32", "pair"))
+            for implicit in ("u", "secant")
+        ],
         "noise": [
             (dt, {"substeps": 2, "noise": scale, "probe_rounding": probe})
             for dt in ("float64", "float32")
@@ -174,6 +179,13 @@ def main() -> None:
         "hvp": (
             "Without the HVP: u's curvature from the pair g(c ± ru) (float64, secant)",
             lambda r: f"hvp = {r['options']['hvp']}, K = {r['options']['substeps']}",
+        ),
+        "implicit": (
+            "One sub-step per GD step: the center implicit along u only, or also along its last moves "
+            "(`implicit='secant'`; secant magnitude)",
+            lambda r: (
+                f"{r['dtype']}, hvp = {r['options']['hvp']}, K = 1, implicit = {r['options']['implicit']}"
+            ),
         ),
         "noise": (
             "Rounding noise: σ scaled by `noise`, with or without the gradient's rounding (K = 2, secant)",

@@ -122,9 +122,13 @@ def gradient_rounding(
 ) -> float:
     """Variance of ``uᵀε``, ε the rounding error of ``∇L(w)`` as ``problem`` evaluates it. ε is a
     pseudo-random function of w: at points ``PROBE_ULPS`` ulps apart the forward and backward passes
-    round independently, while the exact gradient moves linearly, so
-    ``uᵀ(g(w+δ) − g(w)) − (Hu)ᵀδ = uᵀ(ε(w+δ) − ε(w))`` has variance 2·Var(uᵀε).
+    round independently, while the exact gradient moves linearly, so the samples
+    ``uᵀ(g(w+δ) − g(w)) − (Hu)ᵀδ = uᵀε(w+δ) − uᵀε(w)`` all share the one draw uᵀε(w). Their spread
+    about their mean is Var(uᵀε), whatever that draw; half their mean square, (Var + (uᵀε(w))²)/2,
+    would carry that one draw into every estimate (tests/test_edge.py checks several base points).
     Costs ``probes + 1`` gradients, evaluated one by one like GD's, and one HVP."""
+    if probes < 2:
+        raise ConfigError(f"the rounding probe needs at least 2 probes, got {probes}")
     wide = torch.float64
     base = problem.grad(w).to(wide)
     hu = problem.hvp(w, u).to(wide)
@@ -135,7 +139,8 @@ def gradient_rounding(
         moved = w + jumps.to(w.dtype) * spacing  # exact: whole ulps
         delta = moved.to(wide) - w.to(wide)
         samples.append(float(u @ (problem.grad(moved).to(wide) - base)) - float(hu @ delta))
-    return 0.5 * sum(x * x for x in samples) / len(samples)
+    mean = sum(samples) / len(samples)
+    return sum((x - mean) ** 2 for x in samples) / (len(samples) - 1)
 
 
 def _log_share(growth: float, dt: float) -> float:
@@ -273,8 +278,10 @@ class EdgeFlow(Process):
         self._reset_secant_pairs()
 
     def _reset_secant_pairs(self) -> None:
-        self.secant_moves: list[Tensor] = []
-        self.secant_changes: list[Tensor] = []
+        # ring buffers (d × SECANT_MEMORY) of the center's moves and the changes of ḡ along them
+        self.secant_moves: Tensor | None = None
+        self.secant_changes: Tensor | None = None
+        self.secant_count = 0  # pairs seen
         self.secant_from: list[Tensor] = []  # [c, ḡ] at the previous sub-step
 
     def _take_over_from_gd(self) -> None:
@@ -302,7 +309,7 @@ class EdgeFlow(Process):
         for name in ("g_prev", "gc_prev", "c_prev"):  # … or before the HVP-free options
             if name not in state:
                 setattr(self, name, None)
-        if "secant_moves" not in state:  # … or before implicit="secant"
+        if "secant_count" not in state:  # … or before implicit="secant"
             self._reset_secant_pairs()
 
     def rounding_noise(self, c: Tensor, u: Tensor) -> float:
@@ -411,33 +418,48 @@ class EdgeFlow(Process):
         direction with ηλ > 2 (at EoS there are several) grows by |1 − ηλ| per step and puts GD's
         period-2 oscillation into c. The pairs (Δc, Δḡ) of the last ``SECANT_MEMORY`` sub-steps
         give the curvature of L_r on the span of the moves (Δḡ ≈ ∇²L_r Δc, no evaluation of its
-        own): S⊥ = UΣWᵀ, ∇²L U ≈ Y⊥WΣ⁻¹, and the symmetric part of Uᵀ∇²LU = ZΛZᵀ. Along each Ritz
-        direction b = UZᵢ with μ = ηΔt·max(λᵢ, 0) the step is scaled by 1/(1 + (μ/2)^p): the
-        explicit step to O(μ^p) where μ is small, and per-step factor 1 − μ/(1 + (μ/2)^p) ∈
-        (−0.15, 1) for every μ ≥ 0 (0 at μ = 2), so no direction re-runs GD's oscillation. A
-        direction that starts to oscillate enters the moves, and with them the span, at once.
+        own): with S, Y the moves and changes less their parts along u, SᵀS = WΣ²Wᵀ, the span's
+        orthonormal basis is SWΣ⁻¹ and ∇²L there is Σ⁻¹WᵀSᵀYWΣ⁻¹, whose symmetric part is ZΛZᵀ.
+        Along each Ritz direction b = SWΣ⁻¹Zᵢ with μ = ηΔt·max(λᵢ, 0) the step is scaled by
+        1/(1 + (μ/2)^p): the explicit step to O(μ^p) where μ is small, and per-step factor
+        1 − μ/(1 + (μ/2)^p) ∈ (−0.14, 1) for every μ ≥ 0 (0 at μ = 2), so no direction re-runs GD's
+        oscillation. A direction that starts to oscillate enters the moves, and with them the span,
+        at once. Everything past the ring buffer of moves is m × m (m = ``SECANT_MEMORY``), in
+        float64; the cost is a few products of d × m matrices with vectors.
         """
         if self.secant_from:
-            self.secant_moves = [*self.secant_moves, c - self.secant_from[0]][-SECANT_MEMORY:]
-            self.secant_changes = [*self.secant_changes, g_mean - self.secant_from[1]][-SECANT_MEMORY:]
+            if self.secant_moves is None:
+                self.secant_moves = c.new_zeros(c.numel(), SECANT_MEMORY)
+                self.secant_changes = c.new_zeros(c.numel(), SECANT_MEMORY)
+            slot = self.secant_count % SECANT_MEMORY  # the order of the moves does not matter
+            self.secant_moves[:, slot] = c - self.secant_from[0]
+            self.secant_changes[:, slot] = g_mean - self.secant_from[1]
+            self.secant_count += 1
         self.secant_from = [c, g_mean]
-        if not self.secant_moves:
+        n = min(self.secant_count, SECANT_MEMORY)
+        if n == 0:
             return step
-        moves, changes = torch.stack(self.secant_moves, 1), torch.stack(self.secant_changes, 1)
-        moves = moves - torch.outer(u, u @ moves)  # along u the step is implicit already
-        changes = changes - torch.outer(u, u @ changes)
-        basis, sigma, right = torch.linalg.svd(moves, full_matrices=False)
-        if not float(sigma[0]) > 0:
+        wide = torch.float64
+        moves, changes = self.secant_moves[:, :n], self.secant_changes[:, :n]
+        products = (torch.cat([moves, changes], 1).T @ torch.stack([u, step], 1)).to(wide)
+        moves_u, changes_u, moves_step = products[:n, 0], products[n:, 0], products[:n, 1]
+        # Sᵀu, Yᵀu: the parts along u, taken out of the products below (‖u‖ = 1)
+        gram = (moves.T @ torch.cat([moves, changes], 1)).to(wide)
+        gram = gram - torch.outer(moves_u, torch.cat([moves_u, changes_u]))
+        if not bool(torch.isfinite(gram).all()):
+            return step  # the flow has diverged: its non-finite state stops it (is_finite)
+        sigma2, w = torch.linalg.eigh(0.5 * (gram[:, :n] + gram[:, :n].T))
+        keep = sigma2 > SECANT_RCOND**2 * sigma2[-1].clamp(min=0.0)
+        if not bool(keep.any()):
             return step
-        keep = sigma > SECANT_RCOND * sigma[0]
-        basis, sigma, right = basis[:, keep], sigma[keep], right[keep].T
-        curvature = basis.T @ changes @ right / sigma
+        to_basis = w[:, keep] / sigma2[keep].sqrt()  # S·to_basis is orthonormal
+        curvature = to_basis.T @ gram[:, n:] @ to_basis
         lam, z = torch.linalg.eigh(0.5 * (curvature + curvature.T))
-        ritz = basis @ z
+        to_ritz = to_basis @ z
+        along = to_ritz.T @ (moves_step - moves_u * float(u @ step))
         mu = h * lam.clamp(min=0.0)
-        along = ritz.T @ step
-        damped = along / (1.0 + (0.5 * mu) ** SECANT_ORDER)
-        return step + ritz @ (damped - along)
+        change = to_ritz @ (along / (1.0 + (0.5 * mu) ** SECANT_ORDER) - along)
+        return step + moves @ change.to(step.dtype) - float(moves_u @ change) * u
 
     def _growth(self, kappa: float) -> float:
         """dℓ/dt, ℓ = log r, for curvature κ across the oscillation."""
