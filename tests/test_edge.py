@@ -649,33 +649,25 @@ def test_secant_implicit_center_costs_no_evaluation_and_resumes_bit_for_bit():
 @pytest.mark.slow
 def test_one_substep_without_the_hvp_is_smooth_with_the_secant_implicit_center():
     # The default problem at K = 1 with the pair alone (2 gradients per GD step). With the center
-    # implicit along u only, its second difference in the EoS window is 0.9× GD's: it re-runs GD's
-    # oscillation in the other directions with ηλ > 2. Measured with implicit="secant": 0.0011×
-    # GD's over steps 300–400 (K = 2: 0.0019); peak 7.275 @260 against GD's midpoint 7.257 @260.
+    # implicit along u only, its second difference in the EoS window is 0.74× GD's: it re-runs GD's
+    # oscillation in the other directions with ηλ > 2. Measured with implicit="secant": 0.0017× GD's
+    # over steps 300–400 (K = 2: 0.0018×); peak 7.275 @260 against GD's midpoint 7.227 @260; EoS
+    # distance 0.053 (K = 2: 0.034, gradient flow: 0.17; docs/edge_flow_results.md).
     prob = ef.make_problem("digits-mlp")
     options = {"edge": {"substeps": 1, "hvp": "pair", "implicit": "secant"}}
     res = ef.compare(
-        prob,
-        0.4,
-        340,
-        ["gd", "midpoint", "edge", "gradient"],
-        sharpness_every=5,
-        save_params=True,
-        options=options,
+        prob, 0.4, 320, ["gd", "midpoint", "edge"], sharpness_every=10, save_params=True, options=options
     )
 
     def second_difference(params):
         return np.linalg.norm(params[2:] - 2 * params[1:-1] + params[:-2], axis=1)[300:]
 
-    smooth = np.median(second_difference(res["edge"]["params"])) / np.median(
-        second_difference(res["gd"]["params"])
-    )
-    assert smooth < 0.02
+    edge_d2, gd_d2 = (second_difference(res[flow]["params"]) for flow in ("edge", "gd"))
+    assert np.median(edge_d2) < 0.02 * np.median(gd_d2)
     gd = onset_profile(res["midpoint"]["step"], res["midpoint"]["sharpness"], res.threshold)
     ed = onset_profile(res["edge"]["step"], res["edge"]["sharpness"], res.threshold)
     assert abs(ed["cross"] - gd["cross"]) <= 10 and abs(ed["peak_step"] - gd["peak_step"]) <= 10
     assert ed["peak"] == pytest.approx(gd["peak"], rel=0.015)
     eos = res.distances["step"] >= 300
-    edge_dist = np.nanmedian(relative_distance(res, "edge")[eos])
-    assert edge_dist < 0.5 * np.nanmedian(relative_distance(res, "gradient")[eos])
+    assert np.nanmedian(relative_distance(res, "edge")[eos]) < 0.08
     assert res["edge"].info["cost"]["hvp"] <= 20  # the rounding probes' only
