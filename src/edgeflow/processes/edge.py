@@ -440,11 +440,12 @@ class EdgeFlow(Process):
         if n == 0:
             return step
         wide = torch.float64
-        moves, changes = self.secant_moves[:, :n], self.secant_changes[:, :n]
-        products = (torch.cat([moves, changes], 1).T @ torch.stack([u, step], 1)).to(wide)
+        moves = self.secant_moves[:, :n]
+        pairs = torch.cat([moves, self.secant_changes[:, :n]], 1)
+        products = (pairs.T @ torch.stack([u, step], 1)).to(wide)
         moves_u, changes_u, moves_step = products[:n, 0], products[n:, 0], products[:n, 1]
         # Sᵀu, Yᵀu: the parts along u, taken out of the products below (‖u‖ = 1)
-        gram = (moves.T @ torch.cat([moves, changes], 1)).to(wide)
+        gram = (moves.T @ pairs).to(wide)
         gram = gram - torch.outer(moves_u, torch.cat([moves_u, changes_u]))
         if not bool(torch.isfinite(gram).all()):
             return step  # the flow has diverged: its non-finite state stops it (is_finite)
