@@ -3,7 +3,10 @@
     python benchmarks/oracle.py [--json]
 
 1. Wall time of a gradient, and of an HVP by reverse-over-reverse (``vjp`` of ``grad``, what
-   ``Problem.hvp`` uses) and by forward-over-reverse (``jvp`` of ``grad``), relative to a gradient.
+   ``Problem.hvp`` uses) and by forward-over-reverse (``jvp`` of ``grad``), relative to a gradient;
+   and the evaluations of one Edge Flow sub-step (g± and ∇L(c), Hu and ∇²L ḡ) made as gradients at
+   three points and two HVPs, against gradients at two points and ``grad_and_hvps`` (what Edge Flow
+   does: ∇L(c) is the pass the two HVPs share).
 2. Warm-started Lanczos along a GD trajectory inside EoS: HVPs per measurement and the relative
    error of the top eigenvalue against a tight cold solve, for several residual tolerances — the
    numbers behind ``SharpnessTracker``'s default tolerance.
@@ -48,6 +51,13 @@ def main() -> None:
         "hvp_reverse_over_reverse_ms": median_ms(lambda: prob.hvp(w, v)),
         "hvp_forward_over_reverse_ms": median_ms(lambda: jvp(grad_term, (w,), (v,))[1]),
     }
+    u = v / v.norm()
+    pair = torch.stack([w + 1e-2 * u, w - 1e-2 * u])
+    triple = torch.cat([pair, w[None]])
+    tangents = torch.stack([u, prob.grad(w)])
+    costs["substep_separate_ms"] = median_ms(lambda: (prob.grads(triple), prob.hvp(w, u), prob.hvp(w, u)))
+    costs["substep_shared_ms"] = median_ms(lambda: (prob.grads(pair), prob.grad_and_hvps(w, tangents)))
+    costs["substep_separate_vs_shared"] = costs["substep_separate_ms"] / costs["substep_shared_ms"]
     costs["hvp_rev_vs_grad"] = costs["hvp_reverse_over_reverse_ms"] / costs["grad_ms"]
     costs["hvp_fwd_vs_rev"] = costs["hvp_forward_over_reverse_ms"] / costs["hvp_reverse_over_reverse_ms"]
 
@@ -87,7 +97,12 @@ def main() -> None:
     )
     print(
         f"HVP forward-over-reverse {costs['hvp_forward_over_reverse_ms']:.2f} ms "
-        f"({costs['hvp_fwd_vs_rev']:.2f}× reverse-over-reverse)\n"
+        f"({costs['hvp_fwd_vs_rev']:.2f}× reverse-over-reverse)"
+    )
+    print(
+        f"Edge Flow sub-step: gradients at 3 points + 2 HVPs {costs['substep_separate_ms']:.2f} ms, "
+        f"gradients at 2 points + grad_and_hvps {costs['substep_shared_ms']:.2f} ms "
+        f"({costs['substep_separate_vs_shared']:.2f}×)\n"
     )
     print("warm-started Lanczos along GD, steps 150–300 every 5 (sharpness tracking)")
     print("| residual tol | HVPs (median) | HVPs (max) | max rel. error of λ_max |")

@@ -17,6 +17,7 @@ from edgeflow.processes.edge import (
     difference_scale,
     gradient_pair,
     gradient_rounding,
+    pair_scale,
     update_rounding,
 )
 
@@ -367,7 +368,7 @@ def test_secant_stationary_magnitude_is_the_gd_period_two_orbit(cubic, rule, hvp
 @pytest.mark.parametrize("substeps", [1, 3])
 @pytest.mark.parametrize(("center", "grads", "hvps"), [("modified", 3, 2), ("gradient", 2, 1)])
 def test_cost_per_substep(substeps, center, grads, hvps):
-    # g₊, g₋ (+ ∇L(c) for the modified center) in one vmapped call; Hu (+ ∇²L ḡ)
+    # g₊, g₋ in one vmapped call; Hu (+ ∇²L ḡ and, as their shared pass, ∇L(c) for the modified center)
     prob = ef.make_problem("zhu")
     res = ef.compare(prob, 0.15, 7, ["edge"], options={"edge": {"substeps": substeps, "center": center}})
     expected = {"loss": 0, "grad": grads * substeps * 7, "hvp": hvps * substeps * 7, "third": 0}
@@ -501,13 +502,14 @@ def test_a_half_step_collects_the_share_of_the_kick_that_makes_two_halves_one_st
 def test_pair_difference_is_the_hvp_and_mean_is_the_symmetrized_gradient_in_closed_form():
     # L = ¼Σ(wᵢ² − 1)², g = w³ − w (coordinate-wise), H = diag(3w² − 1): the central pair at c ± su
     # gives exactly (g₊ − g₋)/2s = Hu + s²u³ and ½(g₊ + g₋) = ∇L(c) + 3s²cu², s = r. Below the
-    # difference scale δ = √ε·max(1, ‖c‖) the pair is taken at δ instead: the HVP within rounding
+    # pair scale δ = ε^(2/3)·max(1, ‖c‖) the pair is taken at δ instead: the HVP within rounding
     # (≈ ε‖g‖/δ), where the secant at r would be lost in it.
     prob = ef.Problem.from_function(lambda w: 0.25 * ((w**2 - 1) ** 2).sum(), [0.3, -1.2, 0.8, 2.0])
     c = prob.w0
     u = torch.nn.functional.normalize(torch.tensor([1.0, 2.0, -1.0, 0.5], dtype=torch.float64), dim=0)
-    delta = math.sqrt(torch.finfo(torch.float64).eps) * float(c.norm())
-    assert difference_scale(c) == pytest.approx(delta, rel=1e-15)
+    delta = torch.finfo(torch.float64).eps ** (2 / 3) * float(c.norm())
+    assert pair_scale(c) == pytest.approx(delta, rel=1e-15)
+    assert difference_scale(c) == pytest.approx(math.sqrt(torch.finfo(torch.float64).eps) * float(c.norm()))
     hu = prob.hvp(c, u)
     for r in (1e-2, 1e-3):
         before = prob.counts.copy()
@@ -517,18 +519,42 @@ def test_pair_difference_is_the_hvp_and_mean_is_the_symmetrized_gradient_in_clos
         np.testing.assert_allclose(v, hu + r**2 * u**3, rtol=0, atol=1e-10)
         np.testing.assert_allclose(g_mean, prob.grad(c) + 3 * r**2 * c * u**2, rtol=0, atol=1e-14)
     at_delta = gradient_pair(prob, c, u, delta)
-    for r in (0.0, 1e-12, 0.5 * delta):
+    for r in (0.0, 1e-14, 0.5 * delta):
         g_mean, v, _ = gradient_pair(prob, c, u, r)
         assert torch.equal(g_mean, at_delta[0]) and torch.equal(v, at_delta[1])
-    rounding = torch.finfo(torch.float64).eps * float(prob.grad(c + delta * u).abs().max()) / delta
+    # rounding of the gradients and of the points c ± δu (ulp(c) against δ)
+    eps = torch.finfo(torch.float64).eps
+    scale = float(prob.grad(c + delta * u).abs().max()) + float(hu.abs().max() * c.abs().max())
+    rounding = eps * scale / delta
     assert float((at_delta[1] - hu).abs().max()) < 10 * rounding
-    np.testing.assert_allclose(at_delta[0], prob.grad(c), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(at_delta[0], prob.grad(c), rtol=0, atol=1e-15)
     g_mean, v, g_c = gradient_pair(prob, c, u, 1e-2, center=True)  # with ∇L(c) in the same call
     np.testing.assert_allclose(g_c, prob.grad(c), rtol=0, atol=1e-14)
     np.testing.assert_allclose(v, hu + 1e-4 * u**3, rtol=0, atol=1e-10)
-    tiny = 1e-12  # the secant at r itself would be rounding only
+    tiny = 1e-14  # the secant at r itself would be rounding only
     secant = (prob.grad(c + tiny * u) - prob.grad(c - tiny * u)) / (2 * tiny)
-    assert float((secant - hu).abs().max()) > 100 * float((at_delta[1] - hu).abs().max())
+    assert float((secant - hu).abs().max()) > 30 * float((at_delta[1] - hu).abs().max())
+
+
+def test_pair_mean_below_the_pair_scale_is_the_gradient_within_its_own_rounding_in_float32():
+    # Where GD's r is at rounding level the pair is taken at δ, and its mean carries the phantom
+    # oscillation (δ²/2)∇³L[u, u] = 3δ²cu² here. At δ = ε^(2/3)‖c‖ that stays within the float32
+    # gradient's own rounding; at √ε‖c‖ (the secant threshold) it would be 10× above it.
+    # (64 coordinates: the phantom grows with ‖c‖², the gradient's rounding does not)
+    values = (1.5 * torch.sin(torch.arange(1.0, 65.0))).tolist()
+    prob = ef.Problem.from_function(lambda w: 0.25 * ((w**2 - 1) ** 2).sum(), values, dtype=torch.float32)
+    c = prob.w0
+    u = 0.1 * torch.cos(torch.arange(64.0))
+    u[int(c.abs().argmax())] = 3.0  # along a coordinate where |c| is largest
+    u = u / u.norm()
+    g_mean, _, _ = gradient_pair(prob, c, u, 0.0)
+    exact = prob.grad(c).double()
+    cw = c.double()
+    own_rounding = torch.finfo(torch.float32).eps * float((cw**3).abs().max() + cw.abs().max())
+    assert float((g_mean.double() - exact).abs().max()) < 3 * own_rounding
+    wide = difference_scale(c)
+    at_sqrt_eps = 0.5 * (prob.grad(c + wide * u) + prob.grad(c - wide * u))
+    assert float((at_sqrt_eps.double() - exact).abs().max()) > 10 * own_rounding
 
 
 @pytest.mark.parametrize("substeps", [1, 3])

@@ -94,6 +94,21 @@ def test_value_and_grad_equals_loss_and_grad(make_mlp, loss):
     assert rel(g, problem.grad(w)) < 1e-14
 
 
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_grad_and_hvps_is_the_gradient_and_the_hvps_at_one_point(make_mlp, loss):
+    problem = make_mlp(loss=loss)
+    w = random_point(problem, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    V = torch.randn(3, problem.dim, generator=gen, dtype=torch.float64)
+    before = problem.counts.copy()
+    g, HV = problem.grad_and_hvps(w, V)
+    assert (problem.counts - before).as_dict() == {"loss": 0, "grad": 1, "hvp": 3, "third": 0}
+    assert g.shape == w.shape and HV.shape == V.shape
+    assert rel(g, problem.grad(w)) < 1e-14
+    assert rel(HV, torch.stack([problem.hvp(w, v) for v in V])) < 1e-13
+    assert rel(HV[0], HV[1]) > 1e-3  # the rows are the products with distinct vectors
+
+
 def test_function_problem_derivatives_match_closed_form():
     q = make_quadratic(d=5)
     w = torch.linspace(-1, 1, 5, dtype=torch.float64)
@@ -125,6 +140,8 @@ def test_chunked_equals_unchunked(make_mlp, tiny_data, loss, chunk_size):
     vals_f, grads_f = full.values_and_grads(W)
     assert torch.allclose(vals_c, vals_f, rtol=tol, atol=0)
     assert rel(grads_c, grads_f) < tol
+    for a, b in zip(chunked.grad_and_hvps(w, W), full.grad_and_hvps(w, W), strict=True):
+        assert rel(a, b) < tol
 
 
 def _model_at(w: torch.Tensor) -> torch.nn.Module:

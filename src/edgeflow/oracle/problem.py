@@ -239,6 +239,20 @@ class Problem:
         self.counts.hvp += V.shape[0]
         return self._total(_sum(vmap(vjp(g, w)[1])(V)[0] for g in self._grad_terms))[0]
 
+    def grad_and_hvps(self, w: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:
+        """``(∇L(w), ∇²L(w) V)``, counted as one gradient and m HVPs: the gradient is the primal of
+        the reverse-over-reverse products, so it comes with them at no extra pass, and the m
+        products share one pass (one vmapped call). On the digits MLP, Edge Flow's sub-step made as
+        gradients at c ± ru and this call costs 1/1.4 of gradients at three points and two separate
+        HVPs (``benchmarks/oracle.py``); a sharded problem all-reduces both results at once."""
+        self.counts.grad += 1
+        self.counts.hvp += V.shape[0]
+        parts = []
+        for g in self._grad_terms:
+            gradient, product = vjp(g, w)
+            parts.append((gradient, vmap(product)(V)[0]))
+        return self._total(_sum(a for a, _ in parts), _sum(b for _, b in parts))
+
     def third(self, w: Tensor, u: Tensor, v: Tensor) -> Tensor:
         """``∇_w (uᵀ ∇²L(w) v)``, a third-derivative contraction (three reverse passes)."""
         self.counts.third += 1

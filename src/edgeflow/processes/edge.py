@@ -11,9 +11,10 @@ GD takes each gradient at the start of its step; a flow spreads it over the step
 half a step back (F(x(t − ½)) ≈ F − ½dF/dt) removes that O(η) drift: the modified flow's correction on
 the symmetrized loss, the oscillation's push half a step late, κ half a step back.
 ``center="gradient"`` is the model without them: dc/dt = −ηḡ (gradient flow on L_r), κ at t.
-Each sub-step (Δt = 1/K) costs three gradients (one vmapped call) and two HVPs; two and one with
-``center="gradient"``. ``hvp="pair"`` costs two gradients and no HVP with either center: Hu, ḡ and the
-correction all come from the pair (below); ``hvp="pair+center"`` three, ∇L(c) with the pair.
+Each sub-step (Δt = 1/K) costs three gradients and two HVPs in two calls (g± vmapped; Hu and ∇²L ḡ
+at c, with ∇L(c) from their shared pass); two and one with ``center="gradient"``. ``hvp="pair"``
+costs two gradients and no HVP with either center: Hu, ḡ and the correction all come from the pair
+(below); ``hvp="pair+center"`` three, ∇L(c) with the pair.
 
 Discretization, and why it is stable:
 
@@ -35,7 +36,7 @@ Discretization, and why it is stable:
   flow whose components along λ shrink relative to the top one by (1 + ηΔtλ)/(1 + ηΔtλ_max): every
   eigenvalue above −λ_max − 2/(ηΔt) dies out, zero and negative ones included.
 * **Without the HVP** (``hvp="pair"``, ``"pair+center"``). The pair is taken at c ± r'u,
-  r' = max(r, δ), δ = √ε·max(1, ‖c‖): (g₊ − g₋)/2r' is Hu + O(r'²), the curvature along the
+  r' = max(r, δ), δ = ε^(2/3)·max(1, ‖c‖): (g₊ − g₋)/2r' is Hu + O(r'²), the curvature along the
   oscillation that GD's iterates feel, and ρ = κ is its Rayleigh quotient. Across u the correction
   (η/2)∇²L ḡ is −½dḡ/dt, from the change over the last sub-step (of ḡ: its c, r and u parts at
   once; or of ∇L(c), with ``pair+center``); along u the step stays linearly implicit, with
@@ -155,11 +156,23 @@ def _log_share(growth: float, dt: float) -> float:
 
 
 def difference_scale(c: Tensor) -> float:
-    """δ = √ε·max(1, ‖c‖), where the secant starts to resolve: the pair at c ± δu is the HVP with
-    rounding O(√ε) and bias O(δ²) = O(ε), and its mean ∇L(c) to O(ε). ε^(1/3), which balances the two
-    for the HVP alone, puts a phantom oscillation of size δ into the mean: in float32 that δ is larger
-    than GD's own oscillation at EoS on the default problem, and it delayed the onset."""
+    """√ε·max(1, ‖c‖), where the secant ``uᵀ(g₊ − g₋)/2r`` at c ± ru starts to stand clear of the
+    rounding of the gradients (``secant_resolves``)."""
     return math.sqrt(torch.finfo(c.dtype).eps) * max(1.0, float(c.norm()))
+
+
+def pair_scale(c: Tensor) -> float:
+    """δ = ε^(2/3)·max(1, ‖c‖), the least separation of the pair at c ± max(r, δ)u. Its mean is
+    ∇L(c) + (δ²/2)∇³L[u, u]: a phantom oscillation of size δ that pushes the center toward lower
+    sharpness all through the stable phase, where GD's own r is at rounding level. ε^(1/3) (the
+    balance for the HVP alone) made it larger than GD's r at EoS in float32 and delayed the onset; √ε
+    still put 0.4× GD's r at EoS (3.4e-3 against 8e-3) into the float32 ViT of the fidelity suite and
+    moved its first sharpness peak 5 steps late. At ε^(2/3) it is 0.03× there. The price is in the
+    difference: the points c ± δu round by ulp(c), so v = (g₊ − g₋)/2δ is Hu along a direction off u
+    by up to ε‖c‖/δ = ε^(1/3) (float32: 5e-3, float64: 6e-6) — in the Rayleigh quotient uᵀv that is
+    averaged over d coordinates of random sign; on that ViT 0.14× and 1.4× this δ gave the same
+    distance and sharpness error to three digits."""
+    return torch.finfo(c.dtype).eps ** (2 / 3) * max(1.0, float(c.norm()))
 
 
 def gradient_pair(
@@ -168,8 +181,8 @@ def gradient_pair(
     """``(ḡ, v, ∇L(c) or None)`` from g± = ∇L(c ± r'u), r' = max(r, δ) (and ∇L(c) when ``center``),
     in one vmapped call: ḡ = ½(g₊ + g₋) (∇L_r(c), or ∇L(c) to O(δ²) below δ) and
     v = (g₊ − g₋)/2r' = ∇²L(c)u + O(r'²), the curvature along u that the oscillation spans (δ:
-    ``difference_scale``)."""
-    r_pair = max(r, difference_scale(c))
+    ``pair_scale``)."""
+    r_pair = max(r, pair_scale(c))
     points = [c + r_pair * u, c - r_pair * u, c] if center else [c + r_pair * u, c - r_pair * u]
     g = problem.grads(torch.stack(points))
     return 0.5 * (g[0] + g[1]), (g[0] - g[1]) / (2 * r_pair), (g[2] if center else None)
@@ -374,11 +387,14 @@ class EdgeFlow(Process):
             g_mean, v, g_c = gradient_pair(p, c, u, r, center=modified and self.hvp == "pair+center")
             rho = secant = float(u @ v)  # the pair's secant: ρ to O(δ²) where r < δ
         else:
-            # g₊, g₋ (and ∇L(c) for the modified center) in one vmapped call
-            points = [c + r * u, c - r * u, c] if modified else [c + r * u, c - r * u]
-            g = p.grads(torch.stack(points))
-            g_mean, g_c = 0.5 * (g[0] + g[1]), (g[2] if modified else None)
-            v = p.hvp(c, u)
+            g = p.grads(torch.stack([c + r * u, c - r * u]))  # g₊, g₋ in one vmapped call
+            g_mean, g_c, z = 0.5 * (g[0] + g[1]), None, None
+            if modified:
+                # Hu and ∇²L ḡ in one call at c, whose gradient ∇L(c) is the pass they share
+                g_c, products = p.grad_and_hvps(c, torch.stack([u, g_mean]))
+                v, z = products[0], products[1]
+            else:
+                v = p.hvp(c, u)
             rho = float(u @ v)
             secant = float(u @ (g[0] - g[1])) / (2 * r)
             if not secant_resolves(r, c):
@@ -398,8 +414,8 @@ class EdgeFlow(Process):
         if modified and pair:
             self.c = self._pair_center_step(c, u, v, rho, g_mean, g_c, rate, dt)
         elif modified:
-            assert g_c is not None
-            self.c = self._modified_center_step(c, u, v, rho, g_mean, g_c, rate, dt)
+            assert g_c is not None and z is not None
+            self.c = self._modified_center_step(c, u, v, z, rho, g_mean, g_c, rate, dt)
         else:
             along = float(u @ g_mean)
             self.c = c - h * (g_mean - along * u) - (h * along / (1.0 + h * max(rho, 0.0))) * u
@@ -469,7 +485,16 @@ class EdgeFlow(Process):
         return math.log(max(abs(self.lr * kappa - 1.0), 1e-300))
 
     def _modified_center_step(
-        self, c: Tensor, u: Tensor, v: Tensor, rho: float, g_mean: Tensor, g_c: Tensor, rate: float, dt: float
+        self,
+        c: Tensor,
+        u: Tensor,
+        v: Tensor,
+        z: Tensor,
+        rho: float,
+        g_mean: Tensor,
+        g_c: Tensor,
+        rate: float,
+        dt: float,
     ) -> Tensor:
         """One sub-step of the center driven by ``ḡ`` as it was half a GD step earlier (edge_flow.md):
         ``ḡ + (η/2)∇²L ḡ − ½ṙ ∂ḡ/∂r``, with the share of that half step that the sub-step's own
@@ -477,7 +502,7 @@ class EdgeFlow(Process):
         linearly implicit step along u leads by Δt/2."""
         lr = self.lr
         h = lr * dt
-        z = self.problem.hvp(c, g_mean)  # ∇²L(c) ḡ, standing in for ∇²L_r ḡ (they differ by O(r²))
+        # z = ∇²L(c) ḡ stands in for ∇²L_r ḡ (they differ by O(r²))
         force = g_mean - g_c  # ½(g₊ + g₋) − ∇L(c) ≈ (r²/2)∇S: ∂ḡ/∂r ≈ 2·force/r, ṙ = rate·r
         # a first-order expansion in the rate, capped (|rate| ≤ RATE_CAP) where r changes by more than e⁴
         # per GD step: near ηκ = 1 the rate → −∞ while the expansion has long stopped holding
