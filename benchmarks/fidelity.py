@@ -5,6 +5,7 @@ Regenerates ``docs/results.md`` (and ``docs/results.json``).
     python benchmarks/fidelity.py --problems zhu,quartic --out /tmp/results.md
     python benchmarks/fidelity.py --rows edge,edge-k1      # only these rows (the others are left out)
     python benchmarks/fidelity.py --reuse docs/results.json    # only what is not measured there
+    python benchmarks/fidelity.py --no-refine --rows edge,edge-pair --out /tmp/k2.md   # as run by default
 
 Every row (a flow with its options, see ROWS) runs in a ``compare`` call with GD (same problem,
 same η, same records; rows of distinct flows share one call), then again with its sub-steps
@@ -23,7 +24,7 @@ import inspect
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -452,12 +453,24 @@ def _reused(cases: list[dict], started: str) -> list[str]:
     return [f"{when}: {', '.join(what)}" for when, what in sorted(by_run.items())]
 
 
-def write_report(cases: list[dict], out: Path, started: str, partial: str | None) -> None:
+def write_report(
+    cases: list[dict], out: Path, started: str, partial: str | None, refined: bool = True
+) -> None:
     reused = _reused(cases, started)
     lines = [
         "# Fidelity of the continuous-time models of GD",
         "",
         *([f"**Partial: {partial} measured so far.**", ""] if partial else []),
+        *(
+            []
+            if refined
+            else [
+                "**Not refined (`--no-refine`): every row at its own sub-steps, without doubling** — "
+                "the flows as `edgeflow run` runs them with these options, not the converged models "
+                "of the suite's results.md.",
+                "",
+            ]
+        ),
         *(
             [f"Not measured in this file (run them with `--problems`): {', '.join(missing)}.", ""]
             if (missing := [c.name for c in SUITE if c.name not in {_name(x) for x in cases}])
@@ -561,7 +574,14 @@ def main() -> None:
         help="results.json files of earlier runs of this script: a row measured there on the same "
         "problem (steps, record interval, η) with the same options is kept instead of being run again",
     )
+    ap.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="every row at its own sub-steps (the flow's default unless the row sets them), no doubling",
+    )
     args = ap.parse_args()
+    if args.no_refine and args.reuse:
+        ap.error("--no-refine reports rows as run, --reuse keeps the refined rows of earlier runs: pick one")
     wanted = [p.strip() for p in args.problems.split(",") if p.strip()]
     unknown = [p for p in wanted if p not in names]
     if unknown:
@@ -581,6 +601,8 @@ def main() -> None:
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     cases: list[dict] = []
     todo = [case for case in SUITE if case.name in wanted]
+    if args.no_refine:
+        todo = [replace(case, max_doublings=0) for case in todo]
     for case in todo:
         lr = case.lr or ef.PROBLEMS[case.problem].lr
         old = measured.get((case.name, case.steps, case.every, lr)) if args.dtype is None else None
@@ -611,8 +633,8 @@ def main() -> None:
         print(f"   {result['wall_s'] / 60:.1f} min", flush=True)
         # written after every problem, so a long run that is stopped still leaves what it measured
         partial = None if len(cases) == len(todo) else f"{len(cases)} of {len(todo)} problems"
-        write_report(cases, Path(args.out), started, partial)
-    write_report(cases, Path(args.out), started, None)
+        write_report(cases, Path(args.out), started, partial, refined=not args.no_refine)
+    write_report(cases, Path(args.out), started, None, refined=not args.no_refine)
     print(f"wrote {args.out}")
 
 

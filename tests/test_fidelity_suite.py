@@ -95,3 +95,28 @@ def test_reused_rows_are_compared_with_the_gd_of_their_own_run(fid):
     table = "\n".join(fid.onset_table([case]))
     assert "| toy | 4 | GD (midpoint), run of old | 10 | 5.1 (20) |" in table
     assert "| toy | 4 | GD (midpoint), run of new | 10 | 5 (20) |" in table
+
+
+def test_no_refine_reports_every_row_at_its_own_sub_steps_and_says_so(fid, tmp_path, monkeypatch):
+    out = tmp_path / "k2.md"
+    argv = [
+        "fidelity.py",
+        "--problems",
+        "quartic",
+        "--rows",
+        "edge,edge-pair",
+        "--no-refine",
+        "--out",
+        str(out),
+    ]
+    monkeypatch.setattr(fid, "SUITE", (fid.Case("quartic", 12, why="test"),))
+    monkeypatch.setattr(sys, "argv", argv)
+    fid.main()
+    text = out.read_text()
+    assert "**Not refined (`--no-refine`)" in text
+    assert "| quartic | edge (K = 2) |" in text and "| quartic | edge, HVP from the pair (K = 2) |" in text
+    flows = json.loads(out.with_suffix(".json").read_text())["cases"][0]["flows"]
+    assert flows["edge"]["doubling_changes"] == [] and flows["edge"]["converged"] is None
+    monkeypatch.setattr(sys, "argv", [*argv, "--reuse", str(out.with_suffix(".json"))])
+    with pytest.raises(SystemExit):
+        fid.main()  # reusing refined rows would mix them into a report of rows as run
