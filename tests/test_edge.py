@@ -675,10 +675,10 @@ def test_secant_implicit_center_costs_no_evaluation_and_resumes_bit_for_bit():
 @pytest.mark.slow
 def test_one_substep_without_the_hvp_is_smooth_with_the_secant_implicit_center():
     # The default problem at K = 1 with the pair alone (2 gradients per GD step). With the center
-    # implicit along u only, its second difference in the EoS window is 0.74× GD's: it re-runs GD's
+    # implicit along u only, its second difference in the EoS window is 1.4× GD's: it re-runs GD's
     # oscillation in the other directions with ηλ > 2. Measured with implicit="secant": 0.0017× GD's
     # over steps 300–400 (K = 2: 0.0018×); peak 7.275 @260 against GD's midpoint 7.227 @260; EoS
-    # distance 0.053 (K = 2: 0.034, gradient flow: 0.17; docs/edge_flow_results.md).
+    # distance 0.061 (K = 2: 0.034, gradient flow: 0.17; docs/edge_flow_results.md).
     prob = ef.make_problem("digits-mlp")
     options = {"edge": {"substeps": 1, "hvp": "pair", "implicit": "secant"}}
     res = ef.compare(

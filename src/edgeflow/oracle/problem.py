@@ -8,7 +8,7 @@ float rounding. Every derivative comes from ``torch.func`` applied to a term and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -237,7 +237,14 @@ class Problem:
         shares the forward and backward pass at ``w`` (about 4× faster per product than a loop on
         the digits MLP on the CPU); a sharded problem all-reduces the whole block at once."""
         self.counts.hvp += V.shape[0]
-        return self._total(_sum(vmap(vjp(g, w)[1])(V)[0] for g in self._grad_terms))[0]
+        return self._total(_sum(products for _, products in self._pullbacks(w, V)))[0]
+
+    def _pullbacks(self, w: Tensor, V: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """Per term: its gradient at ``w`` (the primal pass) and its Hessian's products with the
+        rows of ``V`` (one vmapped pullback)."""
+        for g in self._grad_terms:
+            gradient, product = vjp(g, w)
+            yield gradient, vmap(product)(V)[0]
 
     def grad_and_hvps(self, w: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:
         """``(∇L(w), ∇²L(w) V)``, counted as one gradient and m HVPs: the gradient is the primal of
@@ -247,10 +254,7 @@ class Problem:
         HVPs (``benchmarks/oracle.py``); a sharded problem all-reduces both results at once."""
         self.counts.grad += 1
         self.counts.hvp += V.shape[0]
-        parts = []
-        for g in self._grad_terms:
-            gradient, product = vjp(g, w)
-            parts.append((gradient, vmap(product)(V)[0]))
+        parts = list(self._pullbacks(w, V))
         return self._total(_sum(a for a, _ in parts), _sum(b for _, b in parts))
 
     def third(self, w: Tensor, u: Tensor, v: Tensor) -> Tensor:

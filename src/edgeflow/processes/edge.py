@@ -166,12 +166,11 @@ def pair_scale(c: Tensor) -> float:
     ∇L(c) + (δ²/2)∇³L[u, u]: a phantom oscillation of size δ that pushes the center toward lower
     sharpness all through the stable phase, where GD's own r is at rounding level. ε^(1/3) (the
     balance for the HVP alone) made it larger than GD's r at EoS in float32 and delayed the onset; √ε
-    still put 0.4× GD's r at EoS (3.4e-3 against 8e-3) into the float32 ViT of the fidelity suite and
-    moved its first sharpness peak 5 steps late. At ε^(2/3) it is 0.03× there. The price is in the
+    still moved the first sharpness peak of the fidelity suite's float32 ViT 5 steps late (sharpness
+    error 0.038; at ε^(2/3) 0.027 with the peak at GD's step, docs/results.md). The price is in the
     difference: the points c ± δu round by ulp(c), so v = (g₊ − g₋)/2δ is Hu along a direction off u
     by up to ε‖c‖/δ = ε^(1/3) (float32: 5e-3, float64: 6e-6) — in the Rayleigh quotient uᵀv that is
-    averaged over d coordinates of random sign; on that ViT 0.14× and 1.4× this δ gave the same
-    distance and sharpness error to three digits."""
+    averaged over d coordinates of random sign."""
     return torch.finfo(c.dtype).eps ** (2 / 3) * max(1.0, float(c.norm()))
 
 
