@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check: the MNIST-5k ViT with GD, Edge Flow and the central flow on every GPU of the machine,
 # end to end through `edgeflow run --device cuda` (under torchrun, one process per GPU, when there
-# are several), then the cost table (wall time per GD step against GD, one process) and, with
-# several GPUs, strong scaling 1 → NPROC GPUs. Sized to finish in well under 10 minutes on one H100.
+# are several), then the cost tables (wall time per GD step against GD, one process; the ViT and
+# the default MLP) and, with several GPUs, strong scaling 1 → NPROC GPUs. Sized to finish in well
+# under 10 minutes on one H100.
 #
 #   bash benchmarks/gpu_check.sh                 # on a machine with CUDA
 #   DEVICE=cpu STEPS=3 N=10 WARMUP=2 bash benchmarks/gpu_check.sh            # the same path on CPU
@@ -15,6 +16,7 @@ DEVICE=${DEVICE:-cuda}
 STEPS=${STEPS:-300}        # GD crosses 2/η near step 80 and overshoots near step 120 at these sizes
 N=${N:-1000}               # MNIST-5k examples
 WARMUP=${WARMUP:-150}      # cost is timed from GD's iterate at this step (inside EoS)
+MLP_WARMUP=${MLP_WARMUP:-300}  # … and on the default MLP from this one (it crosses 2/η at step 170)
 OUT=${OUT:-runs/gpu-check}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -z "${PYTHON:-}" ]; then
@@ -51,6 +53,11 @@ PY
 
 "$PYTHON" "$REPO/benchmarks/cost.py" --problem mnist5k-vit --device "$DEVICE" --dtype float32 --param n="$N" \
     --only edge,central --steps 5 --repeats 3 --warmup-steps "$WARMUP"
+
+# the default problem as the suite runs it (float64): whether a vmapped pair or triple of gradients
+# costs about one gradient on the GPU decides whether hvp="pair+center" at K = 2 comes under 3× GD
+"$PYTHON" "$REPO/benchmarks/cost.py" --problem digits-mlp --device "$DEVICE" \
+    --only edge --steps 10 --repeats 3 --warmup-steps "$MLP_WARMUP"
 
 if [ "$NPROC" -gt 1 ]; then
     "$PYTHON" "$REPO/benchmarks/scaling.py" --nproc "$NPROC" --device "$DEVICE" --problem mnist5k-vit \

@@ -20,7 +20,7 @@ SCRIPTS = Path(__file__).parent / "scripts"
 # lr = 1 puts the digits MLP above 2/η from the start: the central flow holds two eigenvalues at
 # 2/η and solves its SDCP (on rank 0, broadcast); 61 examples split 31 + 30.
 RUN = ["run", "--problem", "digits-mlp", "--param", "n=61", "--param", "width=16", "--lr", "1"]
-RUN += ["--steps", "16", "--flows", "gd,midpoint,edge,central", "--option", "central.substeps=2"]
+RUN += ["--steps", "16", "--flows", "gd,midpoint,edge,central,modified", "--option", "central.substeps=2"]
 RUN += ["--save-params", "--no-plots", "--quiet"]
 TOL = 1e-10
 

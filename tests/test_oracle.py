@@ -109,6 +109,23 @@ def test_grad_and_hvps_is_the_gradient_and_the_hvps_at_one_point(make_mlp, loss)
     assert rel(HV[0], HV[1]) > 1e-3  # the rows are the products with distinct vectors
 
 
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_grad_and_hvp_of_grad_is_the_gradient_and_its_own_product(make_mlp, loss):
+    problem = make_mlp(loss=loss)
+    w = random_point(problem, seed=6)
+    before = problem.counts.copy()
+    g, Hg = problem.grad_and_hvp_of_grad(w)
+    assert (problem.counts - before).as_dict() == {"loss": 0, "grad": 1, "hvp": 1, "third": 0}
+    expected = problem.grad(w)
+    assert rel(g, expected) < 1e-14
+    assert rel(Hg, problem.hvp(w, expected)) < 1e-13
+    # ∇²L∇L is ∇(½‖∇L‖²): a central difference of ½‖∇L‖² along a random direction
+    v = torch.randn(problem.dim, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    h = 1e-4
+    half_sq = [0.5 * float(problem.grad(w + s * h * v).square().sum()) for s in (1, -1)]
+    assert float(Hg @ v) == pytest.approx((half_sq[0] - half_sq[1]) / (2 * h), rel=1e-6)
+
+
 def test_function_problem_derivatives_match_closed_form():
     q = make_quadratic(d=5)
     w = torch.linspace(-1, 1, 5, dtype=torch.float64)
@@ -141,6 +158,8 @@ def test_chunked_equals_unchunked(make_mlp, tiny_data, loss, chunk_size):
     assert torch.allclose(vals_c, vals_f, rtol=tol, atol=0)
     assert rel(grads_c, grads_f) < tol
     for a, b in zip(chunked.grad_and_hvps(w, W), full.grad_and_hvps(w, W), strict=True):
+        assert rel(a, b) < tol
+    for a, b in zip(chunked.grad_and_hvp_of_grad(w), full.grad_and_hvp_of_grad(w), strict=True):
         assert rel(a, b) < tol
 
 

@@ -264,6 +264,8 @@ def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Fidelity against GD" in done.stdout
     assert "| central |" in done.stdout and "wall vs GD" in done.stdout
+    assert "digits-mlp (d = 8970, float64, cpu)" in done.stdout  # the default MLP's cost table
+    assert "| edge K = 2, hvp = pair+center |" in done.stdout
     assert "2 processes" in done.stderr and "efficiency" in done.stdout
     assert (tmp_path / "run" / "results.h5").is_file()
 

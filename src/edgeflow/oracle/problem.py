@@ -257,6 +257,22 @@ class Problem:
         parts = list(self._pullbacks(w, V))
         return self._total(_sum(a for a, _ in parts), _sum(b for _, b in parts))
 
+    def grad_and_hvp_of_grad(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        """``(∇L(w), ∇²L(w) ∇L(w))``, counted as one gradient and one HVP: the modified flow's
+        two evaluations. With one term the product pulls the gradient back through the pass that
+        computed it, so there is no second primal pass; with several (chunks) every chunk's graph
+        would have to be held until the full gradient is known, which is the memory chunking
+        saves, so the gradient is summed first and the product takes its own pass per chunk. A
+        sharded problem all-reduces the gradient before the product, and the product after it."""
+        self.counts.grad += 1
+        self.counts.hvp += 1
+        if len(self._grad_terms) == 1:
+            gradient, pullback = vjp(self._grad_terms[0], w)
+            total = self._total(gradient)[0]
+            return total, self._total(pullback(total)[0])[0]
+        total = self._total(_sum(g(w) for g in self._grad_terms))[0]
+        return total, self._total(_sum(vjp(g, w)[1](total)[0] for g in self._grad_terms))[0]
+
     def third(self, w: Tensor, u: Tensor, v: Tensor) -> Tensor:
         """``∇_w (uᵀ ∇²L(w) v)``, a third-derivative contraction (three reverse passes)."""
         self.counts.third += 1

@@ -1,7 +1,8 @@
 """Implicit-gradient-regularization flow (Barrett & Dherin 2021).
 
 ``dw/dt = −η[∇L + (η/2)∇²L ∇L]`` is gradient flow on the modified loss ``L + (η/4)‖∇L‖²``, the
-first-order backward-error correction of GD: one gradient and one HVP per evaluation.
+first-order backward-error correction of GD: one gradient and one HVP per evaluation, the HVP's
+pass shared with the gradient's (``Problem.grad_and_hvp_of_grad``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ class ModifiedFlow(RK4Flow):
     description = "modified flow dw/dt = −η[∇L + (η/2)∇²L∇L] (implicit gradient regularization)"
 
     def velocity(self, w: Tensor) -> Tensor:
-        g = self.problem.grad(w)
-        return -self.lr * (g + 0.5 * self.lr * self.problem.hvp(w, g))
+        g, hg = self.problem.grad_and_hvp_of_grad(w)
+        return -self.lr * (g + 0.5 * self.lr * hg)
 
     def fastest_rate(self, radius: float) -> float:
         # Along an eigenvalue λ the linearized rate is ηλ(1 + ηλ/2).
