@@ -264,14 +264,14 @@ class Problem:
         would have to be held until the full gradient is known, which is the memory chunking
         saves, so the gradient is summed first and the product takes its own pass per chunk. A
         sharded problem all-reduces the gradient before the product, and the product after it."""
+        if len(self._grad_terms) > 1:
+            gradient = self.grad(w)
+            return gradient, self.hvp(w, gradient)
         self.counts.grad += 1
         self.counts.hvp += 1
-        if len(self._grad_terms) == 1:
-            gradient, pullback = vjp(self._grad_terms[0], w)
-            total = self._total(gradient)[0]
-            return total, self._total(pullback(total)[0])[0]
-        total = self._total(_sum(g(w) for g in self._grad_terms))[0]
-        return total, self._total(_sum(vjp(g, w)[1](total)[0] for g in self._grad_terms))[0]
+        gradient, pullback = vjp(self._grad_terms[0], w)
+        total = self._total(gradient)[0]
+        return total, self._total(pullback(total)[0])[0]
 
     def third(self, w: Tensor, u: Tensor, v: Tensor) -> Tensor:
         """``∇_w (uᵀ ∇²L(w) v)``, a third-derivative contraction (three reverse passes)."""
