@@ -20,8 +20,8 @@ from edgeflow.errors import ConfigError
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "edgeflow-checkpoint/1"
-#: attributes that point back at the shared loss oracle (rebuilt, never saved)
-_SHARED = ("problem",)
+#: attributes that point back at the shared loss oracle or are the run's settings (rebuilt, never saved)
+_SHARED = ("problem", "optimizer")
 _SCALARS = (bool, int, float, str, type(None))
 
 

@@ -139,7 +139,7 @@ def gd_reference(res: Result) -> str | None:
     """The flow at which GD's sharpness is read: its midpoint, else GD itself (the first of them
     with a measured sharpness); None when neither ran."""
     present = [f for f in (REFERENCE, "gd") if f in res]
-    measured = [f for f in present if np.isfinite(field(res[f], "sharpness")).any()]
+    measured = [f for f in present if np.isfinite(field(res[f], res.sharpness_field)).any()]
     return (measured or present or [None])[0]
 
 
@@ -150,12 +150,12 @@ def eos_onset(res: Result) -> dict:
     its first overshoot peak and the dip after it, and the range it keeps after the dip. All None
     (``measured_at`` too) when GD did not run; the values None when the sharpness was never measured."""
     ref = gd_reference(res)
-    out: dict = {"measured_at": ref, "threshold": res.threshold}
+    out: dict = {"measured_at": ref, "threshold": res.threshold, **_threshold_words(res)}
     profile = {"cross": None, "peak_step": None, "peak": None, "dip_step": None, "dip": None}
     ends = dict.fromkeys(("initial", "initial_step", "last", "last_step", "max", "max_step", "below_step"))
     after = np.zeros(0)
     if ref is not None:
-        steps, s = record_steps(res[ref]), field(res[ref], "sharpness")
+        steps, s = record_steps(res[ref]), field(res[ref], res.sharpness_field)
         measured = np.flatnonzero(np.isfinite(s))
         if measured.size:
             first, last = measured[0], measured[-1]
@@ -189,6 +189,18 @@ def eos_onset(res: Result) -> dict:
     }
 
 
+def _threshold_words(res: Result) -> dict[str, str]:
+    """How the text names the threshold and the quantity held against it."""
+    if not res.preconditioned:
+        return {"level": "2/η", "quantity": "sharpness", "symbol": "S", "subject": "GD"}
+    return {
+        "level": "the threshold",
+        "quantity": "effective sharpness λ₁(P⁻¹H)",
+        "symbol": "S_eff",
+        "subject": res.optimizer,
+    }
+
+
 def _require_reference(res: Result) -> None:
     if REFERENCE not in res:
         raise ValueError(f"fidelity metrics need the {REFERENCE!r} flow (GD's center) in the run")
@@ -209,8 +221,12 @@ def error_traces(res: Result, flow: str) -> dict[str, np.ndarray]:
         start = _finite_first(field(ref, "mean_loss"))
         floor = _sqrt_eps(res) * start if start is not None else np.inf
         out["mean_loss"] = np.where(gd_mean > floor, np.abs(predicted - gd_mean) / gd_mean, np.nan)
-        gd_s = field(ref, "sharpness")[i_ref]
-        out["sharpness"] = np.abs(field(rec, "sharpness")[i_flow] - gd_s) * res.lr / 2
+        key = res.sharpness_field
+        gd_s = field(ref, key)[i_ref]
+        if res.preconditioned:  # a fraction of the optimizer's threshold on λ₁(P⁻¹H)
+            out["sharpness"] = np.abs(field(rec, key)[i_flow] - gd_s) / res.threshold
+        else:
+            out["sharpness"] = np.abs(field(rec, key)[i_flow] - gd_s) * res.lr / 2
         if "magnitude" in rec:
             osc = field(ref, "oscillation")[i_ref]
             out["oscillation"] = np.abs(field(rec, "magnitude")[i_flow] - osc) / osc
@@ -235,7 +251,7 @@ def fidelity(res: Result) -> dict[str, dict]:
     """``{flow: {metric: value}}``: medians and means of each relative error over the run and the
     EoS window, and each flow's onset (crossing, first overshoot, dip, period) beside GD's."""
     _require_reference(res)
-    onsets = {flow: _onset_with_period(res[flow], res.threshold) for flow in res}
+    onsets = {flow: _onset_with_period(res[flow], res.threshold, res.sharpness_field) for flow in res}
     eos_from = onsets[REFERENCE]["cross"]
     out: dict[str, dict] = {}
     for flow in res:
@@ -256,8 +272,8 @@ def fidelity(res: Result) -> dict[str, dict]:
     return out
 
 
-def _onset_with_period(rec: FlowRecord, threshold: float) -> dict:
-    steps, s = record_steps(rec), field(rec, "sharpness")
+def _onset_with_period(rec: FlowRecord, threshold: float, key: str = "sharpness") -> dict:
+    steps, s = record_steps(rec), field(rec, key)
     onset = onset_profile(steps, s, threshold)
     onset["period"] = oscillation_period(steps, s, onset["cross"])
     return onset
@@ -290,7 +306,8 @@ def summarize(res: Result) -> dict:
     for the reader. JSON-ready: plain Python numbers, None where a value is undefined."""
     gd_wall = _wall_per_step(res["gd"].info) if "gd" in res else None
     progress = run_progress(res)
-    summary: dict = {"lr": res.lr, "threshold": res.threshold, "run": progress}
+    summary: dict = {"lr": res.lr, "threshold": res.threshold, "run": progress, **_threshold_words(res)}
+    summary["optimizer"] = res.optimizer
     summary["flows"] = {name: _flow_summary(res, name, gd_wall, progress) for name in res}
     summary["eos"] = eos_onset(res)
     reason = fidelity_unavailable(res)
@@ -305,7 +322,7 @@ def summarize(res: Result) -> dict:
 def _flow_summary(res: Result, name: str, gd_wall: float | None, progress: dict) -> dict:
     rec, info = res[name], res[name].info
     steps = record_steps(rec)
-    s = field(rec, "sharpness")
+    s = field(rec, res.sharpness_field)
     rel = relative_distance(res, name)
     done = _steps_completed(info, steps)
     cost = info.get("cost", {})
@@ -384,27 +401,31 @@ def _records_end(row: dict) -> str:
 def summary_markdown(summary: dict) -> str:
     """The summary as markdown: the per-flow table, notes, fidelity (or why it is missing) and GD's
     EoS onset."""
-    lines = [f"η = {summary['lr']:g}, stability threshold 2/η = {summary['threshold']:.4g}", ""]
+    level = summary.get("level", "2/η")
+    head = f"η = {summary['lr']:g}, stability threshold {level} = {summary['threshold']:.4g}"
+    if summary.get("optimizer", "gd") != "gd":
+        head = f"optimizer {summary['optimizer']}, " + head + " on the effective sharpness λ₁(P⁻¹H)"
+    lines = [head, ""]
     notes = summary.get("notes", [])
     partial = [n for n in notes if n.startswith("partial run")]
     lines += [f"**{n}**" for n in partial] + ([""] if partial else [])
-    lines += _flow_table(summary["flows"])
+    lines += _flow_table(summary["flows"], summary.get("symbol", "S"))
     others = [n for n in notes if n not in partial]
     if others:
         lines += ["", *(f"- {n}" for n in others)]
     if "fidelity" in summary:
-        lines += ["", *fidelity_markdown(summary["fidelity"])]
+        lines += ["", *fidelity_markdown(summary["fidelity"], summary.get("level", "2/η"))]
     elif summary.get("fidelity_unavailable"):
         lines += ["", f"No fidelity section: {summary['fidelity_unavailable']}."]
     lines += ["", _eos_sentence(summary["eos"], summary["flows"])]
     return "\n".join(lines) + "\n"
 
 
-def _flow_table(flows: dict[str, dict]) -> list[str]:
+def _flow_table(flows: dict[str, dict], symbol: str = "S") -> list[str]:
     cols = [
         ("last loss (step)", "last_loss", "last_loss_step"),
-        ("last S (step)", "last_sharpness", "last_sharpness_step"),
-        ("max S", "max_sharpness", None),
+        (f"last {symbol} (step)", "last_sharpness", "last_sharpness_step"),
+        (f"max {symbol}", "max_sharpness", None),
         ("median rel. dist. to GD midpoint", "median_rel_distance", None),
         ("grads/step", "grads_per_step", None),
         ("HVPs/step", "hvps_per_step", None),
@@ -428,7 +449,8 @@ def _eos_sentence(eos: dict, flows: dict[str, dict]) -> str:
     ref = eos["measured_at"]
     if ref is None:
         return "GD was not run (neither `gd` nor `midpoint` is among the flows): its EoS onset is unknown."
-    subject = f"GD's sharpness (at its {'midpoints' if ref == REFERENCE else 'iterates'})"
+    subject = f"{eos.get('subject', 'GD')}'s {eos.get('quantity', 'sharpness')}"
+    subject += f" (at its {'midpoints' if ref == REFERENCE else 'iterates'})"
     row = flows[ref]
     stopped = row["diverged_at"] is not None or row["failed_at"] is not None or bool(row["failure"])
     until = f" before `{ref}` {row['status']}" if stopped else " in this run"
@@ -439,7 +461,7 @@ def _eos_sentence(eos: dict, flows: dict[str, dict]) -> str:
         return f"{subject} stayed below {_stayed_below(eos, until)}."
     text = f"{subject} {_through(eos)}"
     if eos["initial_sharpness"] >= eos["threshold"] and eos["below_step"] is None:
-        text += f"; it never fell below 2/η{until}"
+        text += f"; it never fell below {eos.get('level', '2/η')}{until}"
     elif stopped:
         text += f"; then `{ref}` {row['status']}"
     return text + "."
@@ -447,7 +469,7 @@ def _eos_sentence(eos: dict, flows: dict[str, dict]) -> str:
 
 def _stayed_below(eos: dict, until: str) -> str:
     threshold = eos["threshold"]
-    text = f"2/η = {fmt(threshold)}{until}: from {_start(eos)}"
+    text = f"{eos.get('level', '2/η')} = {fmt(threshold)}{until}: from {_start(eos)}"
     if eos["max_step"] not in (eos["initial_step"], eos["last_step"]):
         text += f", at most {_apart(eos['max_sharpness'], threshold)} (step {eos['max_step']})"
     return text + _last(eos)
@@ -457,13 +479,14 @@ def _through(eos: dict) -> str:
     """The course of a sharpness that reaches 2/η: from its start (below or above), the events in
     the order of their steps, then where it stayed after the dip or where it ended."""
     threshold = eos["threshold"]
-    level = f"2/η = {fmt(threshold)}"
+    label = eos.get("level", "2/η")
+    level = f"{label} = {fmt(threshold)}"
     events: list[tuple[int, str]] = []
     if eos["initial_sharpness"] >= threshold:
         where = "above" if eos["initial_sharpness"] > threshold else "at"
         opening = f"started {where} {level}, at {_start(eos)}"
         if eos["below_step"] is not None:
-            events.append((eos["below_step"], f"fell below 2/η at step {eos['below_step']}"))
+            events.append((eos["below_step"], f"fell below {label} at step {eos['below_step']}"))
         peak = "peaked at"
     else:
         opening = f"rose from {_start(eos)} to {level} at step {eos['onset_step']}"
@@ -476,7 +499,7 @@ def _through(eos: dict) -> str:
     if eos["after_dip_median"] is None:
         return text + _last(eos)
     low, high, median = (fmt(eos[f"after_dip_{k}"]) for k in ("min", "max", "median"))
-    ratio = f"{eos['after_dip_median'] / threshold:.2f} × 2/η"
+    ratio = f"{eos['after_dip_median'] / threshold:.2f} × {label}"
     if low == high:
         return text + f", then stayed at {median} ({ratio})"
     return text + f", then stayed within [{low}, {high}] (median {median} = {ratio})"
@@ -505,12 +528,13 @@ def _apart(value: float, threshold: float) -> str:
     return text
 
 
-def fidelity_markdown(fid: dict[str, dict]) -> list[str]:
+def fidelity_markdown(fid: dict[str, dict], level: str = "2/η") -> list[str]:
     """Fidelity against GD: medians over the run / over the EoS window, and the onset."""
+    error = "sharpness error · η/2" if level == "2/η" else "eff. sharpness error / threshold"
     lines = [
         "Fidelity against GD (median over the run / over the EoS window; GD's center = its midpoint):",
         "",
-        "| flow | rel. distance | mean-loss rel. error | sharpness error · η/2 | crosses 2/η | "
+        f"| flow | rel. distance | mean-loss rel. error | {error} | crosses {level} | "
         "first peak (step) | dip (step) | period |",
         "|---|---|---|---|---|---|---|---|",
     ]

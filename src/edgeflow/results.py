@@ -69,9 +69,31 @@ class Result:
         return fidelity(self)
 
     @property
+    def optimizer(self) -> str:
+        """The optimizer that flow ``gd`` ran and the models modelled (GD for older runs)."""
+        return str(self.config.get("optimizer", "gd"))
+
+    @property
+    def preconditioned(self) -> bool:
+        """Whether stability is read from the effective sharpness λ₁(P⁻¹H) rather than the sharpness."""
+        return self.optimizer != "gd"
+
+    @property
+    def sharpness_field(self) -> str:
+        """The record compared with ``threshold``: ``sharpness`` for GD, ``effective_sharpness``
+        (λ₁(P⁻¹H)) for the other optimizers."""
+        return "effective_sharpness" if self.preconditioned else "sharpness"
+
+    @property
     def threshold(self) -> float:
-        """The stability threshold 2/η."""
-        return 2.0 / self.lr
+        """The stability threshold of ``sharpness_field``: 2/η on the sharpness for GD, the
+        optimizer's threshold on λ₁(P⁻¹H) otherwise."""
+        return float(self.config.get("threshold", 2.0)) if self.preconditioned else 2.0 / self.lr
+
+    @property
+    def threshold_label(self) -> str:
+        """How tables and figures name the threshold."""
+        return "the threshold" if self.preconditioned else "2/η"
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``results.h5`` (temporary file, then rename: a crash never leaves a half-written file)."""

@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from edgeflow import checkpoint
 from edgeflow import distributed as parallel
 from edgeflow.errors import ConfigError, IntegrationError
+from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
+from edgeflow.optimizers import Optimizer, State, make_optimizer
 from edgeflow.oracle import Counts, Problem
 from edgeflow.processes import Process, make_process, process_class
 from edgeflow.results import DISTANCES, FlowRecord, Result
@@ -80,8 +82,16 @@ def compare(
     flush_every: int = 20,
     files: dict[str, str] | None = None,
     load_result: bool = True,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    optimizer_options: dict | None = None,
+    warm_start: int = 0,
 ) -> Result | None:
     """Run every flow in ``flows`` from ``w0`` (default ``problem.w0``) for ``steps`` GD steps.
+
+    ``optimizer`` (``edgeflow.optimizers.OPTIMIZERS``, default GD) with ``optimizer_options`` (its
+    hyper-parameters besides ``lr``) is what flow ``gd`` runs and every model models; its
+    ``warm_start`` plain steps from ``w0`` come first, and every flow starts from the point and
+    optimizer state they reach (step 0 of the records is that point).
 
     Records at steps ``0, record_every, 2·record_every, …`` and at the last step; the top Hessian
     eigenvalue is measured at records that are multiples of ``sharpness_every`` (NaN elsewhere).
@@ -113,10 +123,18 @@ def compare(
         seed,
     )
     settings["options"] = dict(options or {})
+    opt = make_optimizer(optimizer, settings["lr"], optimizer_options)
+    settings["optimizer"] = opt.name
+    settings["optimizer_options"] = opt.options()
+    settings["threshold"] = opt.threshold
+    if isinstance(warm_start, bool) or not isinstance(warm_start, int) or not 0 <= warm_start <= MAX_STEPS:
+        raise ConfigError(f"warm_start must be a number of steps in [0, {MAX_STEPS}], got {warm_start!r}")
+    settings["warm_start"] = warm_start
     w0 = _start_point(problem, w0)
+    w0, start_state = _warm_start(problem, opt, w0, warm_start)
     cfg = _plain({**settings, **(config or {})})
     if out is None:
-        run = Run(problem, cfg, w0)
+        run = Run(problem, cfg, w0, start_state=start_state)
         run.start()
         run.execute(progress=progress)
         return run.result()
@@ -134,7 +152,7 @@ def compare(
 
     # Rank 0 owns the run directory; its errors (an existing run, say) reach every rank.
     writer = parallel.on_main(create, share=False)
-    run = Run(problem, cfg, w0, Path(out), writer, checkpoint_every, checkpoint_seconds)
+    run = Run(problem, cfg, w0, Path(out), writer, checkpoint_every, checkpoint_seconds, start_state)
     _execute_with_signals(run, progress, fresh=True)
     return run.result() if load_result else None
 
@@ -223,6 +241,7 @@ class Run:
         writer: ResultsWriter | None = None,
         checkpoint_every: int | None = None,
         checkpoint_seconds: float = 60.0,
+        start_state: State | None = None,
     ) -> None:
         self.problem = problem
         self.config = config
@@ -231,7 +250,10 @@ class Run:
         self.flows: list[str] = list(config["flows"])
         self.lr: float = config["lr"]
         self.steps: int = config["steps"]
-        self.procs = build_processes(problem, self.lr, self.flows, config["options"])
+        self.optimizer = run_optimizer(config)
+        self.procs = build_processes(
+            problem, self.lr, self.flows, config["options"], self.optimizer, start_state
+        )
         self.cost = {name: Counts() for name in self.flows}
         self.init_cost = {name: Counts() for name in self.flows}
         self.measure = {name: Counts() for name in self.flows}
@@ -482,15 +504,44 @@ class Run:
 
 
 def build_processes(
-    problem: Problem, lr: float, flows: Sequence[str], options: dict[str, dict] | None = None
+    problem: Problem,
+    lr: float,
+    flows: Sequence[str],
+    options: dict[str, dict] | None = None,
+    optimizer: Optimizer | None = None,
+    start_state: State | None = None,
 ) -> dict[str, Process]:
-    """Construct (without evaluating anything) every flow with its options; raises ``ConfigError``
-    for an unknown flow, an unknown or invalid option, or options for a flow that is not run."""
+    """Construct (without evaluating anything) every flow with its options, modelling ``optimizer``
+    (default GD) from ``start_state``; raises ``ConfigError`` for an unknown flow, an unknown or
+    invalid option, options for a flow that is not run, or a flow not defined for the optimizer."""
     options = dict(options or {})
     for name in options:
         if name not in flows:
             raise ConfigError(f"options given for flow {name!r}, which is not run ({', '.join(flows)})")
-    return {name: make_process(name, problem, lr, options.get(name)) for name in flows}
+    return {
+        name: make_process(name, problem, lr, options.get(name), optimizer, start_state) for name in flows
+    }
+
+
+def run_optimizer(config: dict) -> Optimizer:
+    """The optimizer of a run's settings (GD for runs from before the optimizer layer)."""
+    name = config.get("optimizer", DEFAULT_OPTIMIZER)
+    return make_optimizer(name, config["lr"], config.get("optimizer_options"))
+
+
+def _warm_start(problem: Problem, optimizer: Optimizer, w0: Tensor, steps: int) -> tuple[Tensor, State | None]:
+    """``steps`` plain optimizer steps from ``w0`` (the central-flows code's ``--warm-start``): the
+    point and the optimizer state every flow starts from. None for the state without a warm start."""
+    if steps == 0:
+        return w0, None
+    w, state = w0.clone(), optimizer.init(w0)
+    for k in range(steps):
+        g = problem.grad(w)
+        state = optimizer.update(state, g)
+        w = optimizer.step(w, g, state)
+        if not bool(torch.isfinite(w).all()):
+            raise ConfigError(f"the warm start diverged at step {k + 1} of {steps}; use a smaller η")
+    return w, state
 
 
 def _settings(

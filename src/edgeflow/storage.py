@@ -201,6 +201,10 @@ def _write_root(f: h5py.File, lr: float, config: dict, *, complete: bool, resume
     f.attrs["config"] = json.dumps(config)
     f.attrs["complete"] = complete
     f.attrs["resumed_from"] = np.asarray(resumed_from, dtype=np.int64)
+    # the optimizer (GD for runs from before the optimizer layer) and its threshold on λ₁(P⁻¹H)
+    f.attrs["optimizer"] = config.get("optimizer", "gd")
+    f.attrs["optimizer_options"] = json.dumps(config.get("optimizer_options", {}))
+    f.attrs["threshold"] = float(config.get("threshold", 2.0))
 
 
 def _create(group: h5py.Group, field: str, data: np.ndarray) -> None:

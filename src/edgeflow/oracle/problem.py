@@ -302,12 +302,20 @@ class Problem:
         max_iter: int = 100,
         min_iter: int = 1,
         generator: torch.Generator | None = None,
+        scale: Tensor | float | None = None,
     ) -> Eigenpairs:
-        """Top-``k`` Hessian eigenpairs at ``w`` by Lanczos on HVPs, warm-started from ``v0``."""
+        """Top-``k`` Hessian eigenpairs at ``w`` by Lanczos on HVPs, warm-started from ``v0``. With
+        ``scale`` (a number or a diagonal D), those of D∇²L(w)D instead: with D = P^{-1/2} its
+        eigenvalues are those of P⁻¹∇²L (the effective sharpness of a preconditioned step), its
+        eigenvectors ũ those of the generalized problem HU = PUΛ as u = Dũ (uᵀPu = 1)."""
         if v0 is None:
             v0 = torch.randn(self.dim, dtype=self.dtype, device=self.device, generator=generator)
+        if scale is None:
+            matvec = lambda v: self.hvp(w, v)  # noqa: E731
+        else:
+            matvec = lambda v: scale * self.hvp(w, scale * v)  # noqa: E731
         return lanczos(
-            lambda v: self.hvp(w, v),
+            matvec,
             v0,
             k,
             which=which,
@@ -349,11 +357,12 @@ class SharpnessTracker:
         self.min_iter = min_iter
         self.vector: Tensor | None = None
 
-    def __call__(self, w: Tensor) -> tuple[float, Tensor]:
+    def __call__(self, w: Tensor, scale: Tensor | float | None = None) -> tuple[float, Tensor]:
+        """The top eigenpair at ``w``; with ``scale`` D, of D∇²L(w)D (``Problem.eigs``)."""
         p = self.problem
         noise = torch.randn(p.dim, dtype=p.dtype, device=p.device, generator=self.gen)
         v0 = noise if self.vector is None else self.vector + self.mix * noise / noise.norm()
-        pairs = p.eigs(w, v0=v0, tol=self.tol, min_iter=self.min_iter, generator=self.gen)
+        pairs = p.eigs(w, v0=v0, tol=self.tol, min_iter=self.min_iter, generator=self.gen, scale=scale)
         self.vector = pairs.vectors[0]
         return float(pairs.values[0]), self.vector
 

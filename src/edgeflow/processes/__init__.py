@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 
 from edgeflow.errors import ConfigError, invalid_choice
+from edgeflow.optimizers import Optimizer, State
 from edgeflow.oracle import Problem
 from edgeflow.processes.base import Process
 from edgeflow.processes.central import CentralFlow
@@ -34,7 +35,16 @@ def option_names(name: str) -> list[str]:
     return [p for p in params if p not in ("self", "problem", "lr")]
 
 
-def make_process(name: str, problem: Problem, lr: float, options: dict | None = None) -> Process:
+def make_process(
+    name: str,
+    problem: Problem,
+    lr: float,
+    options: dict | None = None,
+    optimizer: Optimizer | None = None,
+    start_state: State | None = None,
+) -> Process:
+    """The flow ``name`` with its ``options``, modelling ``optimizer`` (default: GD at ``lr``) from
+    the optimizer state ``start_state`` (default: the optimizer's initial state)."""
     cls = process_class(name)
     if options is not None and not isinstance(options, dict):
         raise ConfigError(
@@ -48,7 +58,10 @@ def make_process(name: str, problem: Problem, lr: float, options: dict | None = 
             raise ConfigError(
                 f"unknown option {key!r} for flow {name!r}; valid options: {', '.join(valid) or 'none'}"
             )
-    return cls(problem, lr, **options)
+    proc = cls(problem, lr, **options)
+    if optimizer is not None or start_state is not None:
+        proc.use_optimizer(optimizer if optimizer is not None else proc.optimizer, start_state)
+    return proc
 
 
 __all__ = ["PROCESSES", "Process", "make_process", "option_names", "process_class"]

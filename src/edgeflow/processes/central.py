@@ -244,7 +244,8 @@ class TrackingLimitWarning(UserWarning):
 class CentralFlow(Process):
     name = "central"
     description = "central flow: GD's time average, constrained to sharpness ≤ 2/η (SDCP, 3rd derivatives)"
-    fields = ("train_loss", "predicted_loss", "sharpness", "hessian_eigs", "sigma_sq")
+    fields = ("train_loss", "predicted_loss", "sharpness", "effective_sharpness", "hessian_eigs", "sigma_sq")
+    optimizers = ("gd",)
 
     def __init__(
         self,
@@ -432,7 +433,7 @@ class CentralFlow(Process):
         return {
             "train_loss": loss,
             "predicted_loss": loss + here["sigma_sq"] / self.lr,
-            "sharpness": self.measure_sharpness(self.w, self.seed)[0] if sharpness else math.nan,
+            **self.measure_both(self.w, {}, sharpness),
             "hessian_eigs": here["eigenvalues"].copy(),
             "sigma_sq": here["sigma_sq"],
         }

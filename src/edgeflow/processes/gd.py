@@ -1,4 +1,5 @@
-"""Full-batch gradient descent, the process every model is compared with."""
+"""The discrete optimizer (full-batch gradient descent by default), the process every model is
+compared with: ``w ← w − P⁻¹∇L(w)`` with the optimizer's state updated by the gradient first."""
 
 from __future__ import annotations
 
@@ -11,21 +12,23 @@ from edgeflow.processes.base import Process
 
 class GD(Process):
     name = "gd"
-    description = "gradient descent w ← w − η∇L(w); metrics at the iterates"
-    fields = ("train_loss", "sharpness", "grad_norm")
+    description = "the discrete optimizer (gradient descent: w ← w − η∇L(w)); metrics at the iterates"
+    fields = ("train_loss", "sharpness", "effective_sharpness", "grad_norm")
 
     def init(self, w0: Tensor, seed: int) -> None:
         self.seed = seed
         self.w = w0.clone()
         self._loss, self._grad = self.problem.value_and_grad(self.w)
+        self.opt_state = self.initial_state(self.w, self._grad)
 
     def step(self) -> None:
-        self.w = self.w - self.lr * self._grad
+        self.w = self.optimizer.step(self.w, self._grad, self.opt_state)
         self._loss, self._grad = self.problem.value_and_grad(self.w)
+        self.opt_state = self.optimizer.update(self.opt_state, self._grad)
 
     def observe(self, sharpness: bool) -> dict[str, float]:
         out = {"train_loss": float(self._loss), "grad_norm": float(self._grad.norm())}
-        out["sharpness"] = self.measure_sharpness(self.w, self.seed)[0] if sharpness else math.nan
+        out.update(self.measure_both(self.w, self.opt_state, sharpness))
         return out
 
     @property

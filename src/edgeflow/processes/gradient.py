@@ -1,18 +1,27 @@
-"""Gradient flow ``dw/dt = −η∇L(w)`` — the classical continuous-time model, blind to EoS."""
+"""The stable flow: the optimizer's ODE without oscillation. For GD, gradient flow
+``dw/dt = −η∇L(w)``, the classical continuous-time model, blind to EoS; for a preconditioned
+optimizer ``dw/dt = −P⁻¹(state)∇L(w)`` with the state's own ODE fed by ∇L(w)⊙∇L(w) (RMSProp's ν).
+"""
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from edgeflow.optimizers import State
 from edgeflow.processes.ode import RK4Flow
 
 
 class GradientFlow(RK4Flow):
     name = "gradient"
-    description = "gradient flow dw/dt = −η∇L (RK4, sub-steps bounded by the sharpness)"
+    description = "stable flow dw/dt = −P⁻¹∇L (GD: gradient flow −η∇L; RK4, sub-steps bounded by the sharpness)"
 
-    def velocity(self, w: Tensor) -> Tensor:
-        return -self.lr * self.problem.grad(w)
+    def field(self, w: Tensor, state: State) -> tuple[Tensor, State]:
+        g = self.problem.grad(w)
+        opt = self.optimizer
+        if opt.stateless:
+            return -opt.inverse_preconditioner(state) * g, {}
+        return -opt.inverse_preconditioner(state) * g, opt.state_velocity(state, g, g * g)
 
     def fastest_rate(self, radius: float) -> float:
-        return self.lr * radius
+        # GD's radius is the Hessian's; a stateful optimizer's is P⁻¹H's, η included.
+        return self.lr * radius if self.optimizer.stateless else radius

@@ -129,7 +129,8 @@ def capped_step(lr: float, margin: float, curvature: float) -> float:
 class Mitigated(Process):
     name = "mitigated"
     description = "GD with a remedy for EoS instabilities (default: Edge Flow's center step, capped)"
-    fields = ("train_loss", "sharpness", "rayleigh", "step_size", "magnitude")
+    fields = ("train_loss", "sharpness", "effective_sharpness", "rayleigh", "step_size", "magnitude")
+    optimizers = ("gd",)
 
     def __init__(
         self,
@@ -290,7 +291,7 @@ class Mitigated(Process):
     def observe(self, sharpness: bool) -> dict[str, float]:
         return {
             "train_loss": float(self.loss),
-            "sharpness": self.measure_sharpness(self.w, self.seed)[0] if sharpness else math.nan,
+            **self.measure_both(self.w, {}, sharpness),
             "rayleigh": self.rho,
             "step_size": self.step_size,
             "magnitude": self._magnitude(),

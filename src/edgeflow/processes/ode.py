@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from edgeflow.errors import IntegrationError
+from edgeflow.optimizers import State, add_states
 from edgeflow.oracle import Problem
 from edgeflow.processes.base import Process
 from edgeflow.utils import positive_float, positive_int
@@ -39,7 +40,7 @@ STABLE_END = 2.0
 
 
 class RK4Flow(Process):
-    fields = ("train_loss", "sharpness", "substeps")
+    fields = ("train_loss", "sharpness", "effective_sharpness", "substeps")
 
     def __init__(
         self, problem: Problem, lr: float, substep_rate: float = 1.0, max_substeps: int = 1000
@@ -49,26 +50,40 @@ class RK4Flow(Process):
         self.max_substeps = positive_int("max_substeps", max_substeps)
 
     @abstractmethod
-    def velocity(self, w: Tensor) -> Tensor:
-        """dw/dt at ``w`` (time in GD steps)."""
+    def field(self, w: Tensor, state: State) -> tuple[Tensor, State]:
+        """(dw/dt, d state/dt) at ``w`` with optimizer state ``state`` (time in GD steps)."""
 
     @abstractmethod
     def fastest_rate(self, radius: float) -> float:
-        """Largest decay rate per unit time when the Hessian's spectral radius is ``radius``."""
+        """Largest decay rate per unit time when the spectral radius of ``_scaled_hvp``'s operator
+        (the Hessian, or P^{-1/2}HP^{-1/2} for a stateful optimizer) is ``radius``."""
 
     def init(self, w0: Tensor, seed: int) -> None:
         self.seed = seed
         self.w = w0.clone()
+        # A stateful optimizer's state starts as the discrete one's: having seen ∇L(w0).
+        self.opt_state = {} if self.optimizer.stateless else self.initial_state(w0, self.problem.grad(w0))
         gen = torch.Generator(device=w0.device).manual_seed(seed)
-        pairs = self.problem.eigs(self.w, which="LM", tol=1e-3, generator=gen)
+        scale = self._scale(self.opt_state)
+        pairs = self.problem.eigs(self.w, which="LM", tol=1e-3, generator=gen, scale=scale)
         self.radius = abs(float(pairs.values[0]))
         self.power_vector = pairs.vectors[0]
         self.substeps = 0
         self.steps_done = 0
 
-    def _power_iteration(self, w: Tensor) -> tuple[float, Tensor]:
+    def _scale(self, state: State) -> Tensor | None:
+        """P^{-1/2} of ``state``, or None for GD (whose rates carry η themselves)."""
+        if self.optimizer.stateless:
+            return None
+        return torch.as_tensor(self.optimizer.inverse_preconditioner(state)).sqrt()
+
+    def _power_iteration(self, w: Tensor, state: State) -> tuple[float, Tensor]:
         """The spectral radius at ``w`` after one power iteration from the tracked vector."""
-        hv = self.problem.hvp(w, self.power_vector)
+        scale = self._scale(state)
+        if scale is None:
+            hv = self.problem.hvp(w, self.power_vector)
+        else:
+            hv = scale * self.problem.hvp(w, scale * self.power_vector)
         norm = float(hv.norm())
         if norm > 0 and math.isfinite(norm):
             return norm, hv / norm
@@ -86,9 +101,9 @@ class RK4Flow(Process):
             )
         tried = [max(1, math.ceil(needed))]
         while True:
-            w = self._rk4(self.w, tried[-1])
+            w, state = self._rk4(self.w, self.opt_state, tried[-1])
             if torch.isfinite(w).all():
-                radius, vector = self._power_iteration(w)
+                radius, vector = self._power_iteration(w, state)
                 if self.fastest_rate(radius) <= STABLE_END * tried[-1]:
                     break
             if tried[-1] >= self.max_substeps:
@@ -101,24 +116,26 @@ class RK4Flow(Process):
                     f"{self.name}.max_substeps=N or use a smaller η"
                 )
             tried.append(min(4 * tried[-1], self.max_substeps))
-        self.w, self.radius, self.power_vector = w, radius, vector
+        self.w, self.opt_state, self.radius, self.power_vector = w, state, radius, vector
         self.substeps = tried[-1]
         self.steps_done = k
 
-    def _rk4(self, w: Tensor, n: int) -> Tensor:
-        """``n`` classical RK4 sub-steps over one unit of time from ``w``."""
+    def _rk4(self, w: Tensor, state: State, n: int) -> tuple[Tensor, State]:
+        """``n`` classical RK4 sub-steps over one unit of time from ``(w, state)``."""
         dt = 1.0 / n
         for _ in range(n):
-            k1 = self.velocity(w)
-            k2 = self.velocity(w + 0.5 * dt * k1)
-            k3 = self.velocity(w + 0.5 * dt * k2)
-            k4 = self.velocity(w + dt * k3)
+            k1, s1 = self.field(w, state)
+            k2, s2 = self.field(w + 0.5 * dt * k1, add_states(state, 0.5 * dt, s1))
+            k3, s3 = self.field(w + 0.5 * dt * k2, add_states(state, 0.5 * dt, s2))
+            k4, s4 = self.field(w + dt * k3, add_states(state, dt, s3))
             w = w + (dt / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
-        return w
+            slope = {key: s1[key] + 2 * s2[key] + 2 * s3[key] + s4[key] for key in s1}
+            state = add_states(state, dt / 6.0, slope)
+        return w, state
 
     def observe(self, sharpness: bool) -> dict[str, float]:
         out = {"train_loss": float(self.problem.loss(self.w)), "substeps": float(self.substeps)}
-        out["sharpness"] = self.measure_sharpness(self.w, self.seed)[0] if sharpness else math.nan
+        out.update(self.measure_both(self.w, self.opt_state, sharpness))
         return out
 
     @property

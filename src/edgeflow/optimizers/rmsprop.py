@@ -1,0 +1,98 @@
+"""RMSProp and scalar RMSProp with the central-flows authors' conventions (their
+``src/update_rules.py``, read as code, not as its docstrings):
+
+    t ← t + 1,   ν ← ν + (1 − β₂)(s − ν)          s = g ⊙ g (RMSProp) or ‖g‖² (scalar: a sum)
+    ν̂ = ν / (1 − β₂ᵗ)  (with bias correction)
+    w ← w − η g / (√ν̂ + ε)                        P = (√ν̂ + ε)/η, ε outside the root
+
+ν starts at 0 and sees the current gradient *before* the step. The stability threshold on
+λ₁(P⁻¹H) is 2, as for GD: with P frozen the step is GD in the coordinates P^{1/2}w.
+
+In continuous time (the flows), ν follows ``dν/dt = (1 − β₂)/β₂ · (E[s] − ν)``: the discrete
+update with ν on both sides read at the same time, ν_k − ν_{k−1} = (1 − β₂)(s_k − ν_k) +
+(1 − β₂)(ν_k − ν_{k−1}), which is the authors' rate too. The step counter t advances by one per
+GD step (the authors' flows advance it by 1/β₂, which moves ν̂ by under 1% while the bias
+correction matters).
+
+Dead coordinates: a coordinate whose gradient has been exactly zero at every step so far keeps
+ν = 0. With ε > 0 its P⁻¹ is η/ε and its step is 0. With ε = 0, P⁻¹ = η/0; such a coordinate is
+treated as frozen (P⁻¹ = 0 there), which is what its zero steps are, where a literal η·0/0 would
+be NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from edgeflow.errors import ConfigError
+from edgeflow.optimizers.base import Optimizer, State
+
+
+@dataclasses.dataclass(frozen=True)
+class _RMSPropFamily(Optimizer):
+    beta2: float = 0.99
+    eps: float = 1e-7
+    bias_correction: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("beta2", "eps"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{self.name} option {key} must be a finite number, got {value!r}")
+        if not 0 < self.beta2 < 1:
+            raise ConfigError(f"{self.name} option beta2 must lie in (0, 1), got {self.beta2!r}")
+        if self.eps < 0:
+            raise ConfigError(f"{self.name} option eps must be ≥ 0, got {self.eps!r}")
+        if not isinstance(self.bias_correction, bool):
+            raise ConfigError(
+                f"{self.name} option bias_correction must be true or false, got {self.bias_correction!r}"
+            )
+
+    def statistic(self, g_sq: Tensor) -> Tensor:
+        """s from the elementwise squares of the gradient."""
+        raise NotImplementedError
+
+    def init(self, w: Tensor) -> State:
+        nu = w.new_zeros(()) if self.scalar else torch.zeros_like(w)
+        return {"t": 0.0, "nu": nu}
+
+    def update(self, state: State, g: Tensor) -> State:
+        nu = state["nu"]
+        return {"t": state["t"] + 1.0, "nu": nu + (1 - self.beta2) * (self.statistic(g * g) - nu)}
+
+    def inverse_preconditioner(self, state: State) -> Tensor:
+        nu, t = state["nu"], state["t"]
+        nu_hat = nu / (1 - self.beta2**t) if self.bias_correction else nu
+        denom = nu_hat.sqrt() + self.eps
+        return torch.where(denom > 0, self.lr / denom, torch.zeros_like(denom))
+
+    def state_velocity(self, state: State, g: Tensor, g_sq: Tensor) -> State:
+        rate = (1 - self.beta2) / self.beta2
+        return {"t": 1.0, "nu": rate * (self.statistic(g_sq) - state["nu"])}
+
+    scalar: ClassVar[bool] = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalarRMSProp(_RMSPropFamily):
+    name: ClassVar[str] = "scalar-rmsprop"
+    description: ClassVar[str] = "scalar RMSProp: ν ← EMA of ‖g‖², w ← w − ηg/(√ν̂ + ε)"
+    scalar: ClassVar[bool] = True
+
+    def statistic(self, g_sq: Tensor) -> Tensor:
+        return g_sq.sum()
+
+
+@dataclasses.dataclass(frozen=True)
+class RMSProp(_RMSPropFamily):
+    name: ClassVar[str] = "rmsprop"
+    description: ClassVar[str] = "RMSProp: ν ← EMA of g⊙g, w ← w − ηg/(√ν̂ + ε) per coordinate"
+
+    def statistic(self, g_sq: Tensor) -> Tensor:
+        return g_sq
