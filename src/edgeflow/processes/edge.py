@@ -66,8 +66,10 @@ import torch
 from torch import Tensor
 
 from edgeflow.errors import ConfigError, invalid_choice
+from edgeflow.optimizers import Optimizer, State, add_states
 from edgeflow.oracle import Problem
 from edgeflow.processes.base import Process
+from edgeflow.processes.frame import PreconditionedFrame, to_frame
 from edgeflow.processes.midpoint import Midpoint
 from edgeflow.utils import nonnegative_float, positive_float, positive_int
 
@@ -96,6 +98,8 @@ PROBE_ULPS = 32
 #: GD steps between measurements of the gradient's rounding, while it matters (r² < NOISE_MATTERS·σ²)
 ROUNDING_EVERY = 20
 NOISE_MATTERS = 1e6
+#: the most sub-steps per GD step ``_substeps_now`` takes for a preconditioned optimizer
+MAX_SUBSTEPS = 16
 #: |d log r/dt| above which the center's delay correction for a changing r is capped (per GD step)
 RATE_CAP = 4.0
 _TINY = torch.finfo(torch.float64).tiny  # keeps log r finite without rounding noise
@@ -207,6 +211,7 @@ class EdgeFlow(Process):
         "predicted_loss",
         "predicted_mean_loss",
         "sharpness",
+        "effective_sharpness",
         "rayleigh",
         "secant",
         "magnitude",
@@ -256,11 +261,26 @@ class EdgeFlow(Process):
             raise ConfigError(f"warm_start must be a GD step ≥ 0, got {warm_start!r}")
         self.warm_start = warm_start
 
+    def use_optimizer(self, optimizer: Optimizer, start_state: State | None = None) -> None:
+        if not optimizer.stateless:
+            chosen = {"hvp": (self.hvp, "exact"), "implicit": (self.implicit, "u"), "warm_start": (self.warm_start, 0)}
+            for key, (value, needed) in chosen.items():
+                if value != needed:
+                    raise ConfigError(
+                        f"Edge Flow with optimizer {optimizer.name!r} needs {key}={needed!r} (got {value!r}); "
+                        "the other options are derived for GD only"
+                    )
+        super().use_optimizer(optimizer, start_state)
+
     # ------------------------------------------------------------------ set-up
     def init(self, w0: Tensor, seed: int) -> None:
         self.seed = seed
         self.time = 0
         self.gd: Midpoint | None = None
+        self.opt_state: State = {}
+        if not self.optimizer.stateless:
+            self._init_preconditioned(w0)
+            return
         if self.warm_start > 0:
             # GD (with its midpoint) runs until step k0; Edge Flow takes over from its measured state.
             self.gd = Midpoint(self.problem, self.lr)
@@ -274,6 +294,30 @@ class EdgeFlow(Process):
         # of w0 and w1; s_1 is the side GD's first step lands on.
         r0 = self.r0 if self.r0 is not None else 0.5 * abs(step_along_u)
         self._start(w0.clone(), u, r0, sign=-1.0 if step_along_u >= 0 else 1.0)
+
+    def _init_preconditioned(self, w0: Tensor) -> None:
+        """As ``init`` in the preconditioner's frame: u the top eigenvector of P^{-1/2}HP^{-1/2} (the
+        generalized one is P^{-1/2}u), r0 half the first step −P^{-1/2}∇L(w0) along it."""
+        g = self.problem.grad(w0)
+        self.opt_state = self.initial_state(w0, g)
+        self.g_sq_prev: Tensor | None = None  # E[g⊙g] at the last sub-step, for its lead
+        self.inverse_prev: Tensor | None = None  # P⁻¹ at the last sub-step, for its delay
+        self.dt_prev = math.nan  # the last sub-step's length (the sub-steps adapt, ``_substeps_now``)
+        scale = self._scale()
+        gen = torch.Generator(device=w0.device).manual_seed(self.seed)
+        u = self.problem.eigs(w0, generator=gen, scale=scale).vectors[0]
+        step_along_u = -float(u @ (scale * g))
+        r0 = self.r0 if self.r0 is not None else 0.5 * abs(step_along_u)
+        self._start(w0.clone(), u, r0, sign=-1.0 if step_along_u >= 0 else 1.0)
+
+    def _scale(self) -> Tensor:
+        """P^{-1/2} of the current optimizer state: the frame's scale (``PreconditionedFrame``)."""
+        return torch.as_tensor(self.optimizer.inverse_preconditioner(self.opt_state)).sqrt()
+
+    @property
+    def _frame_lr(self) -> float:
+        """η in the coordinates the dynamics are written in: the preconditioner's frame has η = 1."""
+        return self.lr if self.optimizer.stateless else 1.0
 
     def _start(self, c: Tensor, u: Tensor, r: float, sign: float) -> None:
         self.c, self.u = c, u
@@ -329,7 +373,10 @@ class EdgeFlow(Process):
         rounding of the update w − ηg plus η² times the gradient's own."""
         if self.noise == 0:
             return 0.0
-        return self.noise**2 * (update_rounding(c, u) + self.lr**2 * self.grad_rounding)
+        if self.optimizer.stateless:
+            return self.noise**2 * (update_rounding(c, u) + self.lr**2 * self.grad_rounding)
+        # In the frame (η = 1) the update's rounding δw is δw/D along u; the gradient's, Dε.
+        return self.noise**2 * (update_rounding(c, to_frame(u, self._scale())) + self.grad_rounding)
 
     def _probe_rounding(self) -> None:
         """Re-measure the gradient's rounding every ``ROUNDING_EVERY`` steps while the oscillation is
@@ -339,7 +386,8 @@ class EdgeFlow(Process):
         kicks = self.rounding_noise(self.c, self.u)
         if kicks > 0 and 2 * self.log_r >= math.log(NOISE_MATTERS * kicks):
             return
-        fresh = gradient_rounding(self.problem, self.c, self.u, self.probe_generator)
+        along = self.u if self.optimizer.stateless else self._scale() * self.u
+        fresh = gradient_rounding(self.problem, self.c, along, self.probe_generator)
         self.grad_rounding = fresh if self.grad_rounding == 0 else 0.5 * (self.grad_rounding + fresh)
         self.next_probe = self.time + ROUNDING_EVERY
 
@@ -373,12 +421,34 @@ class EdgeFlow(Process):
     def _advance(self, duration: float) -> None:
         """The ``substeps`` sub-steps that cover ``duration`` GD steps of time."""
         self._probe_rounding()
-        dt = duration / self.substeps
-        for _ in range(self.substeps):
+        substeps = self._substeps_now()
+        dt = duration / substeps
+        for _ in range(substeps):
             self._substep(dt)
 
+    def _substeps_now(self) -> int:
+        """``substeps``, raised for a preconditioned optimizer while its effective sharpness ρ is far
+        above the threshold: there the other eigenvalues of P⁻¹H can be above it too, and the
+        center's explicit step across u multiplies a component along curvature λ by
+        1 − Δt·λ(1 + ½(1 − Δt)λ) (the modified center; 1 − Δtλ without the correction). Δt is cut
+        until that factor stays above −1 for every λ ≤ ρ. At EoS (ρ ≈ 2) two sub-steps suffice;
+        adaptive RMSProp overshoots to twice the threshold at the onset. GD keeps its fixed count."""
+        if self.optimizer.stateless or not math.isfinite(self.rho):
+            return self.substeps
+        rho = max(self.rho, 0.0)
+        correction = 0.5 if self.center == "modified" else 0.0
+        k = self.substeps
+        while k < MAX_SUBSTEPS and rho / k * (1.0 + correction * (1.0 - 1.0 / k) * rho) > 2.0:
+            k += 1
+        return k
+
     def _substep(self, dt: float) -> None:
-        p, lr, c, u = self.problem, self.lr, self.c, self.u
+        frame = None
+        if self.optimizer.stateless:
+            p, lr, c, u = self.problem, self.lr, self.c, self.u
+        else:  # GD with η = 1 in the preconditioner's frame, centred at c (frame.py)
+            frame = PreconditionedFrame(self.problem, self.c, self._scale())
+            p, lr, c, u = frame, 1.0, torch.zeros_like(self.c), self.u
         r = self.r
         modified = self.center == "modified"
         pair = self.hvp != "exact"
@@ -396,14 +466,15 @@ class EdgeFlow(Process):
                 v = p.hvp(c, u)
             rho = float(u @ v)
             secant = float(u @ (g[0] - g[1])) / (2 * r)
-            if not secant_resolves(r, c):
+            resolved = r if frame is None else r * float((frame.scale * u).norm())
+            if not secant_resolves(resolved, self.c):
                 secant = rho
         kappa = rho if self.magnitude_rule == "rayleigh" else secant
         rate = self._growth(kappa)
         if self.delay_magnitude and math.isfinite(self.kappa_prev):
             # GD multiplies r by |ηκ_k − 1| with κ at the start of its step: the flow takes κ half a
             # GD step back, less the Δt/2 by which the explicit sub-step already lags.
-            delayed = kappa - 0.5 * (1.0 - dt) * (kappa - self.kappa_prev) / dt
+            delayed = kappa - 0.5 * (1.0 - dt) * (kappa - self.kappa_prev) / self._previous_dt(dt)
             growth = self._growth(delayed)
         else:
             growth = rate
@@ -411,20 +482,65 @@ class EdgeFlow(Process):
 
         h = lr * dt
         if modified and pair:
-            self.c = self._pair_center_step(c, u, v, rho, g_mean, g_c, rate, dt)
+            c_next = self._pair_center_step(c, u, v, rho, g_mean, g_c, rate, dt)
         elif modified:
             assert g_c is not None and z is not None
-            self.c = self._modified_center_step(c, u, v, z, rho, g_mean, g_c, rate, dt)
+            c_next = self._modified_center_step(c, u, v, z, rho, g_mean, g_c, rate, dt)
         else:
             along = float(u @ g_mean)
-            self.c = c - h * (g_mean - along * u) - (h * along / (1.0 + h * max(rho, 0.0))) * u
+            c_next = c - h * (g_mean - along * u) - (h * along / (1.0 + h * max(rho, 0.0))) * u
         if self.implicit == "secant":
-            self.c = c + self._secant_damped(c, u, g_mean, self.c - c, h)
+            c_next = c + self._secant_damped(c, u, g_mean, c_next - c, h)
+        if frame is None:
+            self.c = c_next
+        else:
+            self.c = self.c + frame.scale * c_next + self._preconditioner_delay(frame, dt)
 
         u_next = u + h * v
         self.u = u_next / u_next.norm()
         self._grow(growth, dt)
         self.rho, self.kappa = rho, secant
+        if frame is not None:
+            self._feed_state(frame, dt)
+            self.dt_prev = dt
+
+    def _previous_dt(self, dt: float) -> float:
+        """The last sub-step's length (GD's sub-steps all have the same)."""
+        return dt if self.optimizer.stateless or not math.isfinite(self.dt_prev) else self.dt_prev
+
+    def _preconditioner_delay(self, frame: PreconditionedFrame, dt: float) -> Tensor:
+        """The part of the half step of delay that the frame does not see: the center's velocity is
+        −P⁻¹ḡ half a GD step back, and P⁻¹ changes too, by ½·dP⁻¹/dt·ḡ (less the explicit step's
+        own Δt/2 of lag), with dP⁻¹/dt from the last sub-step."""
+        inverse = frame.scale.square()
+        previous, self.inverse_prev = self.inverse_prev, inverse
+        g = frame.last_grads
+        if previous is None or g is None:
+            return torch.zeros_like(self.c)
+        slope = (inverse - previous) / self._previous_dt(dt)
+        return 0.5 * (1.0 - dt) * dt * slope * (0.5 * (g[0] + g[1]))
+
+    def _feed_state(self, frame: PreconditionedFrame, dt: float) -> None:
+        """One Euler sub-step of the optimizer state's ODE, fed by the pair's gradients: their mean
+        and E[g⊙g] = ½(g₊⊙g₊ + g₋⊙g₋) over the oscillation. The frame moves with the new
+        preconditioner; the oscillation r·Du stays where it is (GD's iterates do not jump)."""
+        g = frame.last_grads
+        assert g is not None
+        g_mean, g_sq = 0.5 * (g[0] + g[1]), 0.5 * (g[0] * g[0] + g[1] * g[1])
+        fed = g_sq
+        if self.g_sq_prev is not None:
+            # The optimizer's state sees each gradient at the end of the step it starts: read its
+            # feed half a GD step ahead, plus the Δt/2 the explicit sub-step lags (edge_flow.md).
+            slope = (g_sq - self.g_sq_prev) / self._previous_dt(dt)
+            fed = (g_sq + 0.5 * (1.0 + dt) * slope).clamp(min=0.0)
+        self.g_sq_prev = g_sq
+        velocity = self.optimizer.state_velocity(self.opt_state, g_mean, fed)
+        self.opt_state = add_states(self.opt_state, dt, velocity)
+        direction = to_frame(frame.scale * self.u, self._scale())
+        norm = float(direction.norm())
+        if norm > 0 and math.isfinite(norm):
+            self.u = direction / norm
+            self.log_r += math.log(norm)
 
     def _secant_damped(self, c: Tensor, u: Tensor, g_mean: Tensor, step: Tensor, h: float) -> Tensor:
         """``step`` with its explicit part damped in the directions the center recently moved in.
@@ -479,9 +595,10 @@ class EdgeFlow(Process):
 
     def _growth(self, kappa: float) -> float:
         """dℓ/dt, ℓ = log r, for curvature κ across the oscillation."""
+        lr = self._frame_lr
         if self.magnitude_rule == "linear":
-            return self.lr * kappa - 2.0
-        return math.log(max(abs(self.lr * kappa - 1.0), 1e-300))
+            return lr * kappa - 2.0
+        return math.log(max(abs(lr * kappa - 1.0), 1e-300))
 
     def _modified_center_step(
         self,
@@ -499,7 +616,7 @@ class EdgeFlow(Process):
         ``ḡ + (η/2)∇²L ḡ − ½ṙ ∂ḡ/∂r``, with the share of that half step that the sub-step's own
         discretization already supplies taken out: the explicit step across u lags by Δt/2, the
         linearly implicit step along u leads by Δt/2."""
-        lr = self.lr
+        lr = self._frame_lr
         h = lr * dt
         # z = ∇²L(c) ḡ stands in for ∇²L_r ḡ (they differ by O(r²))
         force = g_mean - g_c  # ½(g₊ + g₋) − ∇L(c) ≈ (r²/2)∇S: ∂ḡ/∂r ≈ 2·force/r, ṙ = rate·r
@@ -591,18 +708,21 @@ class EdgeFlow(Process):
                 "predicted_loss": float(self.gd.loss),
                 "predicted_mean_loss": obs["mean_loss"],
                 "sharpness": obs["sharpness"],
+                "effective_sharpness": obs["effective_sharpness"],
                 "rayleigh": nan,
                 "secant": nan,
                 "magnitude": obs["oscillation"],
             }
         c, u, r = self.c, self.u, self.r
+        if not self.optimizer.stateless:
+            u = self._scale() * u  # the oscillation's physical direction, uᵀPu = 1
         losses = self.problem.losses(torch.stack([c, c + r * u, c - r * u]))
         here, plus, minus = (float(x) for x in losses)
         return {
             "train_loss": here,
             "predicted_loss": plus if self.sign > 0 else minus,
             "predicted_mean_loss": 0.5 * (plus + minus),
-            "sharpness": self.measure_sharpness(c, self.seed)[0] if sharpness else math.nan,
+            **self.measure_both(c, self.opt_state, sharpness),
             "rayleigh": self.rho,
             "secant": self.kappa,
             "magnitude": r,

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from edgeflow.processes.base import Process
+from edgeflow.processes.frame import to_frame
 
 
 class Midpoint(Process):
@@ -54,9 +56,19 @@ class Midpoint(Process):
         }
         out.update(self.measure_both(center, self.opt_state, sharpness))
         if sharpness:
-            # the oscillation's amplitude along the top eigenvector of H, |uᵀ(w_k − w*_k)|
-            out["oscillation"] = abs(float(self.tracker.vector @ (self.w - center)))
+            out["oscillation"] = self._oscillation(center)
         return out
+
+    def _oscillation(self, center: Tensor) -> float:
+        """The oscillation's amplitude along the top eigenvector, |uᵀ(w_k − w*_k)| (GD); for a
+        preconditioned optimizer in the preconditioner's frame, |ũᵀP^{1/2}(w_k − w*_k)| with ũ the
+        top eigenvector of P^{-1/2}HP^{-1/2} (the units of Edge Flow's magnitude)."""
+        offset = self.w - center
+        if self.optimizer.stateless:
+            return abs(float(self.tracker.vector @ offset))
+        scale = torch.as_tensor(self.optimizer.inverse_preconditioner(self.opt_state)).sqrt()
+        vector = self.effective_tracker.vector if scale.ndim > 0 else self.tracker.vector
+        return abs(float(vector @ to_frame(offset, scale)))
 
     def is_finite(self) -> bool:
         return super().is_finite() and math.isfinite(float(self.loss_next))
