@@ -24,6 +24,8 @@ from edgeflow.checkpoint import CHECKPOINT
 from edgeflow.config import DEFAULT_FLOWS, RunConfig, load_toml
 from edgeflow.errors import ConfigError
 from edgeflow.metrics import summarize, summary_markdown
+from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
+from edgeflow.optimizers import OPTIMIZERS, make_optimizer, optimizer_class
 from edgeflow.processes import PROCESSES, option_names, process_class
 from edgeflow.results import load
 from edgeflow.runner import RunInterrupted, build_processes, check_run_dir, compare, resume
@@ -63,7 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a problem parameter, e.g. n=256 (repeatable; `edgeflow list` shows each problem's)",
     )
     r.add_argument("--download", action="store_true", help="let the problem download its dataset")
-    r.add_argument("--lr", help="learning rate η (default: the problem's)")
+    r.add_argument("--lr", help="learning rate η (default: the problem's, for the optimizer)")
+    r.add_argument(
+        "--optimizer",
+        help=f"the optimizer GD's process runs and every model models: {', '.join(OPTIMIZERS)} (default gd)",
+    )
+    r.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an optimizer hyper-parameter, e.g. beta2=0.99 (repeatable; `edgeflow list` shows them)",
+    )
+    r.add_argument(
+        "--warm-start",
+        help="plain optimizer steps from the initialization before every flow starts (default 0)",
+    )
     r.add_argument("--steps", help="number of GD steps (default: the problem's)")
     r.add_argument("--flows", help=f"comma-separated flows to run (default {','.join(DEFAULT_FLOWS)})")
     r.add_argument("--out", help="run directory (default runs/<problem>-<time>)")
@@ -155,10 +172,18 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     """Defaults, then ``--config``, then the flags that were given."""
     flags: dict = {
         key: getattr(args, key)
-        for key in ("problem", "lr", "steps", "flows", "out", "device", "dtype", "save_params")
+        for key in ("problem", "lr", "steps", "flows", "out", "device", "dtype", "save_params", "optimizer")
         if getattr(args, key) is not None
     }
-    for key in ("seed", "record_every", "sharpness_every", "flush_every", "checkpoint_every", "params_every"):
+    for key in (
+        "seed",
+        "record_every",
+        "sharpness_every",
+        "flush_every",
+        "checkpoint_every",
+        "params_every",
+        "warm_start",
+    ):
         if getattr(args, key) is not None:
             flags[key] = _int_arg("--" + key.replace("_", "-"), getattr(args, key))
     if args.params_dtype is not None:
@@ -172,6 +197,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         flags["params"] = params
     if args.option:
         flags["options"] = parse_options(args.option)
+    if args.opt:
+        flags["optimizer_options"] = parse_pairs(args.opt, "--opt", "KEY=VALUE (e.g. beta2=0.99)")
     layers = [load_toml(args.config)] if args.config else []
     return RunConfig.merged(*layers, flags)
 
@@ -190,7 +217,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key, name in (("lr", "--lr"), ("steps", "--steps")):
         if getattr(cfg, key) is None and spec is None:
             raise ConfigError(f"{name} is required with a custom problem factory ({cfg.problem})")
-    lr = positive_float("--lr", cfg.lr if cfg.lr is not None else spec.lr)
+    optimizer_class(cfg.optimizer)
+    lr = positive_float("--lr", cfg.lr if cfg.lr is not None else spec.lr_for(cfg.optimizer))
     steps = positive_int("--steps", cfg.steps if cfg.steps is not None else spec.steps, at_most=MAX_STEPS)
     spec_every = (spec.record_every, spec.sharpness_every) if spec else (1, 1)
     record_every = positive_int(
@@ -210,12 +238,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     # before the data are loaded and anything is computed (rank 0 owns the directory)
     parallel.on_main(lambda: check_run_dir(out, args.force), share=False)
     problem = make_problem(cfg.problem, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, **cfg.params)
-    build_processes(problem, lr, cfg.flows, cfg.options)  # bad options fail here, before any output
+    optimizer = make_optimizer(cfg.optimizer, lr, cfg.optimizer_options)
+    warm_start = (
+        _int_arg("--warm-start", cfg.warm_start) if isinstance(cfg.warm_start, str) else cfg.warm_start
+    )
+    # bad options, or a flow not defined for the optimizer, fail here, before any output
+    build_processes(problem, lr, cfg.flows, cfg.options, optimizer)
     ranks = f", {parallel.world_size()} processes" if parallel.active() else ""
+    if optimizer.stateless:
+        rule = f"η = {lr:g} (2/η = {2 / lr:.4g})"
+    else:
+        hyper = ", ".join(f"{k}={v}" for k, v in optimizer.options().items())
+        rule = f"{optimizer.name} ({hyper}), η = {lr:g}, threshold {optimizer.threshold:g} on λ₁(P⁻¹H)"
     say(
         f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, "
-        f"{problem.device}{ranks}), η = {lr:g} (2/η = {2 / lr:.4g}), {steps} steps, "
-        f"flows: {', '.join(cfg.flows)}"
+        f"{problem.device}{ranks}), {rule}, {steps} steps, flows: {', '.join(cfg.flows)}"
     )
     resolved = RunConfig.merged(
         asdict(cfg),
@@ -226,6 +263,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "record_every": record_every,
             "sharpness_every": sharpness_every,
             "params": cfg.params if custom else {**problem_params(cfg.problem), **cfg.params},
+            "warm_start": warm_start,
+            "optimizer_options": optimizer.options(),
         },
     )
     # The saved settings leave `out` unset, so `--config DIR/config.toml` repeats the run elsewhere.
@@ -251,6 +290,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         params_dtype=cfg.params_dtype,
         seed=cfg.seed,
         options=cfg.options,
+        optimizer=optimizer.name,
+        optimizer_options=optimizer.options(),
+        warm_start=warm_start,
         config=config,
         out=out,
         force=args.force,
@@ -264,13 +306,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 #: flags that change what is computed: a resumed run keeps its own
 _SETTINGS = ("config", "problem", "lr", "steps", "flows", "out", "seed", "device", "dtype", "record_every")
-_SETTINGS += ("sharpness_every", "save_params", "params_every", "params_dtype")
+_SETTINGS += ("sharpness_every", "save_params", "params_every", "params_dtype", "optimizer", "warm_start")
 
 
 def resume_run(args: argparse.Namespace) -> int:
     """``edgeflow run --resume DIR``: the run's own settings, only output flags may be added."""
     given = [f"--{key.replace('_', '-')}" for key in _SETTINGS if getattr(args, key) is not None]
-    given += [flag for flag, used in (("--param", args.param), ("--option", args.option)) if used]
+    given += [
+        flag
+        for flag, used in (("--param", args.param), ("--option", args.option), ("--opt", args.opt))
+        if used
+    ]
     given += [flag for flag, used in (("--download", args.download), ("--force", args.force)) if used]
     if given:
         raise ConfigError(
@@ -414,9 +460,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(_parameters("params", spec.build, problem_params(name)))
     print("flows (edgeflow run --flows a,b,... --option FLOW.KEY=VALUE ...):")
     for name, cls in PROCESSES.items():
-        print(_described(name, cls.description))
+        only = f" [optimizer {', '.join(cls.optimizers)} only]" if cls.optimizers else ""
+        print(_described(name, cls.description + only))
         signature = inspect.signature(cls.__init__).parameters
         print(_parameters("options", cls.__init__, {k: signature[k].default for k in option_names(name)}))
+    print("optimizers (edgeflow run --optimizer NAME --opt KEY=VALUE ...):")
+    for name, opt in OPTIMIZERS.items():
+        mark = " (default)" if name == DEFAULT_OPTIMIZER else ""
+        threshold = opt(1.0).threshold
+        print(_described(f"{name}{mark}", f"{opt.description}; threshold {threshold:g} on λ₁(P⁻¹H)"))
+        print(_parameters("options", opt, opt.option_defaults()))
     print("A VALUE is read as JSON where it parses (true, 3, 0.5, null), else as a string.")
     return 0
 

@@ -14,6 +14,7 @@ options in ``[options.<flow>]``::
     [options.edge]
     substeps = 4
 
+The optimizer (``optimizer = "rmsprop"``) takes its hyper-parameters from ``[optimizer_options]``.
 Every run directory gets the resolved configuration as ``config.toml``; ``edgeflow run --config
 that/config.toml`` runs the same experiment again.
 """
@@ -55,8 +56,11 @@ class RunConfig:
     flush_every: int = 20  # append records to results.h5 every N records (and every 30 s)
     checkpoint_every: int | None = None  # checkpoint every N steps (None: every 60 s)
     plots: bool = True
+    optimizer: str = "gd"  # what flow gd runs and every model models (edgeflow.optimizers)
+    warm_start: int = 0  # plain optimizer steps before every flow starts (the central-flows code's)
     params: dict = field(default_factory=dict)  # problem parameters (sizes, loss, data options)
     options: dict[str, dict] = field(default_factory=dict)  # flow -> {option: value}
+    optimizer_options: dict = field(default_factory=dict)  # the optimizer's hyper-parameters but η
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -77,6 +81,8 @@ class RunConfig:
                     for flow, table in _table(value, "options").items():
                         opts[flow] = {**opts.get(flow, {}), **_table(table, f"options.{flow}")}
                     cfg["options"] = opts
+                elif key == "optimizer_options":
+                    cfg["optimizer_options"] = {**cfg["optimizer_options"], **_table(value, key)}
                 elif key == "flows":
                     cfg["flows"] = _flow_list(value)
                 elif key == "seed":
@@ -109,6 +115,8 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "flush_every": ((int, str), "an integer"),
     "checkpoint_every": ((int, str, _OPTIONAL), "an integer"),
     "plots": ((bool,), "true or false"),
+    "optimizer": ((str,), "a string"),
+    "warm_start": ((int, str), "an integer"),
 }
 
 

@@ -529,7 +529,9 @@ def run_optimizer(config: dict) -> Optimizer:
     return make_optimizer(name, config["lr"], config.get("optimizer_options"))
 
 
-def _warm_start(problem: Problem, optimizer: Optimizer, w0: Tensor, steps: int) -> tuple[Tensor, State | None]:
+def _warm_start(
+    problem: Problem, optimizer: Optimizer, w0: Tensor, steps: int
+) -> tuple[Tensor, State | None]:
     """``steps`` plain optimizer steps from ``w0`` (the central-flows code's ``--warm-start``): the
     point and the optimizer state every flow starts from. None for the state without a warm start."""
     if steps == 0:

@@ -12,7 +12,7 @@ import torch
 
 import edgeflow as ef
 
-CASES = [("digits-mlp", {"n": 64, "width": 16, "depth": 2}, 1.0, 30), ("zhu", {}, 0.15, 30)]
+CASES = [("digits-mlp", {"n": 32, "width": 8, "depth": 2}, 0.5, 24), ("zhu", {}, 0.15, 24)]
 FLOWS = ["gd", "midpoint", "edge", "gradient", "modified", "central", "mitigated"]
 
 

@@ -263,12 +263,16 @@ class EdgeFlow(Process):
 
     def use_optimizer(self, optimizer: Optimizer, start_state: State | None = None) -> None:
         if not optimizer.stateless:
-            chosen = {"hvp": (self.hvp, "exact"), "implicit": (self.implicit, "u"), "warm_start": (self.warm_start, 0)}
+            chosen = {
+                "hvp": (self.hvp, "exact"),
+                "implicit": (self.implicit, "u"),
+                "warm_start": (self.warm_start, 0),
+            }
             for key, (value, needed) in chosen.items():
                 if value != needed:
                     raise ConfigError(
-                        f"Edge Flow with optimizer {optimizer.name!r} needs {key}={needed!r} (got {value!r}); "
-                        "the other options are derived for GD only"
+                        f"Edge Flow with optimizer {optimizer.name!r} needs {key}={needed!r} "
+                        f"(got {value!r}); the other options are derived for GD only"
                     )
         super().use_optimizer(optimizer, start_state)
 

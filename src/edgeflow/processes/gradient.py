@@ -13,7 +13,9 @@ from edgeflow.processes.ode import RK4Flow
 
 class GradientFlow(RK4Flow):
     name = "gradient"
-    description = "stable flow dw/dt = −P⁻¹∇L (GD: gradient flow −η∇L; RK4, sub-steps bounded by the sharpness)"
+    description = (
+        "stable flow dw/dt = −P⁻¹∇L (GD: gradient flow −η∇L; RK4, sub-steps bounded by the sharpness)"
+    )
 
     def field(self, w: Tensor, state: State) -> tuple[Tensor, State]:
         g = self.problem.grad(w)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from edgeflow.errors import invalid_choice
+from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.oracle import Problem
 from edgeflow.utils import RUN_KEYWORDS, resolve_device, resolve_dtype, seed_int
 from edgeflow.zoo import regression, sequence, toys, vision
@@ -29,6 +29,21 @@ class ProblemSpec:
     dtype: str = "float64"
     record_every: int = 1
     sharpness_every: int = 1
+    #: a learning rate per optimizer other than GD at which its run reaches the edge of stability
+    #: within ``steps`` (measured by benchmarks/optimizer_lrs.py, docs/optimizer_lrs.md)
+    optimizer_lrs: dict = field(default_factory=dict)
+
+    def lr_for(self, optimizer: str) -> float:
+        """The default learning rate of ``optimizer`` on this problem (``lr`` for GD)."""
+        if optimizer == "gd":
+            return self.lr
+        if optimizer not in self.optimizer_lrs:
+            measured = ", ".join(["gd", *self.optimizer_lrs]) or "gd"
+            raise ConfigError(
+                f"problem {self.name!r} has no measured default learning rate for optimizer "
+                f"{optimizer!r} (it has one for {measured}); give one with --lr"
+            )
+        return self.optimizer_lrs[optimizer]
 
 
 PROBLEMS: dict[str, ProblemSpec] = {
