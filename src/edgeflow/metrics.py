@@ -401,10 +401,12 @@ def _records_end(row: dict) -> str:
 def summary_markdown(summary: dict) -> str:
     """The summary as markdown: the per-flow table, notes, fidelity (or why it is missing) and GD's
     EoS onset."""
-    level = summary.get("level", "2/η")
-    head = f"η = {summary['lr']:g}, stability threshold {level} = {summary['threshold']:.4g}"
+    head = f"η = {summary['lr']:g}, stability threshold 2/η = {summary['threshold']:.4g}"
     if summary.get("optimizer", "gd") != "gd":
-        head = f"optimizer {summary['optimizer']}, " + head + " on the effective sharpness λ₁(P⁻¹H)"
+        head = (
+            f"optimizer {summary['optimizer']}, η = {summary['lr']:g}, stability threshold "
+            f"{summary['threshold']:.4g} on the effective sharpness λ₁(P⁻¹H)"
+        )
     lines = [head, ""]
     notes = summary.get("notes", [])
     partial = [n for n in notes if n.startswith("partial run")]

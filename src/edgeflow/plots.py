@@ -217,12 +217,20 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
 
 def draw_threshold(
-    ax: Axes, value: float, *, name: str = "2/η", color: str = THRESHOLD_COLOR, at: str = "right"
+    ax: Axes,
+    value: float,
+    *,
+    name: str = "2/η",
+    color: str = THRESHOLD_COLOR,
+    at: str = "right",
+    label: str | None = None,
 ) -> None:
     """A dashed horizontal line drawn over the curves (dashes keep a curve that follows it visible),
-    with ``name = value`` written on it at the ``at`` end ("left" or "right") and a legend entry.
+    with ``name = value`` written on it at the ``at`` end ("left" or "right") and a legend entry
+    (``label``, default "stability threshold NAME").
     Call it once the y-limits are set: near the top of the axis the text goes under the line."""
-    ax.axhline(value, color=color, lw=1.1, ls=(0, (5, 3)), zorder=4, label=f"stability threshold {name}")
+    label = f"stability threshold {name}" if label is None else label
+    ax.axhline(value, color=color, lw=1.1, ls=(0, (5, 3)), zorder=4, label=label)
     right = at == "right"
     under = _axes_height_of(ax, value) > 0.9
     ax.annotate(
@@ -294,8 +302,18 @@ def _flow_series(
 
 
 def _model_series(res: Result, quantity: str) -> list[_Series]:
-    """``quantity`` of every flow; GD's per-iterate values as a band."""
-    return [_flow_series(res, flow, quantity, band=GD_BAND if flow == "gd" else None) for flow in res]
+    """``quantity`` of every flow; GD's per-iterate values as a band. With a preconditioned optimizer
+    flow ``gradient`` is its stable flow, and the legend says so."""
+    return _named_for(res, [_flow_series(res, f, quantity, band=GD_BAND if f == "gd" else None) for f in res])
+
+
+def _named_for(res: Result, series: list[_Series]) -> list[_Series]:
+    """With a preconditioned optimizer flow ``gradient`` is its stable flow: the legend says so."""
+    for item in series:
+        if res.preconditioned and item.flow == "gradient":
+            item.name = "stable flow"
+            item.kw = {**item.kw, "label": f"stable flow (dw/dt = −P⁻¹∇L, {res.optimizer})"}
+    return series
 
 
 def _step_range(res: Result) -> tuple[float, float]:
@@ -549,12 +567,19 @@ def _loss_floor(res: Result) -> float | None:
 
 
 def plot_sharpness(res: Result, ax: Axes) -> bool:
-    """Sharpness of every flow against 2/η; a log axis when the values span decades (a blow-up)."""
-    series = _model_series(res, "sharpness")
+    """Sharpness of every flow against 2/η (for a preconditioned optimizer, the effective sharpness
+    λ₁(P⁻¹H) against its threshold); a log axis when the values span decades (a blow-up)."""
+    series = _model_series(res, res.sharpness_field)
     log = _spans_decades(res, series, res.threshold)
     drew = _draw(ax, res, series, log=log, keep_in_view=(res.threshold,))
-    draw_threshold(ax, res.threshold, at=_quieter_end(res, series, res.threshold))
-    _finish_panel(res, ax, "Sharpness against the stability threshold", "sharpness  S = λ_max(∇²L)")
+    at = _quieter_end(res, series, res.threshold)
+    if res.preconditioned:
+        label = f"stability threshold of {res.optimizer}"
+        draw_threshold(ax, res.threshold, name="threshold", at=at, label=label)
+        _finish_panel(res, ax, "Effective sharpness against the threshold", "λ₁(P⁻¹∇²L)")
+    else:
+        draw_threshold(ax, res.threshold, at=at)
+        _finish_panel(res, ax, "Sharpness against the stability threshold", "sharpness  S = λ_max(∇²L)")
     return drew
 
 
@@ -689,6 +714,7 @@ def plot_distance(res: Result, ax: Axes) -> bool:
     series = []
     for n in _distance_flows(res):
         series.append(_Series(n, steps, relative_distance(res, n), style(n)))
+    series = _named_for(res, series)
     drew = _draw(ax, res, series, log=True) if series else False
     _finish_panel(res, ax, "Distance to GD's midpoint", "$\\|c - w^*_k\\| \\,/\\, \\|w^*_k - w_0\\|$")
     return drew
@@ -717,10 +743,24 @@ def caption(draw: PanelDrawer, res: Result) -> str:
             and f"GD midpoint {MIDPOINT_MATH}, GD's center; GD period average {PERIOD_AVERAGE_MATH}.",
             models and "Models: the loss at their point at time t = k.",
         ]
+    elif draw is plot_sharpness and res.preconditioned:
+        parts = [
+            f"λ₁(P⁻¹H): top eigenvalue of the Hessian preconditioned by {res.optimizer}'s P at each "
+            f"flow's point and state; the discrete run is stable while it is below {res.threshold:g}.",
+            gd and BAND_TEXT,
+        ]
     elif draw is plot_sharpness:
         parts = [
             "S: top Hessian eigenvalue at each flow's point; GD is stable while S < 2/η.",
             gd and BAND_TEXT,
+        ]
+    elif draw is plot_magnitude and res.preconditioned:
+        parts = [
+            midpoint
+            and "ũ: top eigenvector of $P^{-1/2}HP^{-1/2}$ at GD's midpoint $w^*_k$; GD's oscillation: "
+            "its iterate's distance from the midpoint along $P^{-1/2}ũ$, in the preconditioner's units "
+            "($|\\tilde u^\\top P^{1/2}(w_k - w^*_k)|$).",
+            edge and "r: the magnitude of the oscillation in Edge Flow, in the same units.",
         ]
     elif draw is plot_magnitude:
         parts = [
@@ -856,7 +896,10 @@ def run_title(res: Result) -> str:
     params = (res.config.get("recipe") or {}).get("params") or {}
     extra = ", ".join(f"{k}={v}" for k, v in params.items())
     problem = res.config.get("problem", "") + (f" ({extra})" if extra else "")
-    title = f"{problem}:  η = {res.lr:g},  2/η = {res.threshold:.3g}"
+    if res.preconditioned:
+        title = f"{problem}:  {res.optimizer}, η = {res.lr:g},  threshold {res.threshold:.3g} on λ₁(P⁻¹H)"
+    else:
+        title = f"{problem}:  η = {res.lr:g},  2/η = {res.threshold:.3g}"
     progress = run_progress(res)
     if progress["steps"] is not None:
         title += f",  {progress['steps']} steps"
