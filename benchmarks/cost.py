@@ -3,11 +3,14 @@ problem at the edge of stability. Measured in one process, interleaved, median o
 
     python benchmarks/cost.py [--problem P] [--param n=256] [--device cuda] [--steps 40] [--repeats 5]
                               [--warmup-steps 300] [--only gd,edge] [--json]
+                              [--optimizer rmsprop --opt beta2=0.99 --lr 1e-3]
 
 Wall time excludes measurements (sharpness, records): only ``Process.step`` is timed. Evaluation
 counts come from the oracle's counters. Gradient and modified flow pick their RK4 sub-steps from
 the sharpness, so their cost depends on where they run: all processes start from GD's iterate at
-``--warmup-steps`` (inside EoS on the default problem).
+``--warmup-steps`` (inside EoS on the default problem). With ``--optimizer`` the warm-up steps are
+that optimizer's (its state carried into every process), the rows are that optimizer's models
+(variants defined for GD only are left out), and "GD" in the ratios is the discrete optimizer.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch
 
 import edgeflow as ef
 from edgeflow.cli import parse_pairs
+from edgeflow.errors import ConfigError
+from edgeflow.optimizers import Optimizer, State, make_optimizer
 from edgeflow.processes import make_process
 
 VARIANTS: list[tuple[str, str, dict]] = [
@@ -51,8 +56,16 @@ def _sync(problem: ef.Problem) -> None:
         torch.cuda.synchronize(problem.device)
 
 
-def time_steps(problem: ef.Problem, lr: float, flow: str, options: dict, w: torch.Tensor, steps: int):
-    proc = make_process(flow, problem, lr, options)
+def time_steps(
+    problem: ef.Problem,
+    optimizer: Optimizer,
+    flow: str,
+    options: dict,
+    w: torch.Tensor,
+    steps: int,
+    state: State | None = None,
+):
+    proc = make_process(flow, problem, optimizer.lr, options, optimizer, state)
     proc.init(w, seed=0)
     before = problem.counts.copy()
     _sync(problem)
@@ -76,6 +89,9 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated process labels' flows to time (gd is always timed)")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="problem parameter")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--optimizer", default="gd", help="the optimizer the processes model (default gd)")
+    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="optimizer option")
+    ap.add_argument("--lr", type=float, help="learning rate (default: the problem's for the optimizer)")
     args = ap.parse_args()
     variants = VARIANTS
     if args.only:
@@ -85,15 +101,32 @@ def main() -> None:
     spec = ef.PROBLEMS[args.problem]
     params = parse_pairs(args.param, "--param", "KEY=VALUE")
     problem = ef.make_problem(args.problem, dtype=args.dtype, device=args.device, **params)
-    lr = spec.lr
+    lr = args.lr if args.lr is not None else spec.lr_for(args.optimizer)
+    optimizer = make_optimizer(args.optimizer, lr, parse_pairs(args.opt, "--opt", "KEY=VALUE"))
     w = problem.w0.clone()
-    for _ in range(args.warmup_steps):
-        w = w - lr * problem.grad(w)
+    state = None
+    if optimizer.stateless:
+        for _ in range(args.warmup_steps):
+            w = w - lr * problem.grad(w)
+    else:
+        state = optimizer.init(w)
+        for _ in range(args.warmup_steps):
+            g = problem.grad(w)
+            state = optimizer.update(state, g)
+            w = optimizer.step(w, g, state)
+        kept = []
+        for variant in variants:
+            try:
+                make_process(variant[1], problem, lr, variant[2], optimizer, state)
+                kept.append(variant)
+            except ConfigError:  # a flow or option derived for GD only
+                pass
+        variants = kept
 
     samples: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label, _, _ in variants}
     for _ in range(args.repeats):
         for label, flow, options in variants:
-            samples[label].append(time_steps(problem, lr, flow, options, w, args.steps))
+            samples[label].append(time_steps(problem, optimizer, flow, options, w, args.steps, state))
 
     gd_wall = statistics.median(s[0] for s in samples["gd"])
     rows = []
@@ -113,6 +146,8 @@ def main() -> None:
         )
     meta = {
         "problem": args.problem,
+        "optimizer": optimizer.name,
+        "optimizer_options": optimizer.options(),
         "lr": lr,
         "dim": problem.dim,
         "dtype": str(problem.dtype).removeprefix("torch."),
@@ -126,7 +161,8 @@ def main() -> None:
         print(json.dumps({"meta": meta, "rows": rows}, indent=2))
         return
     print(
-        f"{meta['problem']} (d = {meta['dim']}, {meta['dtype']}, {meta['device']}), η = {lr}, from GD step "
+        f"{meta['problem']} (d = {meta['dim']}, {meta['dtype']}, {meta['device']}), {optimizer.name}, "
+        f"η = {lr}, from step "
         f"{meta['start_step']}, {meta['steps']} steps × {meta['repeats']} repeats (medians)\n"
     )
     print("| process | wall / step (ms) | wall vs GD | grads / step | HVPs / step | 3rd derivs / step |")

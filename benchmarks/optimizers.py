@@ -138,8 +138,8 @@ def markdown(results: list[dict]) -> str:
         case = item["case"]
         opts = f", warm start {case['warm_start']}" if case["warm_start"] else ""
         lines += [
-            f"## {case['key']}: {case['optimizer']} on {case['problem']} {case['params']}, η = {case['lr']:g}, "
-            f"{case['steps']} steps{opts}",
+            f"## {case['key']}: {case['optimizer']} on {case['problem']} {case['params']}, "
+            f"η = {case['lr']:g}, {case['steps']} steps{opts}",
             "",
             case["why"] + ".",
             "",
@@ -159,7 +159,8 @@ def markdown(results: list[dict]) -> str:
                 f"{fmt(o['cross'])} | {peak} | {fmt(row['grads_per_step'])} | {fmt(row['hvps_per_step'])} | "
                 f"{fmt(row['wall_vs_gd'])} |"
             )
-        lines += ["", f"Edge Flow refined (4 sub-steps): trajectory change {fmt(item['rows']['edge']['refinement'])}.", ""]
+        change = fmt(item["rows"]["edge"]["refinement"])
+        lines += ["", f"Edge Flow refined (4 sub-steps): trajectory change {change}.", ""]
     return "\n".join(lines)
 
 

@@ -534,7 +534,7 @@ class EdgeFlow(Process):
         fed = g_sq
         if self.g_sq_prev is not None:
             # The optimizer's state sees each gradient at the end of the step it starts: read its
-            # feed half a GD step ahead, plus the Δt/2 the explicit sub-step lags (edge_flow.md).
+            # feed half a GD step ahead, plus the Δt/2 the explicit sub-step lags (optimizers.md).
             slope = (g_sq - self.g_sq_prev) / self._previous_dt(dt)
             fed = (g_sq + 0.5 * (1.0 + dt) * slope).clamp(min=0.0)
         self.g_sq_prev = g_sq
