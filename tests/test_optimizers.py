@@ -92,6 +92,32 @@ def test_discrete_rmsprop_equals_the_update_rule_written_out(make_mlp, name, bia
         assert np.abs(ours[k] - expected).max() <= 1e-12 * np.abs(expected).max(), k
 
 
+@pytest.mark.parametrize("name", ["scalar-rmsprop", "rmsprop"])
+def test_discrete_rmsprop_equals_the_central_flows_authors_code(name):
+    """Iterates of the central-flows authors' code (its ``DiscreteProcess`` with ``ScalarRMSProp`` /
+    ``RMSProp``, β₂ = 0.99, ε = 1e-7, bias correction, run on CPU in float64 on this configuration:
+    digits, 256 examples, tanh MLP 64-32-32-10; RMSProp after 10 warm-start steps; how the arrays
+    were made is in docs/optimizers.md) at steps 1, 10, 50 and 100, to 1e-12 relative."""
+    stored = np.load(DATA / "authors_rmsprop.npz")
+    prob = ef.make_problem("digits-mlp", n=256, width=32, depth=2, seed=0)
+    steps = stored[f"{name}/steps"]
+    opts = {"beta2": float(stored[f"{name}/beta2"]), "eps": float(stored[f"{name}/eps"])}
+    res = ef.compare(
+        prob,
+        float(stored[f"{name}/lr"]),
+        int(steps[-1]),
+        ["gd"],
+        save_params=True,
+        sharpness_every=int(steps[-1]),
+        optimizer=name,
+        optimizer_options=opts,
+        warm_start=int(stored[f"{name}/warm_start"]),
+    )
+    theirs = stored[f"{name}/w"]
+    ours = res["gd"]["params"][steps]
+    assert (np.abs(ours - theirs).max(axis=1) <= 1e-12 * np.abs(theirs).max(axis=1)).all()
+
+
 def test_discrete_rmsprop_without_bias_correction_equals_torch_optim(tiny_data):
     from conftest import build_mlp
 
