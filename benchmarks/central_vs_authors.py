@@ -3,6 +3,7 @@ cost and accuracy.
 
     python benchmarks/central_vs_authors.py --out DIR [--export-data FILE] [--substeps 4,2]
         [--reference 16] [--repeats 1] [--authors FILE] [--authors-reference FILE] [--reuse]
+    python benchmarks/central_vs_authors.py --out DIR --authors-discrete rmsprop THEIRS.npz
 
 Configuration: scikit-learn digits, 256 class-balanced examples, standardized; tanh MLP 64-32-32-10
 (float64, ``torch.manual_seed(0)`` before building it); MSE; η = 0.5; 240 steps; eigenvalues every
@@ -206,6 +207,40 @@ def side_by_side(problem: ef.Problem, ours: dict, theirs: dict) -> list[str]:
     return lines
 
 
+#: the steps at which ``--authors-discrete`` reports the difference of the discrete iterates
+DISCRETE_STEPS = (1, 10, 50, 100, 150, 200, 250, 300)
+
+
+def discrete_side_by_side(problem: ef.Problem, name: str, theirs: dict) -> list[str]:
+    """Our discrete optimizer against the authors' iterates (``discrete_w`` of their run, with its
+    ``lr``, ``warm_start``, ``beta2``, ``eps``; bias correction on): the largest entry of the
+    difference relative to the largest entry of theirs, at ``DISCRETE_STEPS``."""
+    steps = len(theirs["discrete_w"]) - 1
+    res = ef.compare(
+        problem,
+        float(theirs["lr"]),
+        steps,
+        ["gd"],
+        save_params=True,
+        sharpness_every=steps,
+        optimizer=name,
+        optimizer_options={"beta2": float(theirs["beta2"]), "eps": float(theirs["eps"])},
+        warm_start=int(theirs["warm_start"]),
+    )
+    ours, their_w = res["gd"]["params"], theirs["discrete_w"]
+    rel = np.abs(ours - their_w).max(axis=1) / np.abs(their_w).max(axis=1)
+    shown = [k for k in DISCRETE_STEPS if k <= steps]
+    lines = [
+        f"{name}, η = {float(theirs['lr']):g}, warm start {int(theirs['warm_start'])}: "
+        "max |ours − theirs| / max |theirs| of the discrete iterates",
+        "",
+        "| step | " + " | ".join(str(k) for k in shown) + " |",
+        "|---|" + "---|" * len(shown),
+        "| relative difference | " + " | ".join(f"{rel[k]:.2g}" for k in shown) + " |",
+    ]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for ours.npz and settings.npz")
@@ -216,9 +251,22 @@ def main() -> None:
     ap.add_argument("--authors", type=Path, help="the authors' run (.npz) to compare with")
     ap.add_argument("--authors-reference", type=Path, help="the authors' run at --reference sub-steps")
     ap.add_argument("--reuse", action="store_true", help="read DIR/*.npz instead of running again")
+    ap.add_argument(
+        "--authors-discrete",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("OPTIMIZER", "FILE"),
+        help="compare our discrete OPTIMIZER (scalar-rmsprop, rmsprop) with the authors' run in FILE "
+        "(its discrete_w, lr, warm_start, beta2, eps) and stop",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     problem = build_problem()
+    if args.authors_discrete:
+        for name, file in args.authors_discrete:
+            print("\n".join(discrete_side_by_side(problem, name, dict(np.load(file)))) + "\n")
+        return
     if args.export_data:
         X, y = data.digits(n=256, classes=10, seed=0)
         np.savez(args.export_data, X=X.numpy(), y=y.numpy(), w0=problem.w0.numpy())
