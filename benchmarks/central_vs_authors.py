@@ -4,6 +4,8 @@ cost and accuracy.
     python benchmarks/central_vs_authors.py --out DIR [--export-data FILE] [--substeps 4,2]
         [--reference 16] [--repeats 1] [--authors FILE] [--authors-reference FILE] [--reuse]
     python benchmarks/central_vs_authors.py --out DIR --authors-discrete rmsprop THEIRS.npz
+    python benchmarks/central_vs_authors.py --out DIR --authors-central scalar-rmsprop THEIRS.npz \
+        [--authors-reference THEIRS16.npz]
 
 Configuration: scikit-learn digits, 256 class-balanced examples, standardized; tanh MLP 64-32-32-10
 (float64, ``torch.manual_seed(0)`` before building it); MSE; η = 0.5; 240 steps; eigenvalues every
@@ -28,6 +30,7 @@ docs/central_flow.md), measures their points the same way and prints the side-by
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -211,22 +214,27 @@ def side_by_side(problem: ef.Problem, ours: dict, theirs: dict) -> list[str]:
 DISCRETE_STEPS = (1, 10, 50, 100, 150, 200, 250, 300)
 
 
+def run_like_theirs(problem: ef.Problem, name: str, theirs: dict, steps: int, flow: str, **kw) -> ef.Result:
+    """Our ``flow`` of optimizer ``name`` with the settings of the authors' run ``theirs``."""
+    return ef.compare(
+        problem,
+        float(theirs["lr"]),
+        steps,
+        [flow],
+        sharpness_every=steps,
+        optimizer=name,
+        optimizer_options={"beta2": float(theirs["beta2"]), "eps": float(theirs["eps"])},
+        warm_start=int(theirs["warm_start"]),
+        **kw,
+    )
+
+
 def discrete_side_by_side(problem: ef.Problem, name: str, theirs: dict) -> list[str]:
     """Our discrete optimizer against the authors' iterates (``discrete_w`` of their run, with its
     ``lr``, ``warm_start``, ``beta2``, ``eps``; bias correction on): the largest entry of the
     difference relative to the largest entry of theirs, at ``DISCRETE_STEPS``."""
     steps = len(theirs["discrete_w"]) - 1
-    res = ef.compare(
-        problem,
-        float(theirs["lr"]),
-        steps,
-        ["gd"],
-        save_params=True,
-        sharpness_every=steps,
-        optimizer=name,
-        optimizer_options={"beta2": float(theirs["beta2"]), "eps": float(theirs["eps"])},
-        warm_start=int(theirs["warm_start"]),
-    )
+    res = run_like_theirs(problem, name, theirs, steps, "gd", save_params=True)
     ours, their_w = res["gd"]["params"], theirs["discrete_w"]
     rel = np.abs(ours - their_w).max(axis=1) / np.abs(their_w).max(axis=1)
     shown = [k for k in DISCRETE_STEPS if k <= steps]
@@ -238,6 +246,58 @@ def discrete_side_by_side(problem: ef.Problem, name: str, theirs: dict) -> list[
         "|---|" + "---|" * len(shown),
         "| relative difference | " + " | ".join(f"{rel[k]:.2g}" for k in shown) + " |",
     ]
+    return lines
+
+
+def central_side_by_side(
+    problem: ef.Problem, name: str, theirs: dict, reference: dict | None = None
+) -> list[str]:
+    """Our central flow of OPTIMIZER against the authors' (their ``cf_pred``, ``cf_eigs``, ``cf_time``
+    at every step, with the run's ``lr``, ``warm_start``, ``beta2``, ``eps``; ``reference``: their
+    run at more sub-steps): the predicted loss L + (τ/2)·tr X at every step after the onset (the
+    first step where their largest tracked eigenvalue of P⁻¹H exceeds 1.95), the largest eigenvalue
+    either flow lets P⁻¹H reach, and the time per step."""
+    steps = len(theirs["cf_pred"]) - 1
+    start = time.perf_counter()
+    res = run_like_theirs(problem, name, theirs, steps, "central")
+    seconds = (time.perf_counter() - start) / steps
+    ours = res["central"]
+    pred = ours["predicted_loss"][ours["step"] <= steps]
+    onset = int(np.flatnonzero(np.nanmax(theirs["cf_eigs"], axis=1) > 1.95)[0])
+    after = slice(onset, steps + 1)
+    shown = [k for k in range(onset - onset % 50 + 50, steps + 1, 50)]
+    runs = [("ours, 4 sub-steps", pred, np.nanmax(ours["effective_eigs"]), seconds)]
+    runs.append(
+        ("authors, 4 sub-steps", theirs["cf_pred"], np.nanmax(theirs["cf_eigs"]), theirs["cf_time"].mean())
+    )
+    if reference is not None:
+        runs.append(
+            ("authors, 16 sub-steps", reference["cf_pred"], np.nanmax(reference["cf_eigs"]), math.nan)
+        )
+    lines = [
+        f"{name}, η = {float(theirs['lr']):g}, warm start {int(theirs['warm_start'])}: central flows, "
+        f"onset (an eigenvalue of P⁻¹H above 1.95 in the authors' run) at step {onset}",
+        "",
+        "| run | "
+        + " | ".join(f"L + tr X at {k}" for k in shown)
+        + " | max rel. difference to the authors' 4 after the onset | to their 16"
+        + " | largest λ(P⁻¹H) − 2 | s / step |",
+        "|---|" + "---|" * (len(shown) + 4),
+    ]
+    for label, values, top, sec in runs:
+        to4 = np.abs(values[after] / theirs["cf_pred"][after] - 1).max()
+        to16 = (
+            np.abs(values[after] / reference["cf_pred"][after] - 1).max()
+            if reference is not None
+            else math.nan
+        )
+        cells = [f"{values[k]:.6f}" for k in shown] + [
+            f"{to4:.2%}",
+            f"{to16:.2%}",
+            f"{top - 2:.1e}",
+            f"{sec:.3f}",
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -260,9 +320,21 @@ def main() -> None:
         help="compare our discrete OPTIMIZER (scalar-rmsprop, rmsprop) with the authors' run in FILE "
         "(its discrete_w, lr, warm_start, beta2, eps) and stop",
     )
+    ap.add_argument(
+        "--authors-central",
+        nargs=2,
+        metavar=("OPTIMIZER", "FILE"),
+        help="compare our central flow of OPTIMIZER with the authors' run in FILE (its cf_pred, cf_eigs, "
+        "cf_time, lr, warm_start, beta2, eps; --authors-reference: theirs at 16 sub-steps) and stop",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     problem = build_problem()
+    if args.authors_central:
+        name, file = args.authors_central
+        reference = dict(np.load(args.authors_reference)) if args.authors_reference else None
+        print("\n".join(central_side_by_side(problem, name, dict(np.load(file)), reference)))
+        return
     if args.authors_discrete:
         for name, file in args.authors_discrete:
             print("\n".join(discrete_side_by_side(problem, name, dict(np.load(file)))) + "\n")

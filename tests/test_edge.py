@@ -473,7 +473,11 @@ def test_default_problem_onset_and_eos_distance(dtype, hvp):
     # to 5.24 @280 as the exact scheme does, but its second trough, 5.19 @330, is lower.)
     prob = ef.make_problem("digits-mlp", dtype=dtype)
     options = {"edge": {"hvp": hvp}}
-    res = ef.compare(prob, 0.4, 340, ["midpoint", "edge", "gradient"], sharpness_every=5, options=options)
+    # The EoS distance against gradient flow is checked once (the onset profiles above show the
+    # other schemes reach the same numbers); gradient flow's RK4 is a quarter of each run's time.
+    against_flow = (dtype, hvp) == ("float64", "exact")
+    flows = ["midpoint", "edge", "gradient"] if against_flow else ["midpoint", "edge"]
+    res = ef.compare(prob, 0.4, 340, flows, sharpness_every=5, options=options)
     gd = onset_profile(res["midpoint"]["step"], res["midpoint"]["sharpness"], res.threshold)
     ed = onset_profile(res["edge"]["step"], res["edge"]["sharpness"], res.threshold)
     assert gd["peak"] > 1.2 * res.threshold  # a clear overshoot to reproduce
@@ -484,8 +488,10 @@ def test_default_problem_onset_and_eos_distance(dtype, hvp):
     assert abs(ed["dip"] - gd["dip"]) <= 0.5
     eos = res.distances["step"] >= 300
     edge_dist = np.nanmedian(relative_distance(res, "edge")[eos])
-    flow_dist = np.nanmedian(relative_distance(res, "gradient")[eos])
-    assert edge_dist < 0.5 * flow_dist
+    if against_flow:
+        assert edge_dist < 0.5 * np.nanmedian(relative_distance(res, "gradient")[eos])
+    else:  # measured in the EoS window: gradient flow 0.139, Edge Flow 0.038 (float32, pair)
+        assert edge_dist < 0.06
 
 
 @pytest.mark.parametrize("growth", [-700.0, -3.0, 1e-14, 0.5, 50.0, 400.0])

@@ -215,6 +215,9 @@ class FrozenScalarRMSProp(ScalarRMSProp):
     def state_velocity(self, state, g, g_sq):
         return {"t": 0.0, "nu": torch.zeros_like(state["nu"])}
 
+    def variance_velocity(self, state, g_sq_extra):
+        return {"nu": torch.zeros_like(state["nu"])}
+
 
 def _frozen(lr: float, effective_lr: float, dtype=torch.float64) -> tuple[FrozenScalarRMSProp, dict]:
     """The frozen optimizer with P⁻¹ = ``effective_lr`` (no bias correction, ε = 0)."""
@@ -228,7 +231,7 @@ def test_frozen_scalar_preconditioner_makes_every_flow_the_gd_flow_at_that_rate(
     stable flow against gradient flow, the midpoint against GD's, through the onset of EoS."""
     prob = ef.make_problem("zhu")
     opt, state = _frozen(0.5, 0.15)
-    for flow in ("gd", "midpoint", "gradient", "edge"):
+    for flow in ("gd", "midpoint", "gradient", "edge", "central"):
         # 8 sub-steps: enough that the frame's adaptive count (``EdgeFlow._substeps_now``) keeps them
         options = {"substeps": 8} if flow == "edge" else None
         gd = make_process(flow, prob, 0.15, options)
@@ -246,6 +249,10 @@ def test_frozen_scalar_preconditioner_makes_every_flow_the_gd_flow_at_that_rate(
             assert b["magnitude"] == pytest.approx(a["magnitude"] / math.sqrt(0.15), rel=1e-6)
             assert b["rayleigh"] == pytest.approx(0.15 * a["rayleigh"], rel=1e-8)
             assert b["predicted_loss"] == pytest.approx(a["predicted_loss"], rel=1e-9)
+        if flow == "central":  # the generalized eigenvalues are η'·λ, and Σ is the same matrix
+            assert b["sigma_sq"] > 0 and b["sigma_sq"] == pytest.approx(a["sigma_sq"], rel=1e-8)
+            assert b["predicted_loss"] == pytest.approx(a["predicted_loss"], rel=1e-9)
+            np.testing.assert_allclose(b["effective_eigs"], 0.15 * a["hessian_eigs"], rtol=1e-8)
 
 
 def test_discrete_frozen_preconditioner_on_a_quadratic_has_threshold_two():
@@ -321,12 +328,40 @@ def test_edge_flow_tracks_rmsprop_through_the_onset(optimizer, lr, warm_start, s
     assert res.config["warm_start"] == warm_start
 
 
+def test_rmsprop_central_flow_holds_the_threshold_on_data_with_dead_inputs():
+    """Digits' corner pixels are 0 in every image: their first-layer weights never get a gradient,
+    ν stays exactly 0 there and dP/dν is infinite (the authors' flow fails on such data). Ours holds
+    λ₁(P⁻¹H) at the threshold through the onset, with finite iterates and state, the dead weights
+    unmoved, and predicts the discrete run's loss averaged over its oscillation."""
+    prob = ef.make_problem("digits-mlp", n=64, width=16, depth=2)
+    res = ef.compare(
+        prob,
+        0.001,
+        45,
+        ["gd", "central"],
+        sharpness_every=3,
+        optimizer="rmsprop",
+        warm_start=10,
+        save_params=True,
+    )
+    central = res["central"]
+    eigs = central["effective_eigs"]
+    assert np.isfinite(central["params"]).all() and np.nanmax(eigs) > 1.95  # the SDCP was active
+    assert np.nanmax(eigs) <= 2 * (1 + 5e-4)
+    assert np.nanmax(central["sigma_sq"]) > 0
+    dead = (prob.grad(prob.w0) == 0).numpy()
+    assert dead.sum() >= 16  # at least one input pixel's weights
+    np.testing.assert_array_equal(central["params"][-1][dead], central["params"][0][dead])
+    gd_mean = 0.5 * (res["gd"]["train_loss"][-1] + res["gd"]["train_loss"][-2])
+    assert central["predicted_loss"][-1] == pytest.approx(gd_mean, rel=0.03)
+
+
 def test_edge_flow_refuses_the_options_derived_for_gd_only():
     prob = ef.make_problem("quadratic", d=4)
     for option in ({"hvp": "pair"}, {"implicit": "secant"}, {"warm_start": 3}):
         with pytest.raises(ef.ConfigError, match=f"{next(iter(option))}.*GD only"):
             ef.compare(prob, 0.01, 2, ["edge"], optimizer="rmsprop", options={"edge": option})
-    for flow in ("central", "modified", "mitigated"):
+    for flow in ("modified", "mitigated"):
         with pytest.raises(ef.ConfigError, match=f"'{flow}'.*optimizer gd only.*'rmsprop'"):
             ef.compare(prob, 0.01, 2, ["gd", flow], optimizer="rmsprop")
 

@@ -255,6 +255,7 @@ def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
         "STEPS": "2",
         "N": "10",
         "WARMUP": "1",
+        "MLP_WARMUP": "1",
         "OUT": str(tmp_path / "run"),
         "PYTHON": sys.executable,
     }

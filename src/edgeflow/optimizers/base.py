@@ -66,6 +66,15 @@ class Optimizer(ABC):
         """d(state)/dt; none for a stateless optimizer."""
         return {}
 
+    def variance_velocity(self, state: State, g_sq_extra: Tensor) -> State:
+        """The part of d(state)/dt that an extra mean elementwise square of the gradient adds
+        (linear in ``g_sq_extra``): what an oscillation's ``diag(HΣH)`` feeds the state."""
+        return {}
+
+    def preconditioner_velocity(self, state: State, velocity: State) -> float | Tensor:
+        """dP/dt when the state moves with ``velocity`` (linear in it; a float or a diagonal)."""
+        return 0.0
+
     # ------------------------------------------------------------------ stability
     @property
     def threshold(self) -> float:

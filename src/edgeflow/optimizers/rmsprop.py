@@ -17,7 +17,10 @@ correction matters).
 Dead coordinates: a coordinate whose gradient has been exactly zero at every step so far keeps
 ν = 0. With ε > 0 its P⁻¹ is η/ε and its step is 0. With ε = 0, P⁻¹ = η/0; such a coordinate is
 treated as frozen (P⁻¹ = 0 there), which is what its zero steps are, where a literal η·0/0 would
-be NaN.
+be NaN. In the central flow, whose constraint needs dP/dt, a coordinate with ν̂ = 0 keeps its P
+to first order (dP/dν is infinite there, but ν̇ is 0 on a coordinate nothing feeds: its gradient
+and its row of the Hessian are zero, as for the weights of an input that is constant 0); one that
+starts to be fed grows P like √t, which a linearization cannot follow, and is stepped, not predicted.
 """
 
 from __future__ import annotations
@@ -75,6 +78,25 @@ class _RMSPropFamily(Optimizer):
     def state_velocity(self, state: State, g: Tensor, g_sq: Tensor) -> State:
         rate = (1 - self.beta2) / self.beta2
         return {"t": 1.0, "nu": rate * (self.statistic(g_sq) - state["nu"])}
+
+    def variance_velocity(self, state: State, g_sq_extra: Tensor) -> State:
+        return {"nu": (1 - self.beta2) / self.beta2 * self.statistic(g_sq_extra)}
+
+    def preconditioner_velocity(self, state: State, velocity: State) -> Tensor:
+        # P = (√ν̂ + ε)/η with ν̂ = c(t)ν, c = 1/(1 − β₂ᵗ): dP/dt = (c ν̇ + ν c′ ṫ) / (2η√ν̂).
+        nu, t = state["nu"], state["t"]
+        nu_dot = velocity.get("nu", torch.zeros_like(nu))
+        if self.bias_correction:
+            c = 1 / (1 - self.beta2**t)
+            c_dot = self.beta2**t * math.log(self.beta2) * c * c * velocity.get("t", 0.0)
+            nu_hat, nu_hat_dot = c * nu, c * nu_dot + c_dot * nu
+        else:
+            nu_hat, nu_hat_dot = nu, nu_dot
+        # A dead coordinate (ν̂ = 0: no gradient yet) has an infinite dP/dν; its P is held, which
+        # is exact while nothing feeds it (then ν̇ = 0 too) — see the module docstring.
+        root = nu_hat.sqrt()
+        safe = torch.where(root > 0, root, torch.ones_like(root))
+        return torch.where(root > 0, nu_hat_dot / (2 * self.lr * safe), torch.zeros_like(root))
 
     scalar: ClassVar[bool] = False
 

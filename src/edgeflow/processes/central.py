@@ -44,6 +44,7 @@ the next sub-step.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -54,9 +55,12 @@ from torch.func import vjp, vmap
 
 from edgeflow import distributed as parallel
 from edgeflow.errors import IntegrationError, invalid_choice
+from edgeflow.optimizers import add_states
 from edgeflow.oracle import Problem
 from edgeflow.oracle.lanczos import block_eigs, tracking_tol
 from edgeflow.processes.base import Process
+from edgeflow.processes.gradient import stable_field
+from edgeflow.processes.ode import rk4_substep
 from edgeflow.utils import positive_float, positive_int
 
 #: ``resolve``: when the tracked eigenpairs are solved for in full (else updated by Rayleigh–Ritz)
@@ -92,13 +96,44 @@ def solve_sdcp(
         X = warm_sdcp(C, B, warm)
         if X is not None:
             return X
+    # ‖Σ X_kl G_kl‖² = vec(X)ᵀ gram vec(X)
+    return polish_sdcp(C, B, _convex_sdcp(C, gram, lr * dt / 4))
+
+
+def solve_general_sdcp(C: np.ndarray, B: np.ndarray, warm: np.ndarray | None = None) -> np.ndarray:
+    """The SDCP ``0 ⪯ X ⟂ C + B·vec(X) ⪰ 0`` for an operator B that is only nearly symmetric (a
+    preconditioned optimizer's: see ``CentralFlow._preconditioned_oscillation``). Newton's method
+    from ``warm`` first; else the convex problem of B's symmetric part, polished by Newton's method
+    with B itself, which makes it the exact solution wherever it converges."""
+    k = C.shape[0]
+    if k == 1:
+        b = float(B[0, 0])
+        if C[0, 0] >= 0:
+            return np.zeros((1, 1))
+        if b <= 0:
+            raise IntegrationError(
+                f"central flow: the constraint cannot be held (its rate in the oscillation is {b:.3g} ≤ 0)"
+            )
+        return np.array([[-C[0, 0] / b]])
+    if warm is not None:
+        X = warm_sdcp(C, B, warm)
+        if X is not None:
+            return X
+    if np.linalg.eigvalsh(0.5 * (C + C.T)).min() >= 0:
+        return np.zeros((k, k))
+    return polish_sdcp(C, B, _convex_sdcp(C, 0.5 * (B + B.T), 0.5))
+
+
+def _convex_sdcp(C: np.ndarray, gram: np.ndarray, weight: float) -> np.ndarray:
+    """argmin over X ⪰ 0 of ``⟨C, X⟩ + weight · vec(X)ᵀ gram vec(X)`` (gram symmetric ⪰ 0), by CVXPY."""
     import cvxpy as cp
 
+    k = C.shape[0]
     X = cp.Variable((k, k), PSD=True)
-    # ‖Σ X_kl G_kl‖² = vec(X)ᵀ gram vec(X); factor the Gram matrix so the objective is a plain norm.
+    # Factor the Gram matrix so the objective is a plain norm.
     evals, evecs = np.linalg.eigh(0.5 * (gram + gram.T))
     factor = (evecs * np.sqrt(np.clip(evals, 0, None))).T
-    objective = cp.trace(C @ X) + (lr * dt / 4) * cp.sum_squares(factor @ cp.vec(X, order="C"))
+    objective = cp.trace(C @ X) + weight * cp.sum_squares(factor @ cp.vec(X, order="C"))
     try:
         cp.Problem(cp.Minimize(objective)).solve(solver=cp.CLARABEL)
     except cp.error.SolverError as err:
@@ -107,7 +142,7 @@ def solve_sdcp(
         raise IntegrationError("central flow: the SDCP solver returned no solution")
     value = 0.5 * (X.value + X.value.T)
     w, v = np.linalg.eigh(value)
-    return polish_sdcp(C, B, (v * np.clip(w, 0, None)) @ v.T)
+    return (v * np.clip(w, 0, None)) @ v.T
 
 
 def polish_sdcp(C: np.ndarray, B: np.ndarray, X0: np.ndarray, rank_tol: float = 1e-6) -> np.ndarray:
@@ -245,7 +280,7 @@ class CentralFlow(Process):
     name = "central"
     description = "central flow: GD's time average, constrained to sharpness ≤ 2/η (SDCP, 3rd derivatives)"
     fields = ("train_loss", "predicted_loss", "sharpness", "effective_sharpness", "hessian_eigs", "sigma_sq")
-    optimizers = ("gd",)
+    optimizers = ("gd", "scalar-rmsprop", "rmsprop")
 
     def __init__(
         self,
@@ -278,8 +313,31 @@ class CentralFlow(Process):
         # The last SDCP solution and its basis (the active eigenvectors): the next one's warm start.
         self.sdcp_x: np.ndarray | None = None
         self.sdcp_basis: Tensor | None = None
+        # A stateful optimizer's state starts as the discrete one's: having seen ∇L(w0).
+        self.opt_state = {} if self.optimizer.stateless else self.initial_state(w0, self.problem.grad(w0))
+
+    def _level(self, factor: float) -> float:
+        """``factor`` of the way to the threshold: GD's on the Hessian (factor/η), another
+        optimizer's on P⁻¹H (factor × threshold/2)."""
+        if self.optimizer.stateless:
+            return factor / self.lr
+        return factor * self.optimizer.threshold / 2
+
+    def _frame_scale(self) -> Tensor:
+        """P^{-1/2} at the current state (P^{-1/2}HP^{-1/2} has the eigenvalues of P⁻¹H)."""
+        return torch.as_tensor(self.optimizer.inverse_preconditioner(self.opt_state)).sqrt()
+
+    def _products(self, V: Tensor) -> Tensor:
+        """The tracked operator applied to the rows of V: H, or P^{-1/2}HP^{-1/2}."""
+        if self.optimizer.stateless:
+            return self.problem.hvps(self.w, V)
+        D = self._frame_scale()
+        return D * self.problem.hvps(self.w, D * V)
 
     def step(self) -> None:
+        if not self.optimizer.stateless:
+            self._preconditioned_step()
+            return
         dt = 1.0 / self.substeps
         for i in range(self.substeps):
             here = self._at_current_point(full=i == 0 or self.resolve == "substep")
@@ -294,6 +352,8 @@ class CentralFlow(Process):
     def _at_current_point(self, full: bool = True) -> dict:
         """Tracked eigenvalues, σ² = tr Σ and the velocity dw/dt (without −η) at ``self.w``;
         ``full``: a full block solve, else a Rayleigh–Ritz update of the last one."""
+        if self.current is None and not self.optimizer.stateless:
+            self.current = self._preconditioned_point(full)
         if self.current is None:
             lams, U = self._track() if full or self.vectors is None else self._update()
             g = self.problem.grad(self.w)
@@ -305,6 +365,7 @@ class CentralFlow(Process):
                 "sigma_sq": float(np.trace(X)) if X.size else 0.0,
                 "velocity": g if correction is None else g + 0.5 * correction,
                 "active": X.size > 0,
+                "excess_loss": (float(np.trace(X)) if X.size else 0.0) / self.lr,
             }
         return self.current
 
@@ -319,7 +380,7 @@ class CentralFlow(Process):
     def _track(self) -> tuple[np.ndarray, Tensor]:
         """Every eigenpair above ``track_from/η`` and one below (fewer only at ``max_eigs``)."""
         p = self.problem
-        threshold = self.track_from / self.lr
+        threshold = self._level(self.track_from)
         limit = min(self.max_eigs, p.dim)
         # The SDCP's eigenpairs (those active at the last evaluation and the next one) to the
         # tracking tolerance, whose eigenvalue error is far inside the sub-step linearization error;
@@ -329,7 +390,7 @@ class CentralFlow(Process):
             rows = min(self.k + GUARD_VECTORS, p.dim)
             wanted = min(self.k, rows)
             pairs = block_eigs(
-                lambda V: p.hvps(self.w, V),
+                self._products,
                 self._warm_start(rows),
                 wanted,
                 tol=[tracking_tol(p.dtype) if i < tight else UPDATE_TOL for i in range(wanted)],
@@ -365,19 +426,18 @@ class CentralFlow(Process):
         solve follows where even the lowest one is above it, or where one beyond the tracked ones
         is above ``track_from/η``.
         """
-        p = self.problem
         active = 0 if self.sdcp_basis is None else self.sdcp_basis.shape[0]
         rows = min(active + GUARD_VECTORS, self.vectors.shape[0])
         pairs = block_eigs(
-            lambda V: p.hvps(self.w, V),
+            self._products,
             self.vectors[:rows],
             min(active + 1, rows),
             tol=UPDATE_TOL,
             generator=self.gen,
         )
         values = pairs.values.cpu().numpy().astype(np.float64)
-        missed_active = rows < self.vectors.shape[0] and values[-1] > self.active_from / self.lr
-        missed_tracked = rows > self.k and values[self.k] > self.track_from / self.lr
+        missed_active = rows < self.vectors.shape[0] and values[-1] > self._level(self.active_from)
+        missed_tracked = rows > self.k and values[self.k] > self._level(self.track_from)
         if missed_active or missed_tracked:
             return self._track()
         self.vectors = torch.cat([pairs.vectors, self.vectors[rows:]])
@@ -393,19 +453,27 @@ class CentralFlow(Process):
         kept = self.vectors[: rows - 1]
         return torch.cat([kept, noise[kept.shape[0] :]])
 
-    def _oscillation(self, lams: np.ndarray, U: Tensor, g: Tensor) -> tuple[np.ndarray, Tensor | None]:
-        """X of the SDCP over the active eigenvectors and the velocity correction Σ_ij X_ij G_ij."""
-        p, lr, dt = self.problem, self.lr, 1.0 / self.substeps
-        active = np.flatnonzero(lams > self.active_from / lr)
-        m = active.size
+    def _active_basis(self, lams: np.ndarray, U: Tensor) -> tuple[np.ndarray, Tensor, np.ndarray | None]:
+        """The indices of the active eigenvalues, their (orthonormal) vectors, which become the SDCP's
+        basis, and the last SDCP solution moved into it (the warm start; None at the first). With
+        none active, X is empty."""
+        active = np.flatnonzero(lams > self._level(self.active_from))
         Ua = U[active]
         warm = None
         if self.sdcp_basis is not None and self.sdcp_x is not None:
             overlap = (Ua @ self.sdcp_basis.T).cpu().numpy()
             warm = overlap @ self.sdcp_x @ overlap.T
         self.sdcp_basis = Ua
-        if m == 0:
+        if active.size == 0:
             self.sdcp_x = np.zeros((0, 0))
+        return active, Ua, warm
+
+    def _oscillation(self, lams: np.ndarray, U: Tensor, g: Tensor) -> tuple[np.ndarray, Tensor | None]:
+        """X of the SDCP over the active eigenvectors and the velocity correction Σ_ij X_ij G_ij."""
+        p, lr, dt = self.problem, self.lr, 1.0 / self.substeps
+        active, Ua, warm = self._active_basis(lams, U)
+        m = active.size
+        if m == 0:
             return self.sdcp_x, None
         G = third_derivatives(p, self.w, Ua).reshape(m * m, -1)  # row i·m + j: G_ij = G_ji
         if m == 1:
@@ -420,6 +488,93 @@ class CentralFlow(Process):
         correction = G.T @ torch.as_tensor(X.reshape(-1), dtype=G.dtype, device=G.device)
         return X, correction
 
+    # ------------------------------------------------------------------ preconditioned optimizers
+    def _preconditioned_step(self) -> None:
+        """One unit of time of (w, state): explicit Euler with the SDCP where an eigenvalue of P⁻¹H
+        is active, else an RK4 sub-step of the stable flow (as for GD)."""
+        dt = 1.0 / self.substeps
+        for i in range(self.substeps):
+            here = self._at_current_point(full=i == 0 or self.resolve == "substep")
+            first = (here["velocity"], here["state_velocity"])
+            if here["active"]:
+                self.w = self.w + dt * first[0]
+                self.opt_state = add_states(self.opt_state, dt, first[1])
+            else:
+                field = functools.partial(stable_field, self.problem, self.optimizer)
+                self.w, self.opt_state = rk4_substep(field, self.w, self.opt_state, dt, first=first)
+            self.current = None
+        self._at_current_point(full=True)
+
+    def _preconditioned_point(self, full: bool) -> dict:
+        lams, V = self._track() if full or self.vectors is None else self._update()
+        g = self.problem.grad(self.w)
+        X, w_dot, state_dot, sigma_sq = self._preconditioned_oscillation(lams, V, g)
+        eigenvalues = np.full(self.max_eigs, math.nan)
+        eigenvalues[: len(lams)] = lams
+        return {
+            "eigenvalues": eigenvalues,
+            "sigma_sq": sigma_sq,
+            # E[L(w + δ)] ≈ L + ½⟨Σ, H⟩, and H = threshold·P on the span of Σ (complementarity)
+            "excess_loss": 0.5 * self.optimizer.threshold * float(np.trace(X)) if X.size else 0.0,
+            "velocity": w_dot,
+            "state_velocity": state_dot,
+            "active": X.size > 0,
+        }
+
+    def _preconditioned_oscillation(
+        self, lams: np.ndarray, V: Tensor, g: Tensor
+    ) -> tuple[np.ndarray, Tensor, dict, float]:
+        """X, dw/dt, d state/dt and tr Σ for a preconditioned optimizer.
+
+        With D = P^{-1/2} and the tracked eigenvectors v_i of DHD, u_i = D v_i are the generalized
+        eigenvectors (HU = PUΛ, UᵀPU = I) and Σ = U X Uᵀ. The flow and the constraint, linearized
+        over the sub-step Δt (τ the threshold, G_ij = ∇(u_iᵀHu_j)):
+
+            dw/dt = −P⁻¹[∇L + ½ Σ_kl X_kl G_kl]
+            d state/dt = the state's ODE fed E[g⊙g] = ∇L⊙∇L + diag(HΣH)
+            Uᵀ(τP − H)U(t + Δt) ≈ diag(τ − λ) + Δt[τ·UᵀṖU − (⟨G_ij, dw/dt⟩)_ij] ⪰ 0, ⟂ X
+
+        Ṗ is linear in d state/dt, hence in X through diag(HΣH): the SDCP's operator is
+        B = Δt[τ·T + ½⟨G_ij, P⁻¹G_kl⟩], T_ij,kl = u_iᵀ Ṗ(Hu_k ⊙ Hu_l) u_j, whose Gram part is ⪰ 0
+        and whose T is symmetric where Hu = τPu (at the threshold), nearly so elsewhere.
+        """
+        p, opt, dt = self.problem, self.optimizer, 1.0 / self.substeps
+        tau = opt.threshold
+        inverse = opt.inverse_preconditioner(self.opt_state)
+        D = torch.as_tensor(inverse).sqrt()
+        state = self.opt_state
+        stable_state_dot = opt.state_velocity(state, g, g * g)
+        active, Va, warm = self._active_basis(lams, V)
+        m = active.size
+        if m == 0:
+            return self.sdcp_x, -inverse * g, stable_state_dot, 0.0
+        U = D * Va  # generalized eigenvectors, physical coordinates
+        G = third_derivatives(p, self.w, U).reshape(m * m, -1)  # row i·m + j: G_ij
+        HU = p.hvps(self.w, U)  # the exact products: zero on a coordinate the loss ignores
+
+        def sandwich(diagonal: float | Tensor) -> Tensor:  # UᵀPU-type m × m matrix of a diagonal
+            return (U * diagonal) @ U.T
+
+        A_P = sandwich(opt.preconditioner_velocity(state, stable_state_dot))
+        A_H = -(G @ (inverse * g)).reshape(m, m)
+        T = torch.empty(m, m, m, m, dtype=G.dtype, device=G.device)
+        for k in range(m):
+            for ell in range(k, m):
+                fed = opt.variance_velocity(state, HU[k] * HU[ell])
+                T[:, :, k, ell] = T[:, :, ell, k] = sandwich(opt.preconditioner_velocity(state, fed))
+        gram = G @ (inverse * G).T
+        C = (np.diag(tau - lams[active]) + dt * (tau * A_P - A_H).cpu().numpy()).astype(np.float64)
+        B = (dt * (tau * T.reshape(m * m, m * m) + 0.5 * gram)).cpu().numpy().astype(np.float64)
+        C = 0.5 * (C + C.T)
+        X = parallel.on_main(lambda: solve_general_sdcp(C, B, warm=warm))
+        self.sdcp_x = X
+        Xt = torch.as_tensor(X, dtype=G.dtype, device=G.device)
+        w_dot = -inverse * (g + 0.5 * (G.T @ Xt.reshape(-1)))
+        g_sq = g * g + ((Xt @ HU) * HU).sum(0)  # ∇L⊙∇L + diag(HU X UᵀH)
+        state_dot = opt.state_velocity(state, g, g_sq)
+        sigma_sq = float((Xt * (U @ U.T)).sum())
+        return X, w_dot, state_dot, sigma_sq
+
     @property
     def position(self) -> Tensor:
         return self.w
@@ -429,11 +584,14 @@ class CentralFlow(Process):
         try:
             here = self._at_current_point()
         except IntegrationError:  # the step that follows fails with it, and the runner records that
-            here = {"eigenvalues": np.full(self.max_eigs, math.nan), "sigma_sq": math.nan}
+            nan = math.nan
+            here = {"eigenvalues": np.full(self.max_eigs, nan), "sigma_sq": nan, "excess_loss": nan}
+        # A preconditioned optimizer's tracked eigenvalues are those of P⁻¹H, and named so.
+        eigs_name = "hessian_eigs" if self.optimizer.stateless else "effective_eigs"
         return {
             "train_loss": loss,
-            "predicted_loss": loss + here["sigma_sq"] / self.lr,
-            **self.measure_both(self.w, {}, sharpness),
-            "hessian_eigs": here["eigenvalues"].copy(),
+            "predicted_loss": loss + here["excess_loss"],
+            **self.measure_both(self.w, getattr(self, "opt_state", {}), sharpness),
+            eigs_name: here["eigenvalues"].copy(),
             "sigma_sq": here["sigma_sq"],
         }

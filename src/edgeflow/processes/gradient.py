@@ -7,8 +7,17 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from edgeflow.optimizers import State
+from edgeflow.optimizers import Optimizer, State
+from edgeflow.oracle import Problem
 from edgeflow.processes.ode import RK4Flow
+
+
+def stable_field(problem: Problem, opt: Optimizer, w: Tensor, state: State) -> tuple[Tensor, State]:
+    """(dw/dt, d state/dt) of the stable flow at ``(w, state)``."""
+    g = problem.grad(w)
+    if opt.stateless:
+        return -opt.inverse_preconditioner(state) * g, {}
+    return -opt.inverse_preconditioner(state) * g, opt.state_velocity(state, g, g * g)
 
 
 class GradientFlow(RK4Flow):
@@ -18,11 +27,7 @@ class GradientFlow(RK4Flow):
     )
 
     def field(self, w: Tensor, state: State) -> tuple[Tensor, State]:
-        g = self.problem.grad(w)
-        opt = self.optimizer
-        if opt.stateless:
-            return -opt.inverse_preconditioner(state) * g, {}
-        return -opt.inverse_preconditioner(state) * g, opt.state_velocity(state, g, g * g)
+        return stable_field(self.problem, self.optimizer, w, state)
 
     def fastest_rate(self, radius: float) -> float:
         # GD's radius is the Hessian's; a stateful optimizer's is P⁻¹H's, η included.
