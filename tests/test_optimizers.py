@@ -433,7 +433,7 @@ def test_cli_and_toml_take_the_optimizer(capsys, tmp_path):
         (["--optimizer", "adamw"], ["'adamw'", "gd", "rmsprop"]),
         (["--optimizer", "rmsprop", "--opt", "beta1=0.9"], ["'beta1'", "beta2"]),
         (["--optimizer", "rmsprop", "--opt", "beta2=2"], ["beta2", "(0, 1)"]),
-        (["--optimizer", "rmsprop", "--flows", "gd,central"], ["'central'", "gd only"]),
+        (["--optimizer", "rmsprop", "--flows", "gd,modified"], ["'modified'", "gd only"]),
         (["--warm-start", "x"], ["--warm-start", "'x'"]),
         (["--problem", "quartic", "--optimizer", "rmsprop"], ["no measured default learning rate", "--lr"]),
     ],
