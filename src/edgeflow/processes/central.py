@@ -365,7 +365,6 @@ class CentralFlow(Process):
                 "sigma_sq": float(np.trace(X)) if X.size else 0.0,
                 "velocity": g if correction is None else g + 0.5 * correction,
                 "active": X.size > 0,
-                "excess_loss": (float(np.trace(X)) if X.size else 0.0) / self.lr,
             }
         return self.current
 
@@ -541,7 +540,7 @@ class CentralFlow(Process):
         p, opt, dt = self.problem, self.optimizer, 1.0 / self.substeps
         tau = opt.threshold
         inverse = opt.inverse_preconditioner(self.opt_state)
-        D = torch.as_tensor(inverse).sqrt()
+        D = self._frame_scale()
         state = self.opt_state
         stable_state_dot = opt.state_velocity(state, g, g * g)
         active, Va, warm = self._active_basis(lams, V)
@@ -586,12 +585,14 @@ class CentralFlow(Process):
         except IntegrationError:  # the step that follows fails with it, and the runner records that
             nan = math.nan
             here = {"eigenvalues": np.full(self.max_eigs, nan), "sigma_sq": nan, "excess_loss": nan}
-        # A preconditioned optimizer's tracked eigenvalues are those of P⁻¹H, and named so.
-        eigs_name = "hessian_eigs" if self.optimizer.stateless else "effective_eigs"
+        # A preconditioned optimizer's tracked eigenvalues are those of P⁻¹H, and named so. GD's
+        # excess loss is read from σ², as before it had others (checkpoints keep ``current``).
+        gd = self.optimizer.stateless
+        eigs_name = "hessian_eigs" if gd else "effective_eigs"
         return {
             "train_loss": loss,
-            "predicted_loss": loss + here["excess_loss"],
-            **self.measure_both(self.w, getattr(self, "opt_state", {}), sharpness),
+            "predicted_loss": loss + (here["sigma_sq"] / self.lr if gd else here["excess_loss"]),
+            **self.measure_both(self.w, self.opt_state, sharpness),
             eigs_name: here["eigenvalues"].copy(),
             "sigma_sq": here["sigma_sq"],
         }
