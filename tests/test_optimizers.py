@@ -356,6 +356,27 @@ def test_rmsprop_central_flow_holds_the_threshold_on_data_with_dead_inputs():
     assert central["predicted_loss"][-1] == pytest.approx(gd_mean, rel=0.03)
 
 
+def test_interrupted_rmsprop_central_flow_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """The central flow's optimizer state, SDCP warm start and cached point go into the checkpoint:
+    a run stopped by SIGINT inside EoS and resumed equals the uninterrupted one."""
+    from test_resume import RunInterrupted, interrupt_at
+
+    def problem():
+        return ef.make_problem("digits-mlp", n=64, width=16, depth=2)
+
+    kw = dict(optimizer="rmsprop", warm_start=10, sharpness_every=3, checkpoint_every=5)
+    full = ef.compare(problem(), 0.001, 45, ["gd", "central"], out=tmp_path / "full", **kw)
+    interrupt_at(monkeypatch, 37)
+    with pytest.raises(RunInterrupted):
+        ef.compare(problem(), 0.001, 45, ["gd", "central"], out=tmp_path / "split", **kw)
+    monkeypatch.undo()
+    resumed = ef.resume(tmp_path / "split", problem=problem())
+    assert resumed.resumed_from == [38] and np.nanmax(resumed["central"]["sigma_sq"]) > 0
+    for flow in full:
+        for key, values in full[flow].items():
+            np.testing.assert_array_equal(resumed[flow][key], values, err_msg=f"{flow}/{key}")
+
+
 def test_edge_flow_refuses_the_options_derived_for_gd_only():
     prob = ef.make_problem("quadratic", d=4)
     for option in ({"hvp": "pair"}, {"implicit": "secant"}, {"warm_start": 3}):
