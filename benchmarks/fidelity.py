@@ -94,13 +94,19 @@ class Case:
     why: str = ""
     max_doublings: int = 3  # of every flow's sub-steps, until its trajectory stops changing
     label: str = ""  # the case's name in the report (default: the problem's)
-    lr: float | None = None  # default: the problem's
+    lr: float | None = None  # default: the problem's for the optimizer
     levels_from: str = ""  # start every row at the sub-steps reported for that case (no doubling)
+    optimizer: str = "gd"  # what flow ``gd`` runs and every row models
+    warm_start: int = 0  # plain optimizer steps before every flow starts
+    rows: tuple[str, ...] = ()  # only these rows (default: every row whose flow models the optimizer)
 
     @property
     def name(self) -> str:
         return self.label or self.problem
 
+
+#: the models of an optimizer other than GD: Edge Flow, the central flow and the stable flow
+RMSPROP_ROWS = ("edge", "central", "gradient")
 
 SUITE = (
     Case("quartic", 200, why="1-D period-2 orbit: EoS in its simplest form"),
@@ -132,7 +138,40 @@ SUITE = (
         "(S₀ ≈ 9.3 = 0.70 × 2/η) and sharpens to it; at the registry's η = 0.2 it starts at 0.93 × 2/η",
     ),
     Case("mnist5k-vit", 160, every=5, max_doublings=1, why="a ViT with LayerNorm (registry defaults)"),
+    *(
+        Case(
+            problem,
+            steps,
+            every=5,
+            max_doublings=1,
+            label=f"{problem}-rmsprop",
+            lr=lr,
+            optimizer="rmsprop",
+            warm_start=20,
+            rows=RMSPROP_ROWS,
+            why=f"RMSProp (β₂ = 0.99, ε = 1e-7) after 20 warm-up steps, which leave λ₁(P⁻¹H) {why}",
+        )
+        for problem, steps, lr, why in (
+            ("digits-mlp", 300, 5e-4, "at 0.29 × the threshold: it crosses at ~120 and overshoots to ~1.6×"),
+            ("mnist5k-cnn", 260, 3e-4, "at 0.79 × the threshold: it crosses at ~50 and overshoots to ~1.2×"),
+            ("mnist5k-vit", 160, 6e-4, "at 0.56 × the threshold: it crosses at ~40 and overshoots to ~1.6×"),
+        )
+    ),
 )
+
+
+def case_rows(case: Case, rows: list[Row]) -> list[Row]:
+    """The rows of ``rows`` this case runs: those it names (default all), whose flows model its optimizer."""
+    return [
+        row
+        for row in rows
+        if (not case.rows or row.key in case.rows)
+        and case.optimizer in (process_class(row.flow).optimizers or (case.optimizer,))
+    ]
+
+
+def case_lr(case: Case) -> float:
+    return case.lr or ef.PROBLEMS[case.problem].lr_for(case.optimizer)
 
 
 def refined_options(row: Row, doublings: int) -> dict:
@@ -206,7 +245,7 @@ def batches(rows: list[Row]) -> list[list[Row]]:
 def run_case(case: Case, rows: list[Row], dtype: str | None, start: dict[str, int]) -> dict:
     """Every row at its starting sub-steps (``start``: row key → doublings, default 0), then doubled
     until its trajectory stops moving."""
-    lr = case.lr or ef.PROBLEMS[case.problem].lr
+    lr = case_lr(case)
     t0 = time.perf_counter()
 
     def run(todo: list[Row], level: dict[str, int]) -> dict[str, ef.Result]:
@@ -223,6 +262,8 @@ def run_case(case: Case, rows: list[Row], dtype: str | None, start: dict[str, in
                 sharpness_every=case.every,
                 save_params=True,
                 progress=True,
+                optimizer=case.optimizer,
+                warm_start=case.warm_start,
             )
             out.update({row.key: res for row in group})
         return out
@@ -273,7 +314,9 @@ def run_case(case: Case, rows: list[Row], dtype: str | None, start: dict[str, in
         "why": case.why,
         "params": {**problem_params(case.problem), **case.params},
         "lr": lr,
-        "threshold": 2 / lr,
+        "optimizer": case.optimizer,
+        "warm_start": case.warm_start,
+        "threshold": base.threshold,
         "steps": case.steps,
         "every": case.every,
         "dim": base.config["dim"],
@@ -314,7 +357,7 @@ def _onset_errors(case: dict, flow: str) -> tuple[str, str]:
     elif gd["peak"] is None:
         peak = f"{own['peak']:.4g} @{own['peak_step']} (GD: none)"
     else:
-        err = (own["peak"] - gd["peak"]) * case["lr"] / 2
+        err = (own["peak"] - gd["peak"]) / case["threshold"]
         peak = f"{err:+.3f} @{own['peak_step'] - gd['peak_step']:+d}"
     return cross, peak
 
@@ -330,8 +373,8 @@ def _label(case: dict, key: str) -> str:
 
 def fidelity_table(cases: list[dict]) -> list[str]:
     lines = [
-        "| problem | flow (sub-steps) | rel. distance | mean-loss error | sharpness error · η/2 | "
-        "onset Δstep | 1st peak error · η/2 (Δstep) | period (GD's) | cost vs GD | "
+        "| problem | flow (sub-steps) | rel. distance | mean-loss error | sharpness error / threshold | "
+        "onset Δstep | 1st peak error / threshold (Δstep) | period (GD's) | cost vs GD | "
         "grads + HVPs + 3rd / step | Δ on doubling (med / max) |",
         "|" + "---|" * 11,
     ]
@@ -355,7 +398,7 @@ def fidelity_table(cases: list[dict]) -> list[str]:
 
 def onset_table(cases: list[dict]) -> list[str]:
     lines = [
-        "| problem | 2/η | flow | crosses 2/η | first peak (step) | dip (step) | period |",
+        "| problem | threshold | flow | crosses it | first peak (step) | dip (step) | period |",
         "|---|---|---|---|---|---|---|",
     ]
     for case in cases:
@@ -434,6 +477,12 @@ def goals_table(cases: list[dict]) -> list[str]:
     return lines
 
 
+def _optimizer(case: dict) -> str:
+    name = case.get("optimizer", "gd")  # results.json files written before the optimizer axis: GD
+    warm = case.get("warm_start", 0)
+    return f"{name}, warm start {warm}" if warm else name
+
+
 def _threads() -> str:
     n = torch.get_num_threads()
     return f"{n} thread{'' if n == 1 else 's'}"
@@ -503,9 +552,10 @@ def write_report(
         "against GD at the same step: relative distance ‖c − w*‖/‖w* − w₀‖; mean-loss error "
         "|L̄_F − L̄_GD|/L̄_GD with L̄_GD = ½[L(w_k) + L(w_{k+1})] and L̄_F the flow's prediction of it "
         "(Edge Flow `predicted_mean_loss`, central flow L + tr Σ/η, the others L(c)); sharpness "
-        "error |S_F − S(w*)|·η/2. Each cell is the median over the run / over the EoS window (from "
-        "GD's first crossing of 2/η). Onset: the flow's first crossing of 2/η minus GD's; the first "
-        "overshoot peak's height error as a fraction of 2/η and its step offset ('none': the flow "
+        "error |S_F − S(w*)| as a fraction of the threshold 2/η. Each cell is the median over the run / "
+        "over the EoS window (from GD's first crossing of the threshold). Onset: the flow's first "
+        "crossing of the threshold minus GD's; the first overshoot peak's height error as a fraction "
+        "of the threshold and its step offset ('none': the flow "
         "has no overshoot); the period of the sharpness oscillation after the crossing. Cost: wall "
         "time per GD step against GD's, stepped in the same process (sharpness measurements excluded). "
         "Δ on doubling: the median / max over records of ‖c_K − c_2K‖/‖w* − w₀‖ when the flow's "
@@ -514,16 +564,24 @@ def write_report(
         "(sub-steps in the flow column; the RK4 flows choose theirs from the sharpness, the median is "
         "shown); 'not converged' marks a flow still moving at the finest resolution tried.",
         "",
+        "Problems with another optimizer than GD (RMSProp: ν ← β₂ν + (1 − β₂)g⊙g, bias-corrected, "
+        "w ← w − η g/(√ν̂ + ε)) read the same with GD standing for that optimizer's discrete run: "
+        "its midpoints are the reference, the sharpness is the effective sharpness λ₁(P⁻¹H) with "
+        "P = (√ν̂ + ε)/η, the threshold is the optimizer's (2 for RMSProp) and 'gradient' is the "
+        "stable flow dw/dt = −P⁻¹∇L with ν's own ODE (see [optimizers.md](optimizers.md)); the "
+        "modified flow models GD alone and has no row there.",
+        "",
         "## Problems",
         "",
-        "| problem | η (2/η) | steps | records every | d | dtype | parameters | what it shows | wall |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| problem | optimizer | η (threshold) | steps | records every | d | dtype | parameters "
+        "| what it shows | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cases:
         params = ", ".join(f"{k}={v}" for k, v in c["params"].items() if v is not None)
         lines.append(
-            f"| {_name(c)} | {c['lr']:g} ({c['threshold']:.4g}) | {c['steps']} | {c['every']} | "
-            f"{c['dim']} | {c['dtype']} | {params} | {c['why']} | {c['wall_s'] / 60:.1f} min |"
+            f"| {_name(c)} | {_optimizer(c)} | {c['lr']:g} ({c['threshold']:.4g}) | {c['steps']} | "
+            f"{c['every']} | {c['dim']} | {c['dtype']} | {params} | {c['why']} | {c['wall_s'] / 60:.1f} min |"
         )
     lines += [
         "",
@@ -604,10 +662,11 @@ def main() -> None:
     if args.no_refine:
         todo = [replace(case, max_doublings=0) for case in todo]
     for case in todo:
-        lr = case.lr or ef.PROBLEMS[case.problem].lr
+        lr = case_lr(case)
         old = measured.get((case.name, case.steps, case.every, lr)) if args.dtype is None else None
-        keep = [row for row in rows if old and same_model(row, old["flows"].get(row.key, {}).get("model"))]
-        run_rows = [row for row in rows if row not in keep]
+        mine = case_rows(case, rows)
+        keep = [row for row in mine if old and same_model(row, old["flows"].get(row.key, {}).get("model"))]
+        run_rows = [row for row in mine if row not in keep]
         print(f"== {case.name}: {len(keep)} rows reused, {len(run_rows)} to run", flush=True)
         start = {}
         if case.levels_from:

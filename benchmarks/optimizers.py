@@ -4,11 +4,11 @@ Regenerates ``docs/optimizers_results.md`` (and ``.json``).
 
     python benchmarks/optimizers.py [--cases digits-scalar,digits-rmsprop] [--out docs/optimizers_results.md]
 
-Each case runs the discrete optimizer (flow ``gd``), its midpoints, Edge Flow and the stable flow
-(``gradient``) in one ``compare`` call with λ₁(P⁻¹H) measured at every record, then Edge Flow again
-with twice its sub-steps (its trajectory's change, relative to GD's travel, is reported beside it:
-the discretization's share of its error). Wall time is ``Process.step``'s alone, relative to the
-discrete optimizer's in the same call (one torch thread).
+Each case runs the discrete optimizer (flow ``gd``), its midpoints, Edge Flow, the central flow
+and the stable flow (``gradient``) in one ``compare`` call with λ₁(P⁻¹H) measured at every record,
+then Edge Flow again with twice its sub-steps (its trajectory's change, relative to GD's travel,
+is reported beside it: the discretization's share of its error). Wall time is ``Process.step``'s
+alone, relative to the discrete optimizer's in the same call (one torch thread).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import edgeflow as ef
 from edgeflow.metrics import relative_distance
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOWS = ["gd", "midpoint", "edge", "gradient"]
+FLOWS = ["gd", "midpoint", "edge", "central", "gradient"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def run_case(case: Case) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         refinement = float(np.nanmedian(np.where(travel > 0, change / travel, np.nan)))
     rows = {}
-    for flow in ("midpoint", "edge", "gradient"):
+    for flow in FLOWS[1:]:
         row = {k: v for k, v in fid[flow].items() if k.endswith("_median")}
         row["onset"] = fid[flow]["onset"]
         info = res[flow].info

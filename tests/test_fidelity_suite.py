@@ -120,3 +120,21 @@ def test_no_refine_reports_every_row_at_its_own_sub_steps_and_says_so(fid, tmp_p
     monkeypatch.setattr(sys, "argv", [*argv, "--reuse", str(out.with_suffix(".json"))])
     with pytest.raises(SystemExit):
         fid.main()  # reusing refined rows would mix them into a report of rows as run
+
+
+def test_an_rmsprop_case_runs_the_rows_that_model_it_against_its_threshold(fid, tmp_path):
+    """A case with another optimizer keeps only the rows whose flows model it (the modified flow is
+    GD's alone), runs its discrete iterates as flow ``gd`` after the warm start, and reports against
+    the optimizer's threshold on λ₁(P⁻¹H), not 2/η."""
+    case = fid.Case("quadratic", 6, lr=0.3, optimizer="rmsprop", warm_start=2, max_doublings=0, why="test")
+    chosen = fid.case_rows(case, rows(fid, "edge", "modified", "gradient"))
+    assert [row.key for row in chosen] == ["edge", "gradient"]
+    result = fid.run_case(case, chosen, None, {})
+    assert result["optimizer"] == "rmsprop" and result["warm_start"] == 2
+    assert result["threshold"] == 2.0 and result["lr"] == 0.3
+    assert set(result["flows"]) == {"midpoint", "edge", "gradient"}
+    out = tmp_path / "results.md"
+    fid.write_report([result], out, "2026-01-01 00:00", None)
+    assert "| quadratic | rmsprop, warm start 2 | 0.3 (2) |" in out.read_text()
+    limited = fid.Case("quadratic", 6, optimizer="rmsprop", rows=("gradient",), lr=0.3)
+    assert [row.key for row in fid.case_rows(limited, list(fid.ROWS))] == ["gradient"]
