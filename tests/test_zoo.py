@@ -303,3 +303,15 @@ def test_gpu_check_script_takes_the_readme_venv_by_default(tmp_path, venv):
     assert done.stderr.strip() == (
         f"gpu_check: {expected} cannot import edgeflow; install it as in the README or set PYTHON=..."
     )
+
+
+def test_default_learning_rates_per_optimizer_are_the_measured_ones():
+    """Every problem's ``optimizer_lrs`` are the η that benchmarks/optimizer_lrs.py chose
+    (docs/optimizer_lrs.json): each written into the registry from that measurement, none guessed."""
+    from pathlib import Path
+
+    measured = json.loads((Path(__file__).resolve().parents[1] / "docs" / "optimizer_lrs.json").read_text())
+    chosen = {(m["problem"], m["optimizer"]): m["chosen"]["lr"] for m in measured if m["chosen"]}
+    registered = {(name, opt): lr for name, spec in PROBLEMS.items() for opt, lr in spec.optimizer_lrs.items()}
+    assert registered == chosen
+    assert all(PROBLEMS[name].lr_for(opt) == lr for (name, opt), lr in chosen.items())
