@@ -1,17 +1,17 @@
 """A learning rate per optimizer per zoo problem at which the optimizer reaches the edge of stability
 within the problem's default steps, measured with the discrete optimizer alone.
 
-    python benchmarks/optimizer_lrs.py [--problems a,b] [--optimizers scalar-rmsprop,rmsprop]
+    python benchmarks/optimizer_lrs.py [--problems a,b] [--optimizers scalar-rmsprop,rmsprop,...]
         [--tries 8] [--json FILE] [--markdown FILE]
 
-For each problem and optimizer it starts from a guess that matches the optimizer's first step to
-GD's (scalar RMSProp: η_GD·‖∇L(w0)‖; RMSProp: η_GD·‖∇L(w0)‖/√d) and doubles or halves η until
-the run crosses its threshold on λ₁(P⁻¹H) between 10% and 50% of the default steps after having
-been below it (RMSProp with bias correction starts above it: ν̂ = g0⊙g0 makes P⁻¹ huge where the
-first gradient is small), without diverging. It reports, per η tried, the first crossing, the first
-peak and the median of λ₁(P⁻¹H)/threshold over the last third of the run (≈ 1 at EoS). The chosen
-η are the ``optimizer_lrs`` of ``edgeflow.zoo.registry``; docs/optimizer_lrs.md is this script's
-markdown output.
+For each problem and optimizer (with its default hyper-parameters) it starts from a guess
+(``guess``) and doubles or halves η until the run crosses its threshold on λ₁(P⁻¹H) between 10%
+and 50% of the default steps after having been below it (RMSProp and Adam with bias correction
+start above it: ν̂ = g0⊙g0 makes P⁻¹ huge where the first gradient is small), without diverging.
+It reports, per η tried, the first crossing, the first peak and the median of
+λ₁(P⁻¹H)/threshold over the last third of the run (≈ 1 at EoS). The chosen η are the
+``optimizer_lrs`` of ``edgeflow.zoo.registry``; docs/optimizer_lrs.md is this script's markdown
+output.
 """
 
 from __future__ import annotations
@@ -27,19 +27,26 @@ import torch
 
 import edgeflow as ef
 from edgeflow.metrics import onset_profile
+from edgeflow.optimizers import make_optimizer
 from edgeflow.zoo import PROBLEMS, problem_params
 
 #: problems that need no download
 OFFLINE = [name for name in PROBLEMS if "download" not in problem_params(name)]
-OPTIMIZERS = ("scalar-rmsprop", "rmsprop")
+OPTIMIZERS = ("scalar-rmsprop", "rmsprop", "momentum", "nesterov", "adam")
 
 
 def guess(problem: ef.Problem, optimizer: str, gd_lr: float) -> float:
-    g = problem.grad(problem.w0)
-    norm = float(g.norm())
+    """The first η tried. The RMSProps: GD's first step (scalar: η_GD·‖∇L(w0)‖; per coordinate:
+    η_GD·‖∇L(w0)‖/√d, g/|g| having norm √d). Momentum and Nesterov (P = I/η): the sharpness at which
+    GD reaches its threshold 2, at theirs, η_GD·threshold/2. Adam: RMSProp's guess, scaled the same
+    way by its threshold (on λ₁(P⁻¹H) too)."""
+    scale = make_optimizer(optimizer, 1.0).threshold / 2
+    if optimizer in ("momentum", "nesterov"):
+        return gd_lr * scale
+    norm = float(problem.grad(problem.w0).norm())
     if optimizer == "scalar-rmsprop":
         return gd_lr * norm
-    return gd_lr * norm / math.sqrt(problem.dim)
+    return gd_lr * norm / math.sqrt(problem.dim) * scale
 
 
 def trial(problem: ef.Problem, optimizer: str, lr: float, steps: int, every: int) -> dict:
@@ -113,8 +120,9 @@ def markdown(results: list[dict]) -> str:
     lines = [
         "# Learning rates per optimizer (`benchmarks/optimizer_lrs.py`)",
         "",
-        "Discrete optimizer only (flow `gd`), default steps and initialization of each problem,",
-        "β₂ = 0.99, ε = 1e-7, bias correction. λ₁(P⁻¹H) relative to the threshold (2): at step 0,",
+        "Discrete optimizer only (flow `gd`), default steps and initialization of each problem, each",
+        "optimizer's default hyper-parameters (`edgeflow list`; the RMSProps: β₂ = 0.99, ε = 1e-7, bias",
+        "correction). λ₁(P⁻¹H) relative to the optimizer's threshold: at step 0,",
         "at its first peak after the first upward crossing, and its median over the last third of",
         "the run. **Bold**: the η the registry uses.",
         "",
