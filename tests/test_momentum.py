@@ -1,4 +1,4 @@
-"""The momentum optimizers (heavy-ball, Nesterov, Adam): the discrete iterates against torch.optim,
+"""The momentum optimizers (heavy-ball, Nesterov, Adam, AdamW): the discrete iterates against torch.optim,
 their one-step maps and thresholds against the closed forms, their stable flows against exact
 solutions, the models that refuse them, and a run of them from the CLI and through a resume."""
 
@@ -17,7 +17,7 @@ from scipy.linalg import expm
 import edgeflow as ef
 from conftest import build_mlp, run_cli
 from edgeflow.optimizers import make_optimizer
-from edgeflow.optimizers.adam import Adam
+from edgeflow.optimizers.adam import Adam, AdamW
 from edgeflow.optimizers.base import map_roots
 from edgeflow.processes import make_process
 
@@ -28,6 +28,11 @@ TORCH = {
         0.005,
         {"beta1": 0.8, "beta2": 0.99, "eps": 1e-6},
         lambda ps: torch.optim.Adam(ps, lr=0.005, betas=(0.8, 0.99), eps=1e-6),
+    ),
+    "adamw": (
+        0.005,
+        {"beta1": 0.8, "weight_decay": 0.5},
+        lambda ps: torch.optim.AdamW(ps, lr=0.005, betas=(0.8, 0.999), weight_decay=0.5),
     ),
 }
 
@@ -71,9 +76,16 @@ class FrozenAdam(Adam):
         return {**state, "m": m + (1 - self.beta1) * (g - m)}
 
 
-def _frozen_adam(effective_lr: float) -> tuple[FrozenAdam, dict]:
-    """Frozen Adam at η = 1 (ε = 0, no bias correction) with P⁻¹ = ``effective_lr``."""
-    opt = FrozenAdam(1.0, beta1=0.9, eps=0.0, bias_correction=False)
+@dataclasses.dataclass(frozen=True)
+class FrozenAdamW(AdamW):
+    update = FrozenAdam.update
+
+
+def _frozen_adam(name: str, effective_lr: float) -> tuple[FrozenAdam, dict]:
+    """Frozen Adam (AdamW with ηλ = 0.1) at η = 1 (ε = 0, no bias correction) with P⁻¹ =
+    ``effective_lr``."""
+    kw = dict(beta1=0.9, eps=0.0, bias_correction=False)
+    opt = FrozenAdam(1.0, **kw) if name == "adam" else FrozenAdamW(1.0, weight_decay=0.1, **kw)
     one = torch.ones(1, dtype=torch.float64)
     return opt, {"t": 1.0, "nu": one / effective_lr**2, "m": 0 * one}
 
@@ -81,8 +93,8 @@ def _frozen_adam(effective_lr: float) -> tuple[FrozenAdam, dict]:
 def _setting(name: str, a: float) -> tuple[ef.optimizers.Optimizer, dict, float, str]:
     """The optimizer, its state and the curvature h of ½hw² at which λ₁(P⁻¹H) = ``a``, and the
     name of its momentum entry."""
-    if name == "adam":
-        opt, state = _frozen_adam(0.25)
+    if name in ("adam", "adamw"):
+        opt, state = _frozen_adam(name, 0.25)
         return opt, state, 4 * a, "m"
     opt = make_optimizer(name, 0.5, {"beta": 0.7})
     return opt, opt.init(torch.zeros(1, dtype=torch.float64)), 2 * a, "b"
@@ -101,7 +113,7 @@ def _step_map(name: str, a: float) -> np.ndarray:
     return np.array(columns).T
 
 
-@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam", "adamw"])
 def test_step_map_roots_threshold_and_period2_factor(name):
     """The eigenvalues of the optimizer's own one-step map are the roots of z² − Tz + D; at the
     threshold one of them is −1 and ``period2_factor`` returns it; either side of it, on the
@@ -145,7 +157,9 @@ def test_thresholds_match_the_closed_forms():
         assert nesterov.threshold == pytest.approx((2 + 2 * beta) / (1 + 2 * beta))
         adam = make_optimizer("adam", 1.0, {"beta1": beta})
         assert adam.threshold == pytest.approx((2 + 2 * beta) / (1 - beta))
-        for opt in (make_optimizer("momentum", 1.0, {"beta": beta}), nesterov, adam):
+        adamw = make_optimizer("adamw", 0.5, {"beta1": beta, "weight_decay": 0.2})
+        assert adamw.threshold == pytest.approx((1 + beta) * (2 - 0.1) / (1 - beta))
+        for opt in (make_optimizer("momentum", 1.0, {"beta": beta}), nesterov, adam, adamw):
             assert opt.period2_factor(opt.threshold) == pytest.approx(-1, abs=1e-12)
             assert opt.period2_factor(1.001 * opt.threshold) < -1 < opt.period2_factor(0.999 * opt.threshold)
 
@@ -173,18 +187,21 @@ def test_momentum_stable_flow_is_the_linear_ode_on_a_quadratic(name):
         assert res["gradient"]["params"][k][0] == pytest.approx(exact[0], rel=1e-6, abs=1e-9)
 
 
-def test_adam_stable_flow_follows_its_state_odes_on_a_quadratic():
+@pytest.mark.parametrize("decay", [0.0, 0.5])
+def test_adam_stable_flow_follows_its_state_odes_on_a_quadratic(decay):
     """L = ½hw², bias correction on: dm/dt = ((1 − β₁)/β₁)(hw − m), dν/dt = ((1 − β₂)/β₂)(h²w² − ν),
-    dw/dt = −η m̂/(√ν̂ + ε), t advancing 1 per step from 1: against a fine integration."""
+    dw/dt = −η m̂/(√ν̂ + ε) − ηλw (AdamW's λ = ``decay``), t advancing 1 per step from 1: against a
+    fine integration."""
     h, lr, b1, b2, eps = 2.0, 0.05, 0.8, 0.9, 1e-3
+    name, extra = ("adamw", {"weight_decay": decay}) if decay else ("adam", {})
     prob = ef.Problem.from_function(lambda w: 0.5 * h * w[0] ** 2, [1.0])
     res = ef.compare(
         prob,
         lr,
         15,
         ["gradient"],
-        optimizer="adam",
-        optimizer_options={"beta1": b1, "beta2": b2, "eps": eps},
+        optimizer=name,
+        optimizer_options={"beta1": b1, "beta2": b2, "eps": eps, **extra},
         options={"gradient": {"substep_rate": 0.05}},
         save_params=True,
     )
@@ -193,7 +210,7 @@ def test_adam_stable_flow_follows_its_state_odes_on_a_quadratic():
         w, m, nu = y
         m_hat, nu_hat = m / (1 - b1 ** (t + 1)), nu / (1 - b2 ** (t + 1))
         g = h * w
-        dw = -lr * m_hat / (math.sqrt(nu_hat) + eps)
+        dw = -lr * m_hat / (math.sqrt(nu_hat) + eps) - lr * decay * w
         return [dw, (1 - b1) / b1 * (g - m), (1 - b2) / b2 * (g * g - nu)]
 
     start = [1.0, (1 - b1) * h, (1 - b2) * h * h]

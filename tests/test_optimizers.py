@@ -159,7 +159,7 @@ def test_optimizer_options_are_checked_with_the_valid_choices():
     for name, bad in (("momentum", {"beta": 0.0}), ("nesterov", {"beta": 1}), ("adam", {"beta1": 1.5})):
         with pytest.raises(ef.ConfigError, match=rf"{name} option {next(iter(bad))} must lie in \(0, 1\)"):
             make_optimizer(name, 0.1, bad)
-    assert set(OPTIMIZERS) == {"gd", "scalar-rmsprop", "rmsprop", "momentum", "nesterov", "adam"}
+    assert set(OPTIMIZERS) == {"gd", "scalar-rmsprop", "rmsprop", "momentum", "nesterov", "adam", "adamw"}
 
 
 def test_rmsprop_with_eps_zero_keeps_dead_coordinates_frozen():
@@ -495,3 +495,4 @@ def test_list_shows_the_optimizers_with_their_options(capsys):
     assert "nesterov: Nesterov" in flat and "threshold 1.35714 on" in flat
     assert "adam: Adam" in flat and "threshold 38 on" in flat
     assert "options: beta1=0.9 (float), beta2=0.999 (float), eps=1e-08 (float)" in flat
+    assert "adamw: AdamW" in flat and "bias_correction=true (bool), weight_decay=0.01 (float)" in flat

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from edgeflow.errors import ConfigError, invalid_choice
-from edgeflow.optimizers.adam import Adam
+from edgeflow.optimizers.adam import Adam, AdamW
 from edgeflow.optimizers.base import Optimizer, State, add_states
 from edgeflow.optimizers.gd import GD
 from edgeflow.optimizers.momentum import Momentum, Nesterov
 from edgeflow.optimizers.rmsprop import RMSProp, ScalarRMSProp
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
-    cls.name: cls for cls in (GD, ScalarRMSProp, RMSProp, Momentum, Nesterov, Adam)
+    cls.name: cls for cls in (GD, ScalarRMSProp, RMSProp, Momentum, Nesterov, Adam, AdamW)
 }
 GD_NAME = DEFAULT = "gd"
 

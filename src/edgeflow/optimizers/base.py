@@ -1,5 +1,5 @@
 """The interface every optimizer implements: ``w ← w − P⁻¹·d`` with a preconditioner ``P(state)``
-and a direction ``d(state, g)`` (the gradient, or a momentum average of it).
+and a direction ``d(state, g, w)`` (the gradient, or a momentum average of it).
 
 An optimizer is a frozen description (its hyper-parameters) plus pure functions of the parameters,
 a gradient and its state. The state is a dict of tensors and numbers (empty for GD), so processes can
@@ -9,8 +9,8 @@ checkpoint it as it is. Conventions, shared by every process:
   runs *before* the step that uses it, as RMSProp's ν does. ``inverse_preconditioner(state)`` is the
   P⁻¹ of the step about to be taken, and the effective sharpness λ₁(P⁻¹H) is measured with it.
 * ``inverse_preconditioner`` returns a float (a multiple of the identity) or a tensor (a diagonal).
-* ``direction(state, g)`` is the d of the step about to be taken (g itself unless the optimizer
-  keeps a momentum: then d is read from the state, which has already seen g).
+* ``direction(state, g, w)`` is the d of the step about to be taken from w (g itself unless the
+  optimizer keeps a momentum, read from the state, which has already seen g, or decays w).
 * ``state_velocity(state, g, g_sq)`` is d(state)/dt in GD-step time, given the gradient and the mean
   of its elementwise square over the oscillation (``g * g`` for a flow that does not oscillate).
 * ``threshold`` is the value of λ₁(P⁻¹H) at which the linearized step along the top eigenvector
@@ -63,13 +63,13 @@ class Optimizer(ABC):
     def inverse_preconditioner(self, state: State) -> float | Tensor:
         """P⁻¹ of the step from the current point: a float (times I) or a diagonal (a tensor)."""
 
-    def direction(self, state: State, g: Tensor) -> Tensor:
-        """d of the step from the current point, for a ``state`` that has seen ``g``."""
+    def direction(self, state: State, g: Tensor, w: Tensor) -> Tensor:
+        """d of the step from ``w``, for a ``state`` that has seen the gradient ``g`` there."""
         return g
 
     def step(self, w: Tensor, g: Tensor, state: State) -> Tensor:
         """``w − P⁻¹d`` for a ``state`` that has seen ``g`` (``update``)."""
-        return w - self.inverse_preconditioner(state) * self.direction(state, g)
+        return w - self.inverse_preconditioner(state) * self.direction(state, g, w)
 
     # ------------------------------------------------------------------ continuous time
     def state_velocity(self, state: State, g: Tensor, g_sq: Tensor) -> State:

@@ -49,7 +49,7 @@ class Momentum(Optimizer):
     def inverse_preconditioner(self, state: State) -> float:
         return self.lr
 
-    def direction(self, state: State, g: Tensor) -> Tensor:
+    def direction(self, state: State, g: Tensor, w: Tensor) -> Tensor:
         return state["b"]
 
     def state_velocity(self, state: State, g: Tensor, g_sq: Tensor) -> State:
@@ -82,7 +82,7 @@ class Nesterov(Momentum):
         "Nesterov momentum b ← βb + g, w ← w − η(g + βb) (torch.optim.SGD, momentum=β, nesterov=True)"
     )
 
-    def direction(self, state: State, g: Tensor) -> Tensor:
+    def direction(self, state: State, g: Tensor, w: Tensor) -> Tensor:
         return g + self.beta * state["b"]
 
     def flow_matrix(self, a: float) -> tuple[tuple[float, float], tuple[float, float]]:

@@ -59,10 +59,14 @@ class _RMSPropFamily(Optimizer):
         nu = state["nu"]
         return {"t": state["t"] + 1.0, "nu": nu + (1 - self.beta2) * (self.statistic(g * g) - nu)}
 
-    def inverse_preconditioner(self, state: State) -> Tensor:
+    def denominator(self, state: State) -> Tensor:
+        """√ν̂ + ε, which is ηP."""
         nu, t = state["nu"], state["t"]
         nu_hat = nu / (1 - self.beta2**t) if self.bias_correction else nu
-        denom = nu_hat.sqrt() + self.eps
+        return nu_hat.sqrt() + self.eps
+
+    def inverse_preconditioner(self, state: State) -> Tensor:
+        denom = self.denominator(state)
         return torch.where(denom > 0, self.lr / denom, torch.zeros_like(denom))
 
     def state_velocity(self, state: State, g: Tensor, g_sq: Tensor) -> State:

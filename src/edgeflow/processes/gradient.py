@@ -1,6 +1,6 @@
 """The stable flow: the optimizer's ODE without oscillation. For GD, gradient flow
 ``dw/dt = −η∇L(w)``, the classical continuous-time model, blind to EoS; for another optimizer
-``dw/dt = −P⁻¹(state)·d(state, ∇L(w))`` with the state's own ODE fed by ∇L(w) and ∇L(w)⊙∇L(w)
+``dw/dt = −P⁻¹(state)·d(state, ∇L(w), w)`` with the state's own ODE fed by ∇L(w) and ∇L(w)⊙∇L(w)
 (RMSProp's ν, a momentum's average of the gradient).
 """
 
@@ -18,7 +18,7 @@ def stable_field(problem: Problem, opt: Optimizer, w: Tensor, state: State) -> t
     g = problem.grad(w)
     if opt.stateless:
         return -opt.inverse_preconditioner(state) * g, {}
-    velocity = -opt.inverse_preconditioner(state) * opt.direction(state, g)
+    velocity = -opt.inverse_preconditioner(state) * opt.direction(state, g, w)
     return velocity, opt.state_velocity(state, g, g * g)
 
 
