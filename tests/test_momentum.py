@@ -150,6 +150,26 @@ def test_step_map_roots_threshold_and_period2_factor(name):
         assert growth ** (1 / 200) == pytest.approx(abs(opt.period2_factor(a)), rel=1e-3 if real else 2e-2)
 
 
+@pytest.mark.parametrize("name", ["nesterov", "adamw"])
+def test_midpoint_runs_the_optimizer_one_step_ahead(name):
+    """The midpoint process's iterates are the discrete run's, bit for bit, momentum and all, and its
+    position is ¼(w_{k−1} + 2w_k + w_{k+1})."""
+    prob = ef.make_problem("quadratic", d=5)
+    opt = make_optimizer(name, 0.05)
+    gd = make_process("gd", prob, 0.05, optimizer=opt)
+    mid = make_process("midpoint", prob, 0.05, optimizer=opt)
+    gd.init(prob.w0, 0)
+    mid.init(prob.w0, 0)
+    path = [gd.w]
+    for _ in range(12):
+        gd.step()
+        mid.step()
+        path.append(gd.w)
+        assert torch.equal(mid.w, gd.w)
+    gd.step()
+    torch.testing.assert_close(mid.position, 0.25 * (path[-2] + 2 * path[-1] + gd.w), rtol=0, atol=1e-15)
+
+
 def test_thresholds_match_the_closed_forms():
     for beta in (0.5, 0.9, 0.99):
         assert make_optimizer("momentum", 1.0, {"beta": beta}).threshold == pytest.approx(2 + 2 * beta)
@@ -257,3 +277,19 @@ def test_adam_runs_from_the_cli_with_figures_and_its_threshold(capsys, tmp_path)
     )
     assert code == 0, err
     assert np.array_equal(ef.load(again)["gd"]["train_loss"], res["gd"]["train_loss"])
+
+
+def test_momentum_from_a_toml_file(capsys, tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        'problem = "quadratic"\nlr = 0.05\nsteps = 4\nflows = ["gd", "gradient"]\noptimizer = "momentum"\n'
+        "[optimizer_options]\nbeta = 0.5\n"
+    )
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", "--config", str(toml), "--out", str(out), "--no-plots", "--quiet")
+    assert code == 0, err
+    assert "momentum (beta=0.5), η = 0.05, threshold 3 on λ₁(P⁻¹H)" in err
+    config = json.loads((out / "config.json").read_text())
+    assert config["optimizer_options"] == {"beta": 0.5} and config["threshold"] == 3.0
+    res = ef.load(out)
+    np.testing.assert_allclose(res["gd"]["effective_sharpness"], 0.05 * res["gd"]["sharpness"], rtol=1e-12)
