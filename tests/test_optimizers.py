@@ -147,14 +147,19 @@ def test_discrete_rmsprop_without_bias_correction_equals_torch_optim(tiny_data):
 
 
 def test_optimizer_options_are_checked_with_the_valid_choices():
-    with pytest.raises(ef.ConfigError, match=r"'adamw'.*gd.*scalar-rmsprop.*rmsprop"):
-        make_optimizer("adamw", 0.1)
+    with pytest.raises(ef.ConfigError, match=r"'lion'.*gd.*rmsprop.*momentum.*nesterov.*adam"):
+        make_optimizer("lion", 0.1)
     with pytest.raises(ef.ConfigError, match=r"'beta1'.*beta2, eps, bias_correction"):
         make_optimizer("rmsprop", 0.1, {"beta1": 0.9})
     for bad in ({"beta2": 1.0}, {"beta2": -0.1}, {"eps": -1.0}, {"eps": "x"}, {"bias_correction": 1}):
         with pytest.raises(ef.ConfigError, match=next(iter(bad))):
             make_optimizer("rmsprop", 0.1, bad)
-    assert set(OPTIMIZERS) == {"gd", "scalar-rmsprop", "rmsprop"}
+    with pytest.raises(ef.ConfigError, match=r"'beta1'.*valid options: beta$"):
+        make_optimizer("momentum", 0.1, {"beta1": 0.9})
+    for name, bad in (("momentum", {"beta": 0.0}), ("nesterov", {"beta": 1}), ("adam", {"beta1": 1.5})):
+        with pytest.raises(ef.ConfigError, match=rf"{name} option {next(iter(bad))} must lie in \(0, 1\)"):
+            make_optimizer(name, 0.1, bad)
+    assert set(OPTIMIZERS) == {"gd", "scalar-rmsprop", "rmsprop", "momentum", "nesterov", "adam", "adamw"}
 
 
 def test_rmsprop_with_eps_zero_keeps_dead_coordinates_frozen():
@@ -451,12 +456,19 @@ def test_cli_and_toml_take_the_optimizer(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "needles"),
     [
-        (["--optimizer", "adamw"], ["'adamw'", "gd", "rmsprop"]),
+        (["--optimizer", "lion"], ["'lion'", "gd", "rmsprop", "momentum", "nesterov", "adam"]),
+        (["--optimizer", "momentum", "--opt", "beta=1.2"], ["momentum option beta", "(0, 1)", "1.2"]),
+        (["--optimizer", "adam", "--opt", "beta=0.9"], ["'beta'", "beta1", "beta2"]),
+        (
+            ["--optimizer", "adam", "--flows", "gd,edge"],
+            ["'edge'", "gd, scalar-rmsprop, rmsprop only", "adam"],
+        ),
+        (["--optimizer", "nesterov", "--flows", "gd,central"], ["'central'", "rmsprop only", "'nesterov'"]),
         (["--optimizer", "rmsprop", "--opt", "beta1=0.9"], ["'beta1'", "beta2"]),
         (["--optimizer", "rmsprop", "--opt", "beta2=2"], ["beta2", "(0, 1)"]),
         (["--optimizer", "rmsprop", "--flows", "gd,modified"], ["'modified'", "gd only"]),
         (["--warm-start", "x"], ["--warm-start", "'x'"]),
-        (["--problem", "quartic", "--optimizer", "rmsprop"], ["no measured default learning rate", "--lr"]),
+        (["--problem", "copy-transformer", "--optimizer", "rmsprop"], ["no measured default", "--lr"]),
     ],
 )
 def test_bad_optimizer_input_is_one_clear_line(capsys, tmp_path, argv, needles):
@@ -477,3 +489,10 @@ def test_list_shows_the_optimizers_with_their_options(capsys):
     assert "optimizers (edgeflow run --optimizer NAME" in out
     assert "rmsprop: RMSProp" in out and "beta2=0.99 (float)" in out and "bias_correction=true (bool)" in out
     assert "central: " in out and "[optimizer gd only]" in out
+    flat = " ".join(out.split())
+    assert "[optimizers gd, scalar-rmsprop, rmsprop only]" in flat  # Edge Flow and the central flow
+    assert "momentum: heavy-ball" in flat and "beta=0.9 (float)" in flat and "threshold 3.8 on" in flat
+    assert "nesterov: Nesterov" in flat and "threshold 1.35714 on" in flat
+    assert "adam: Adam" in flat and "threshold 38 on" in flat
+    assert "options: beta1=0.9 (float), beta2=0.999 (float), eps=1e-08 (float)" in flat
+    assert "adamw: AdamW" in flat and "bias_correction=true (bool), weight_decay=0.01 (float)" in flat

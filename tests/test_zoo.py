@@ -312,6 +312,6 @@ def test_default_learning_rates_per_optimizer_are_the_measured_ones():
 
     measured = json.loads((Path(__file__).resolve().parents[1] / "docs" / "optimizer_lrs.json").read_text())
     chosen = {(m["problem"], m["optimizer"]): m["chosen"]["lr"] for m in measured if m["chosen"]}
-    registered = {(name, opt): lr for name, spec in PROBLEMS.items() for opt, lr in spec.optimizer_lrs.items()}
+    registered = {(name, o): lr for name, spec in PROBLEMS.items() for o, lr in spec.optimizer_lrs.items()}
     assert registered == chosen
     assert all(PROBLEMS[name].lr_for(opt) == lr for (name, opt), lr in chosen.items())

@@ -460,7 +460,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(_parameters("params", spec.build, problem_params(name)))
     print("flows (edgeflow run --flows a,b,... --option FLOW.KEY=VALUE ...):")
     for name, cls in PROCESSES.items():
-        only = f" [optimizer {', '.join(cls.optimizers)} only]" if cls.optimizers else ""
+        only = f" [{cls.modelled()} only]" if cls.optimizers else ""
         print(_described(name, cls.description + only))
         signature = inspect.signature(cls.__init__).parameters
         print(_parameters("options", cls.__init__, {k: signature[k].default for k in option_names(name)}))

@@ -1,4 +1,4 @@
-"""Optimizers: GD and the preconditioned methods every process can model, one module each.
+"""Optimizers: GD, the preconditioned methods and the momentum methods, one module each.
 
 Each is a frozen description (the learning rate and its hyper-parameters) with pure functions of
 (w, g, state): see ``edgeflow.optimizers.base``. A new optimizer is one module with an ``Optimizer``
@@ -10,11 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from edgeflow.errors import ConfigError, invalid_choice
+from edgeflow.optimizers.adam import Adam, AdamW
 from edgeflow.optimizers.base import Optimizer, State, add_states
 from edgeflow.optimizers.gd import GD
+from edgeflow.optimizers.momentum import Momentum, Nesterov
 from edgeflow.optimizers.rmsprop import RMSProp, ScalarRMSProp
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (GD, ScalarRMSProp, RMSProp)}
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (GD, ScalarRMSProp, RMSProp, Momentum, Nesterov, Adam, AdamW)
+}
 GD_NAME = DEFAULT = "gd"
 
 

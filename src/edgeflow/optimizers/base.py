@@ -1,4 +1,5 @@
-"""The interface every optimizer implements: ``w ← w − P⁻¹·d`` with a preconditioner ``P(state)``.
+"""The interface every optimizer implements: ``w ← w − P⁻¹·d`` with a preconditioner ``P(state)``
+and a direction ``d(state, g, w)`` (the gradient, or a momentum average of it).
 
 An optimizer is a frozen description (its hyper-parameters) plus pure functions of the parameters,
 a gradient and its state. The state is a dict of tensors and numbers (empty for GD), so processes can
@@ -8,15 +9,20 @@ checkpoint it as it is. Conventions, shared by every process:
   runs *before* the step that uses it, as RMSProp's ν does. ``inverse_preconditioner(state)`` is the
   P⁻¹ of the step about to be taken, and the effective sharpness λ₁(P⁻¹H) is measured with it.
 * ``inverse_preconditioner`` returns a float (a multiple of the identity) or a tensor (a diagonal).
+* ``direction(state, g, w)`` is the d of the step about to be taken from w (g itself unless the
+  optimizer keeps a momentum, read from the state, which has already seen g, or decays w).
 * ``state_velocity(state, g, g_sq)`` is d(state)/dt in GD-step time, given the gradient and the mean
   of its elementwise square over the oscillation (``g * g`` for a flow that does not oscillate).
 * ``threshold`` is the value of λ₁(P⁻¹H) at which the linearized step along the top eigenvector
   gets an eigenvalue at −1; ``period2_factor(a)`` is that eigenvalue for curvature ``a`` of P⁻¹H
-  (GD: 1 − a), the factor by which the period-2 oscillation grows per step.
+  (GD: 1 − a), the factor by which the period-2 oscillation grows per step. With a momentum the
+  step along the top eigenvector is a 2×2 map of (w, momentum) whose characteristic polynomial is
+  z² − T(a)z + D(a) (``map_roots``).
 """
 
 from __future__ import annotations
 
+import cmath
 import dataclasses
 import math
 from abc import ABC, abstractmethod
@@ -57,9 +63,13 @@ class Optimizer(ABC):
     def inverse_preconditioner(self, state: State) -> float | Tensor:
         """P⁻¹ of the step from the current point: a float (times I) or a diagonal (a tensor)."""
 
+    def direction(self, state: State, g: Tensor, w: Tensor) -> Tensor:
+        """d of the step from ``w``, for a ``state`` that has seen the gradient ``g`` there."""
+        return g
+
     def step(self, w: Tensor, g: Tensor, state: State) -> Tensor:
-        """``w − P⁻¹g`` for a ``state`` that has seen ``g`` (``update``)."""
-        return w - self.inverse_preconditioner(state) * g
+        """``w − P⁻¹d`` for a ``state`` that has seen ``g`` (``update``)."""
+        return w - self.inverse_preconditioner(state) * self.direction(state, g, w)
 
     # ------------------------------------------------------------------ continuous time
     def state_velocity(self, state: State, g: Tensor, g_sq: Tensor) -> State:
@@ -75,6 +85,11 @@ class Optimizer(ABC):
         """dP/dt when the state moves with ``velocity`` (linear in it; a float or a diagonal)."""
         return 0.0
 
+    def flow_rate(self, radius: float, state: State) -> float:
+        """The fastest rate (|eigenvalue| per unit time) of the stable flow linearized at ``state``,
+        for curvatures of P⁻¹H up to ``radius``: what an explicit integrator's sub-steps must resolve."""
+        return radius
+
     # ------------------------------------------------------------------ stability
     @property
     def threshold(self) -> float:
@@ -82,8 +97,34 @@ class Optimizer(ABC):
         return 2.0
 
     def period2_factor(self, a: float) -> float:
-        """The per-step factor of the period-2 oscillation along curvature ``a`` of P⁻¹H."""
-        return 1.0 - a
+        """The per-step factor of the period-2 oscillation along curvature ``a`` of P⁻¹H: 1 − a, or
+        with a momentum the root of z² − Tz + D on the branch through −1 (``root_nearest_minus_one``)."""
+        coefficients = self.map_coefficients(a)
+        return 1.0 - a if coefficients is None else root_nearest_minus_one(*coefficients)
+
+    def map_coefficients(self, a: float) -> tuple[float, float] | None:
+        """(T, D) of the characteristic polynomial z² − Tz + D of the linearized step of (w, momentum)
+        along curvature ``a`` of P⁻¹H (P frozen); None without a momentum (the step is z = 1 − a)."""
+        return None
+
+    # ------------------------------------------------------------------ validation
+    def check_number(self, key: str, low: float, high: float = math.inf, open_low: bool = True) -> None:
+        """Raise ``ConfigError`` unless option ``key`` is a finite number in (low, high) (or [low,
+        high) without ``open_low``)."""
+        value = getattr(self, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{self.name} option {key} must be a finite number, got {value!r}")
+        if value >= high or value < low or (open_low and value == low):
+            if high == math.inf:
+                rule = f"be > {low:g}" if open_low else f"be ≥ {low:g}"
+            else:
+                rule = f"lie in {'(' if open_low else '['}{low:g}, {high:g})"
+            raise ConfigError(f"{self.name} option {key} must {rule}, got {value!r}")
+
+    def check_flag(self, key: str) -> None:
+        value = getattr(self, key)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.name} option {key} must be true or false, got {value!r}")
 
     # ------------------------------------------------------------------ description
     @classmethod
@@ -96,6 +137,24 @@ class Optimizer(ABC):
 
     def with_lr(self, lr: float) -> Optimizer:
         return dataclasses.replace(self, lr=lr)
+
+
+def map_roots(trace: float, det: float) -> tuple[complex, complex]:
+    """The roots of z² − trace·z + det, the smaller real part first (the smaller value when real)."""
+    root = cmath.sqrt(trace * trace - 4 * det)
+    return 0.5 * (trace - root), 0.5 * (trace + root)
+
+
+def root_nearest_minus_one(trace: float, det: float) -> float:
+    """The eigenvalue of a 2×2 step map (z² − trace·z + det) on the branch that reaches −1 at the
+    threshold: the smaller root while the roots are real. A complex pair (|z| = √det) has no period-2
+    mode of its own and both roots are as far from −1; it gives √det with the sign of its real part,
+    which is continuous with the real branches at both ends of the complex range, and whose absolute
+    value is the per-step growth of every oscillation along that direction."""
+    low, _ = map_roots(trace, det)
+    if low.imag == 0:
+        return low.real
+    return math.copysign(math.sqrt(det), trace)
 
 
 def add_states(state: State, scale: float, velocity: State) -> State:

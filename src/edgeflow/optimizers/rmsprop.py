@@ -32,7 +32,6 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from edgeflow.errors import ConfigError
 from edgeflow.optimizers.base import Optimizer, State
 
 
@@ -44,18 +43,9 @@ class _RMSPropFamily(Optimizer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("beta2", "eps"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{self.name} option {key} must be a finite number, got {value!r}")
-        if not 0 < self.beta2 < 1:
-            raise ConfigError(f"{self.name} option beta2 must lie in (0, 1), got {self.beta2!r}")
-        if self.eps < 0:
-            raise ConfigError(f"{self.name} option eps must be ≥ 0, got {self.eps!r}")
-        if not isinstance(self.bias_correction, bool):
-            raise ConfigError(
-                f"{self.name} option bias_correction must be true or false, got {self.bias_correction!r}"
-            )
+        self.check_number("beta2", 0.0, 1.0)
+        self.check_number("eps", 0.0, open_low=False)
+        self.check_flag("bias_correction")
 
     def statistic(self, g_sq: Tensor) -> Tensor:
         """s from the elementwise squares of the gradient."""
@@ -69,10 +59,14 @@ class _RMSPropFamily(Optimizer):
         nu = state["nu"]
         return {"t": state["t"] + 1.0, "nu": nu + (1 - self.beta2) * (self.statistic(g * g) - nu)}
 
-    def inverse_preconditioner(self, state: State) -> Tensor:
+    def denominator(self, state: State) -> Tensor:
+        """√ν̂ + ε, which is ηP."""
         nu, t = state["nu"], state["t"]
         nu_hat = nu / (1 - self.beta2**t) if self.bias_correction else nu
-        denom = nu_hat.sqrt() + self.eps
+        return nu_hat.sqrt() + self.eps
+
+    def inverse_preconditioner(self, state: State) -> Tensor:
+        denom = self.denominator(state)
         return torch.where(denom > 0, self.lr / denom, torch.zeros_like(denom))
 
     def state_velocity(self, state: State, g: Tensor, g_sq: Tensor) -> State:

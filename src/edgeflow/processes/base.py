@@ -38,12 +38,19 @@ class Process(ABC):
         self.tracker: SharpnessTracker | None = None
         self.effective_tracker: SharpnessTracker | None = None
 
+    @classmethod
+    def modelled(cls) -> str:
+        """The optimizers this process models, in words."""
+        if cls.optimizers is None:
+            return "every optimizer"
+        return f"optimizer{'s' if len(cls.optimizers) > 1 else ''} {', '.join(cls.optimizers)}"
+
     def use_optimizer(self, optimizer: Optimizer, start_state: State | None = None) -> None:
         """Model ``optimizer`` (its learning rate is the process's), from ``start_state``."""
         if self.optimizers is not None and optimizer.name not in self.optimizers:
             raise ConfigError(
-                f"flow {self.name!r} is defined for optimizer {', '.join(self.optimizers)} only, "
-                f"not {optimizer.name!r}; leave it out of the flows of this run"
+                f"flow {self.name!r} is defined for {self.modelled()} only, not {optimizer.name!r}; "
+                f"leave it out of the flows of this run"
             )
         if optimizer.lr != self.lr:
             raise ConfigError(f"the optimizer's learning rate {optimizer.lr} is not the flow's {self.lr}")

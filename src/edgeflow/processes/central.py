@@ -280,6 +280,7 @@ class CentralFlow(Process):
     name = "central"
     description = "central flow: GD's time average, constrained to sharpness ≤ 2/η (SDCP, 3rd derivatives)"
     fields = ("train_loss", "predicted_loss", "sharpness", "effective_sharpness", "hessian_eigs", "sigma_sq")
+    # The momentum methods' oscillation lives in (w, momentum): not derived yet.
     optimizers = ("gd", "scalar-rmsprop", "rmsprop")
 
     def __init__(

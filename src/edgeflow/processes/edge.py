@@ -216,6 +216,8 @@ class EdgeFlow(Process):
         "secant",
         "magnitude",
     )
+    # The momentum methods' oscillation lives in (w, momentum): not derived yet.
+    optimizers = ("gd", "scalar-rmsprop", "rmsprop")
 
     def __init__(
         self,
@@ -262,6 +264,7 @@ class EdgeFlow(Process):
         self.warm_start = warm_start
 
     def use_optimizer(self, optimizer: Optimizer, start_state: State | None = None) -> None:
+        super().use_optimizer(optimizer, start_state)  # first: an optimizer it does not model at all
         if not optimizer.stateless:
             chosen = {
                 "hvp": (self.hvp, "exact"),
@@ -274,7 +277,6 @@ class EdgeFlow(Process):
                         f"Edge Flow with optimizer {optimizer.name!r} needs {key}={needed!r} "
                         f"(got {value!r}); the other options are derived for GD only"
                     )
-        super().use_optimizer(optimizer, start_state)
 
     # ------------------------------------------------------------------ set-up
     def init(self, w0: Tensor, seed: int) -> None:
