@@ -123,12 +123,12 @@ def _lr(x: float) -> float:
     return float(f"{x:.2g}")
 
 
-def search(name: str, optimizer: str, tries: int, earlier: dict) -> dict:
+def search(name: str, optimizer: str, tries: int, earlier: dict, every: int | None = None) -> dict:
     """Doubles or halves η from the guess until the verdict turns, then bisects (geometrically)
     between the largest η that asked for larger and the smallest that asked for smaller."""
     spec = PROBLEMS[name]
     problem = ef.make_problem(name)
-    steps, every = spec.steps, spec.sharpness_every
+    steps, every = spec.steps, every or spec.sharpness_every
     lr = _lr(guess(problem, optimizer, spec.lr))
     rows, chosen = [], None
     low, high = 0.0, math.inf  # η known too small / too large
@@ -162,6 +162,7 @@ def search(name: str, optimizer: str, tries: int, earlier: dict) -> dict:
         "problem": name,
         "optimizer": optimizer,
         "steps": steps,
+        "sharpness_every": every,
         "chosen": chosen,
         "how": how if chosen else "none",
         "tried": rows,
@@ -193,6 +194,23 @@ def markdown(results: list[dict]) -> str:
                 "",
             ]
             if (missing := [p for p in OFFLINE if p not in {item["problem"] for item in results}])
+            else []
+        ),
+        *(
+            [
+                "λ₁(P⁻¹H) measured every "
+                + ", ".join(f"{e} steps on {p}" for p, e in sparse.items())
+                + " (cheaper trials; the others at their problem's `sharpness_every`).",
+                "",
+            ]
+            if (
+                sparse := {
+                    item["problem"]: item["sharpness_every"]
+                    for item in results
+                    if item.get("sharpness_every", PROBLEMS[item["problem"]].sharpness_every)
+                    != PROBLEMS[item["problem"]].sharpness_every
+                }
+            )
             else []
         ),
         "## Chosen (the zoo registry's `optimizer_lrs`)",
@@ -245,10 +263,18 @@ def main() -> None:
         default=[],
         help="--json files of earlier runs: their trials are taken, not rerun",
     )
+    ap.add_argument(
+        "--sharpness-every",
+        action="append",
+        default=[],
+        metavar="PROBLEM=N",
+        help="measure λ₁(P⁻¹H) every N steps on PROBLEM instead of its own cadence (cheaper trials)",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    every = {key: int(value) for key, value in (pair.split("=", 1) for pair in args.sharpness_every)}
     done: dict[tuple[str, str], dict[float, dict]] = {}
     for path in args.reuse:
         for item in json.loads(path.read_text()):
@@ -258,7 +284,8 @@ def main() -> None:
     results = []
     for name in args.problems.split(","):
         for optimizer in args.optimizers.split(","):
-            results.append(search(name, optimizer, args.tries, done.get((name, optimizer), {})))
+            earlier = done.get((name, optimizer), {})
+            results.append(search(name, optimizer, args.tries, earlier, every.get(name)))
             if args.json:
                 args.json.write_text(json.dumps(results, indent=1))
             if args.markdown:
