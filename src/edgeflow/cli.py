@@ -28,7 +28,15 @@ from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
 from edgeflow.optimizers import OPTIMIZERS, make_optimizer, optimizer_class
 from edgeflow.processes import PROCESSES, option_names, process_class
 from edgeflow.results import load
-from edgeflow.runner import RunInterrupted, build_processes, check_run_dir, compare, resume
+from edgeflow.runner import (
+    RunInterrupted,
+    build_processes,
+    check_resumable,
+    check_run_dir,
+    compare,
+    resume,
+    writing,
+)
 from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, positive_float, positive_int, seed_int
 from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, is_factory, make_problem, problem_params, problem_spec
 
@@ -107,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--flush-every", help="append records to results.h5 every N records (default 20; at least every 30 s)"
     )
     r.add_argument(
-        "--checkpoint-every", help="checkpoint every N steps (default: every 60 s, and on SIGINT/SIGTERM)"
+        "--checkpoint-every",
+        help="checkpoint every N steps (default: every 60 s, and on SIGINT/SIGTERM/SIGHUP)",
     )
     r.add_argument(
         "--resume",
@@ -128,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep.md and sweep.json into DIR.",
     )
     sw.add_argument("--problem", default=DEFAULT_PROBLEM, help=PROBLEM_HELP)
-    sw.add_argument("--lrs", required=True, help="comma-separated learning rates, e.g. 0.05,0.1,0.2")
+    sw.add_argument("--lrs", help="comma-separated learning rates, e.g. 0.05,0.1,0.2 (required)")
     sw.add_argument("--steps", help="number of GD steps per η (default: the problem's)")
     sw.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="a problem parameter (repeatable)"
@@ -140,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", help="sweep directory (default runs/sweep-<problem>-<time>)")
     sw.add_argument(
         "--force", action="store_true", help="empty and reuse a directory that holds an earlier sweep"
+    )
+    sw.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="finish the interrupted or killed sweep in DIR (each η from its own checkpoint)",
     )
     sw.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -235,73 +249,80 @@ def cmd_run(args: argparse.Namespace) -> int:
     default_out = _default_out("", cfg.problem)
     out = Path(cfg.out) if cfg.out else parallel.on_main(lambda: default_out)  # one name for all ranks
 
-    # before the data are loaded and anything is computed (rank 0 owns the directory)
-    parallel.on_main(lambda: check_run_dir(out, args.force), share=False)
-    problem = make_problem(cfg.problem, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, **cfg.params)
-    optimizer = make_optimizer(cfg.optimizer, lr, cfg.optimizer_options)
-    warm_start = (
-        _int_arg("--warm-start", cfg.warm_start) if isinstance(cfg.warm_start, str) else cfg.warm_start
-    )
-    # bad options, or a flow not defined for the optimizer, fail here, before any output
-    build_processes(problem, lr, cfg.flows, cfg.options, optimizer)
-    ranks = f", {parallel.world_size()} processes" if parallel.active() else ""
-    if optimizer.stateless:
-        rule = f"η = {lr:g} (2/η = {2 / lr:.4g})"
-    else:
-        hyper = ", ".join(f"{k}={v}" for k, v in optimizer.options().items())
-        rule = f"{optimizer.name} ({hyper}), η = {lr:g}, threshold {optimizer.threshold:g} on λ₁(P⁻¹H)"
-    say(
-        f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, "
-        f"{problem.device}{ranks}), {rule}, {steps} steps, flows: {', '.join(cfg.flows)}"
-    )
-    resolved = RunConfig.merged(
-        asdict(cfg),
-        {
-            "lr": lr,
-            "steps": steps,
-            "dtype": dtype_name(problem.dtype),
-            "record_every": record_every,
-            "sharpness_every": sharpness_every,
-            "params": cfg.params if custom else {**problem_params(cfg.problem), **cfg.params},
-            "warm_start": warm_start,
-            "optimizer_options": optimizer.options(),
-        },
-    )
-    # The saved settings leave `out` unset, so `--config DIR/config.toml` repeats the run elsewhere.
-    resolved.out = None
-    config = {
-        "problem_params": resolved.params,
-        "plots": cfg.plots,
-        "edgeflow_version": edgeflow.__version__,
-        "torch_version": torch.__version__,
-        "python": platform.python_version(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    run = functools.partial(
-        compare,
-        problem,
-        lr,
-        steps,
-        cfg.flows,
-        record_every=record_every,
-        sharpness_every=sharpness_every,
-        save_params=cfg.save_params,
-        params_every=cfg.params_every,
-        params_dtype=cfg.params_dtype,
-        seed=cfg.seed,
-        options=cfg.options,
-        optimizer=optimizer.name,
-        optimizer_options=optimizer.options(),
-        warm_start=warm_start,
-        config=config,
-        out=out,
-        force=args.force,
-        files={"config.toml": resolved.to_toml()},
-        load_result=False,
-        checkpoint_every=cfg.checkpoint_every,
-        flush_every=cfg.flush_every,
-    )
-    return _run_and_report(run, out, cfg, args.quiet)
+    for key in ("checkpoint_every", "flush_every", "params_every"):
+        if getattr(cfg, key) is not None:
+            positive_int("--" + key.replace("_", "-"), getattr(cfg, key))
+    # Held from before the data are loaded to the summary (rank 0 owns the directory); a second
+    # writer stops here, and a run that fails before writing anything leaves no directory.
+    check = functools.partial(parallel.on_main, lambda: check_run_dir(out, args.force), share=False)
+    check()
+    with writing(out, "edgeflow run", create=True):
+        check()  # again, now that no other writer can change the directory
+        problem = make_problem(cfg.problem, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, **cfg.params)
+        optimizer = make_optimizer(cfg.optimizer, lr, cfg.optimizer_options)
+        warm_start = (
+            _int_arg("--warm-start", cfg.warm_start) if isinstance(cfg.warm_start, str) else cfg.warm_start
+        )
+        # bad options, or a flow not defined for the optimizer, fail here, before any output
+        build_processes(problem, lr, cfg.flows, cfg.options, optimizer)
+        ranks = f", {parallel.world_size()} processes" if parallel.active() else ""
+        if optimizer.stateless:
+            rule = f"η = {lr:g} (2/η = {2 / lr:.4g})"
+        else:
+            hyper = ", ".join(f"{k}={v}" for k, v in optimizer.options().items())
+            rule = f"{optimizer.name} ({hyper}), η = {lr:g}, threshold {optimizer.threshold:g} on λ₁(P⁻¹H)"
+        say(
+            f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, "
+            f"{problem.device}{ranks}), {rule}, {steps} steps, flows: {', '.join(cfg.flows)}"
+        )
+        resolved = RunConfig.merged(
+            asdict(cfg),
+            {
+                "lr": lr,
+                "steps": steps,
+                "dtype": dtype_name(problem.dtype),
+                "record_every": record_every,
+                "sharpness_every": sharpness_every,
+                "params": cfg.params if custom else {**problem_params(cfg.problem), **cfg.params},
+                "warm_start": warm_start,
+                "optimizer_options": optimizer.options(),
+            },
+        )
+        # The saved settings leave `out` unset, so `--config DIR/config.toml` repeats the run elsewhere.
+        resolved.out = None
+        config = {
+            "problem_params": resolved.params,
+            "plots": cfg.plots,
+            "edgeflow_version": edgeflow.__version__,
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        run = functools.partial(
+            compare,
+            problem,
+            lr,
+            steps,
+            cfg.flows,
+            record_every=record_every,
+            sharpness_every=sharpness_every,
+            save_params=cfg.save_params,
+            params_every=cfg.params_every,
+            params_dtype=cfg.params_dtype,
+            seed=cfg.seed,
+            options=cfg.options,
+            optimizer=optimizer.name,
+            optimizer_options=optimizer.options(),
+            warm_start=warm_start,
+            config=config,
+            out=out,
+            force=args.force,
+            files={"config.toml": resolved.to_toml()},
+            load_result=False,
+            checkpoint_every=cfg.checkpoint_every,
+            flush_every=cfg.flush_every,
+        )
+        return _run_and_report(run, out, cfg, args.quiet)
 
 
 #: flags that change what is computed: a resumed run keeps its own
@@ -324,14 +345,14 @@ def resume_run(args: argparse.Namespace) -> int:
             "(only --quiet, --no-plots, --flush-every and --checkpoint-every may be given)"
         )
     out = Path(args.resume)
-    if not out.is_dir():
-        raise ConfigError(f"--resume {out}: no such run directory")
+    if out.is_dir() and not (out / CHECKPOINT).exists() and (out / "results.h5").exists():
+        if load(out, params=False).complete:
+            raise ConfigError(f"the run in {out} is complete; there is nothing to resume")
+    check_resumable(out)
     cfg = RunConfig.merged(load_toml(out / "config.toml")) if (out / "config.toml").is_file() else RunConfig()
     parallel.init_from_env(cfg.device)  # a data-parallel run resumes data-parallel, on its device kind
     if args.no_plots:
         cfg.plots = False
-    if not (out / CHECKPOINT).exists() and (out / "results.h5").exists() and load(out, params=False).complete:
-        raise ConfigError(f"the run in {out} is complete; there is nothing to resume")
     flags = {"flush_every": args.flush_every, "checkpoint_every": args.checkpoint_every}
     checked = {k: _int_arg(f"--{k.replace('_', '-')}", v) for k, v in flags.items() if v is not None}
     run = functools.partial(
@@ -341,7 +362,8 @@ def resume_run(args: argparse.Namespace) -> int:
         checkpoint_every=checked.get("checkpoint_every", cfg.checkpoint_every),
         load_result=False,
     )
-    return _run_and_report(run, out, cfg, args.quiet)
+    with writing(out, "edgeflow run --resume"):
+        return _run_and_report(run, out, cfg, args.quiet)
 
 
 def _run_and_report(run: Callable[..., object], out: Path, cfg: RunConfig, quiet: bool) -> int:
@@ -408,8 +430,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``edgeflow sweep``: flags checked here with their names, then ``edgeflow.sweep.sweep``."""
-    from edgeflow.sweep import parse_lrs, sweep
+    from edgeflow.sweep import parse_lrs, resume_sweep, sweep
 
+    if args.resume:
+        flags = [k for k in _SWEEP_SETTINGS if getattr(args, k) not in (None, [], False)]
+        given = [f"--{k.replace('_', '-')}" for k in flags]
+        given += ["--problem"] if args.problem != DEFAULT_PROBLEM else []
+        if given:
+            raise ConfigError(
+                f"sweep --resume continues a sweep with its saved settings; remove {', '.join(given)} "
+                "(only --quiet may be given)"
+            )
+        run = functools.partial(resume_sweep, args.resume)
+        return _sweep_and_report(run, Path(args.resume), args.quiet)
+    if args.lrs is None:
+        raise ConfigError("sweep needs --lrs (e.g. --lrs 0.05,0.1,0.2), or --resume DIR")
     lrs = parse_lrs(args.lrs, "--lrs")
     steps = None if args.steps is None else positive_int("--steps", args.steps, at_most=MAX_STEPS)
     every = None if args.sharpness_every is None else positive_int("--sharpness-every", args.sharpness_every)
@@ -418,26 +453,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if steps is None and is_factory(args.problem):
         raise ConfigError(f"--steps is required with a custom problem factory ({args.problem})")
     out = Path(args.out) if args.out else _default_out("sweep-", args.problem)
+    run = functools.partial(
+        sweep,
+        args.problem,
+        lrs,
+        steps,
+        out=out,
+        sharpness_every=every,
+        seed=seed,
+        params=params,
+        dtype=args.dtype,
+        device=args.device,
+        force=args.force,
+    )
+    return _sweep_and_report(run, out, args.quiet)
+
+
+#: flags that set what a sweep computes: a resumed sweep keeps its own
+_SWEEP_SETTINGS = ("lrs", "steps", "param", "seed", "dtype", "device", "sharpness_every", "out", "force")
+
+
+def _sweep_and_report(run: Callable[..., object], out: Path, quiet: bool) -> int:
     try:
-        result = sweep(
-            args.problem,
-            lrs,
-            steps,
-            out=out,
-            sharpness_every=every,
-            seed=seed,
-            params=params,
-            dtype=args.dtype,
-            device=args.device,
-            force=args.force,
-            progress=not args.quiet,
-            say=say,
-        )
+        result = run(progress=not quiet, say=say)
     except RunInterrupted as stop:
         say(
             f"edgeflow: sweep interrupted in {stop.out} at step {stop.step}, before its table and "
-            f"figure; the runs of the smaller η are complete; continue this one with: "
-            f"edgeflow run --resume {stop.out}"
+            f"figure; the runs of the smaller η are complete; continue the sweep with: "
+            f"edgeflow sweep --resume {out}"
         )
         return stop.exit_code
     print(result.markdown(), end="")

@@ -2,7 +2,7 @@
 
 With a run directory (``compare(..., out=DIR)``) a run survives: its records stream into
 ``DIR/results.h5``, its full state is checkpointed atomically to ``DIR/checkpoint.pt`` (at step 0,
-every ``checkpoint_every`` steps or ``checkpoint_seconds`` of computation, and on SIGINT/SIGTERM;
+every ``checkpoint_every`` steps or ``checkpoint_seconds`` of computation, and on SIGINT/SIGTERM/SIGHUP;
 a complete run drops it), and ``resume(DIR)`` continues it bit for bit. A checkpoint is taken at
 a step boundary, before that step's records, so a resumed run repeats exactly what the
 uninterrupted one did.
@@ -19,7 +19,8 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from edgeflow import checkpoint
+from edgeflow import checkpoint, lock
 from edgeflow import distributed as parallel
 from edgeflow.errors import ConfigError, IntegrationError
 from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
@@ -48,7 +49,7 @@ PARAMS_DTYPES = ("float32", "float64")
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """A run stopped by SIGINT/SIGTERM at a step boundary, checkpointed and with its records saved."""
+    """A run stopped by SIGINT/SIGTERM/SIGHUP at a step boundary, checkpointed and with its records saved."""
 
     def __init__(self, out: Path, step: int, signum: int) -> None:
         super().__init__(f"interrupted at step {step}; resume with: edgeflow run --resume {out}")
@@ -101,7 +102,7 @@ def compare(
     fails stops with ``info['failed_at']`` and ``info['failure']``.
 
     With ``out`` the run streams into that directory (created; an earlier run there needs
-    ``force=True``, which empties it), checkpoints, and on SIGINT/SIGTERM stops at the next step
+    ``force=True``, which empties it), checkpoints, and on SIGINT/SIGTERM/SIGHUP stops at the next step
     boundary and raises ``RunInterrupted``; ``resume(out)`` continues it. ``files`` are text files
     (name → content) written into the run directory before the computation starts. With
     ``load_result=False`` nothing is read back and None is returned: the stored parameters then
@@ -139,22 +140,41 @@ def compare(
         run.execute(progress=progress)
         return run.result()
     flush_every = positive_int("flush_every", flush_every)
+    out = Path(out)
+    # Built before the directory is touched: a bad option or checkpoint interval writes nothing.
+    run = Run(problem, cfg, w0, out, None, checkpoint_every, checkpoint_seconds, start_state)
 
     def create() -> ResultsWriter:
         path = prepare_run_dir(out, force)
-        (path / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        for name, text in (files or {}).items():
-            (path / name).write_text(text)
-        groups = [*cfg["flows"], DISTANCES]
-        return ResultsWriter.create(
-            path / RESULTS, cfg["lr"], cfg, groups, flush_every=flush_every, params_dtype=params_dtype
-        )
+        try:
+            (path / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+            for name, text in (files or {}).items():
+                (path / name).write_text(text)
+            groups = [*cfg["flows"], DISTANCES]
+            return ResultsWriter.create(
+                path / RESULTS, cfg["lr"], cfg, groups, flush_every=flush_every, params_dtype=params_dtype
+            )
+        except OSError as err:
+            raise lock.unwritable(path, err) from None
 
-    # Rank 0 owns the run directory; its errors (an existing run, say) reach every rank.
-    writer = parallel.on_main(create, share=False)
-    run = Run(problem, cfg, w0, Path(out), writer, checkpoint_every, checkpoint_seconds, start_state)
-    _execute_with_signals(run, progress, fresh=True)
+    with writing(out, "a run", create=True):
+        # Rank 0 owns the run directory; its errors (an existing run, say) reach every rank.
+        writer = parallel.on_main(create, share=False)
+        if writer is not None:
+            run.sink = writer
+        _execute_with_signals(run, progress, fresh=True)
     return run.result() if load_result else None
+
+
+@contextmanager
+def writing(out: Path, doing: str, create: bool = False) -> Iterator[None]:
+    """Hold the run directory ``out`` exclusively (rank 0, for every rank) while the block runs."""
+    parallel.on_main(lambda: lock.acquire(out, doing, create), share=False)
+    try:
+        yield
+    finally:
+        if parallel.is_main():
+            lock.release(out)
 
 
 def resume(
@@ -170,9 +190,31 @@ def resume(
     """Continue the run in ``out`` from its last checkpoint; the result is bit-identical to an
     uninterrupted run's. A named or factory problem is rebuilt from the run's settings; a problem
     built by hand (``Problem.from_function``/``from_module``) must be given again."""
-    run = Run.resume(Path(out), problem, checkpoint_every, checkpoint_seconds, flush_every)
-    _execute_with_signals(run, progress, fresh=False)
+    out = Path(out)
+    check_resumable(out)
+    with writing(out, "resuming a run"):
+        run = Run.resume(out, problem, checkpoint_every, checkpoint_seconds, flush_every)
+        _execute_with_signals(run, progress, fresh=False)
     return run.result() if load_result else None
+
+
+def check_resumable(out: Path) -> None:
+    """``out`` is a run directory with a checkpoint, or a ``ConfigError`` that says what it is."""
+    if not out.is_dir():
+        what = "is a file" if out.exists() else "does not exist"
+        raise ConfigError(f"{out} {what}; --resume takes a run directory written by `edgeflow run`")
+    if not any((out / name).exists() for name in RUN_FILES):
+        raise ConfigError(f"{out} holds no edgeflow run (no {RESULTS}, {checkpoint.CHECKPOINT} or config)")
+    if not (out / checkpoint.CHECKPOINT).is_file():
+        again = (
+            f"edgeflow run --config {out / 'config.toml'} --out {out} --force"
+            if (out / "config.toml").is_file()
+            else "start it again with --force"
+        )
+        raise ConfigError(
+            f"{out} has no {checkpoint.CHECKPOINT}: the run stopped before its first checkpoint (taken "
+            f"once every flow is initialized) or completed; to run it again: {again}"
+        )
 
 
 def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> None:
@@ -192,7 +234,8 @@ def check_run_dir(out: str | Path, force: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
     if out.is_dir():
-        entries = [e.name for e in out.iterdir()]
+        lock.check_free(out)
+        entries = [e.name for e in out.iterdir() if e.name != lock.LOCK_FILE]
         earlier = sorted(e for e in entries if e in RUN_FILES or e == "figures")
         if earlier and not force:
             raise ConfigError(
@@ -221,8 +264,10 @@ def prepare_run_dir(out: str | Path, force: bool) -> Path:
 
 
 def empty_dir(path: Path) -> None:
-    """Remove everything inside ``path`` (if it exists), keeping the directory itself."""
+    """Remove everything inside ``path`` (if it exists) but the lock, keeping the directory itself."""
     for entry in path.iterdir() if path.is_dir() else []:
+        if entry.name == lock.LOCK_FILE:
+            continue  # held by this process, which is about to write there
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
@@ -638,11 +683,12 @@ def _rebuild_problem(config: dict, out: Path) -> Problem:
 
 
 class StopSignals:
-    """While active, SIGINT and SIGTERM ask the run to stop at the next step boundary (``signum``
-    holds the first that came); a second signal stops at once. Only the main thread can install
-    signal handlers; elsewhere this does nothing and signals keep their usual effect."""
+    """While active, SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) ask the run to
+    stop at the next step boundary (``signum`` holds the first that came); a second signal stops at
+    once. Only the main thread can install signal handlers; elsewhere this does nothing and signals
+    keep their usual effect."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.signum: int | None = None
