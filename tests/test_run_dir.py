@@ -3,6 +3,7 @@ and errors that leave nothing behind and say what the directory is."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ import pytest
 import edgeflow as ef
 from conftest import run_cli
 from edgeflow import lock
+from edgeflow.runner import Run
+from test_resume import assert_same_records
 from test_resume_cli import edgeflow
 
 LONG = ["--problem", "quadratic", "--steps", "1000000", "--quiet", "--no-plots"]
@@ -137,3 +140,41 @@ def test_resume_before_the_first_checkpoint_gives_a_command_that_works(capsys, t
     command = err.split("to run it again: ")[1].strip()
     code, _, err = run_cli(capsys, *command.split()[1:], "--quiet")
     assert code == 0, err
+
+
+def test_interrupted_sweep_resumes_each_eta_from_its_own_checkpoint(capsys, tmp_path, monkeypatch):
+    argv = ["sweep", "--problem", "quadratic", "--lrs", "0.1,0.15,0.19", "--steps", "12", "--quiet"]
+    code, _, err = run_cli(capsys, *argv, "--out", str(tmp_path / "full"))
+    assert code == 0, err
+    out = tmp_path / "split"
+    original = Run.step_all
+
+    def step_all(self, k):  # Ctrl-C in the second of three η, at step 7
+        if self.lr == 0.15 and k == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        original(self, k)
+
+    monkeypatch.setattr(Run, "step_all", step_all)
+    code, _, err = run_cli(capsys, *argv, "--out", str(out))
+    assert code == 130 and f"continue the sweep with: edgeflow sweep --resume {out}" in err, err
+    assert (out / "lr-0.15" / "checkpoint.pt").is_file() and not (out / "lr-0.19").exists()
+    assert not (out / "sweep.json").exists()
+
+    held = []
+    monkeypatch.setattr(
+        Run, "step_all", lambda self, k: held.append(lock._key(out) in lock._held) or original(self, k)
+    )
+    code, stdout, err = run_cli(capsys, "sweep", "--resume", str(out), "--quiet")
+    assert code == 0, err
+    assert [ef.load(out / f"lr-{lr}").resumed_from for lr in ("0.1", "0.15", "0.19")] == [[], [8], []]
+    assert held and all(held)  # the sweep directory is held while its runs compute
+    assert (out / "sweep.png").is_file() and "| 0.19 |" in stdout
+    full, split = (json.loads((d / "sweep.json").read_text())["rows"] for d in (tmp_path / "full", out))
+    for a, b in zip(full, split, strict=True):
+        assert {k: v for k, v in a.items() if k != "wall_time_s"} == {
+            k: v for k, v in b.items() if k != "wall_time_s"
+        }
+    for lr in ("0.1", "0.15", "0.19"):
+        assert_same_records(ef.load(tmp_path / "full" / f"lr-{lr}"), ef.load(out / f"lr-{lr}"))
+    code, _, err = run_cli(capsys, "sweep", "--resume", str(out), "--steps", "5")
+    assert code == 2 and "remove --steps" in err
