@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from edgeflow.errors import ConfigError
+from edgeflow.rundir import CHECKPOINT
 
-CHECKPOINT = "checkpoint.pt"
 FORMAT = "edgeflow-checkpoint/1"
 #: attributes that point back at the shared loss oracle or are the run's settings (rebuilt, never saved)
 _SHARED = ("problem", "optimizer")
@@ -132,3 +132,6 @@ def to_device(value: Any, device: torch.device) -> Any:
             return value
         return {k: to_device(v, device) for k, v in value.items()}
     return value
+
+
+__all__ = ["CHECKPOINT", "load", "pack", "restore", "save", "state_of", "to_device", "unpack"]

@@ -16,33 +16,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 import edgeflow
-from edgeflow import distributed as parallel
-from edgeflow.checkpoint import CHECKPOINT
+from edgeflow import threads
 from edgeflow.config import DEFAULT_FLOWS, RunConfig, load_toml
 from edgeflow.errors import ConfigError
-from edgeflow.metrics import summarize, summary_markdown
-from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
-from edgeflow.optimizers import OPTIMIZERS, make_optimizer, optimizer_class
-from edgeflow.processes import PROCESSES, option_names, process_class
-from edgeflow.results import load
-from edgeflow.runner import (
-    RunInterrupted,
-    build_processes,
-    check_resumable,
-    check_run_dir,
-    compare,
-    resume,
-    writing,
-)
-from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, positive_float, positive_int, seed_int
-from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, is_factory, make_problem, problem_params, problem_spec
+from edgeflow.rundir import CHECKPOINT, RESULTS, check_resumable, check_run_dir
+from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, learning_rate, parse_lrs, positive_int, seed_int
+
+# Only light modules are imported here: torch (seconds), h5py, the flows and the zoo are imported by
+# the commands that compute, after the flags that can be checked without them have been.
+
+#: the defaults of ``RunConfig`` (``edgeflow.zoo.DEFAULT_PROBLEM`` and ``edgeflow.optimizers.DEFAULT``)
+DEFAULT_PROBLEM = RunConfig.problem
+DEFAULT_OPTIMIZER = RunConfig.optimizer
 
 PROBLEM_HELP = (
     f"named problem (default {DEFAULT_PROBLEM}; `edgeflow list` shows them) or package.module:function, "
     "a factory of your own; its module may be a file in the current directory (no PYTHONPATH needed)"
+)
+
+THREADS_HELP = (
+    "torch's threads: N, or auto (the default: 1 below 100,000 parameters, else the idle physical "
+    "cores; OMP_NUM_THREADS, when set, is kept)"
 )
 
 
@@ -76,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", help="learning rate η (default: the problem's, for the optimizer)")
     r.add_argument(
         "--optimizer",
-        help=f"the optimizer GD's process runs and every model models: {', '.join(OPTIMIZERS)} (default gd)",
+        help=f"the optimizer GD's process runs and every model models (`edgeflow list` shows them; "
+        f"default {DEFAULT_OPTIMIZER})",
     )
     r.add_argument(
         "--opt",
@@ -123,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue the interrupted or killed run in DIR from its last checkpoint",
     )
+    r.add_argument("--threads", help=THREADS_HELP)
     r.add_argument("--quiet", action="store_true", help="no progress bar (also off when not on a terminal)")
 
     pl = sub.add_parser("plot", help="(re)draw the figures of a run directory")
@@ -155,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="finish the interrupted or killed sweep in DIR (each η from its own checkpoint)",
     )
+    sw.add_argument("--threads", help=THREADS_HELP)
     sw.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -170,23 +168,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         if speaks:
             print(f"edgeflow: error: {err}", file=sys.stderr)
         code = 2
-    except parallel.DistributedError as err:
+    except Exception as err:
+        parallel = _parallel()
+        if parallel is None or not isinstance(err, parallel.DistributedError):
+            raise
         print(f"edgeflow: error: {err}", file=sys.stderr)
         parallel.leave(together=False)
         return 1
+    parallel = _parallel()
     try:
-        parallel.leave()
+        if parallel is not None:
+            parallel.leave()
     except parallel.DistributedError as err:
         print(f"edgeflow: error: {err}", file=sys.stderr)
         return 1
     return code
 
 
+def _parallel():
+    """``edgeflow.distributed`` once a command has imported it (with torch); None before, when there
+    is no process group to leave."""
+    return sys.modules.get("edgeflow.distributed")
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     """Defaults, then ``--config``, then the flags that were given."""
     flags: dict = {
         key: getattr(args, key)
-        for key in ("problem", "lr", "steps", "flows", "out", "device", "dtype", "save_params", "optimizer")
+        for key in (
+            "problem",
+            "lr",
+            "steps",
+            "flows",
+            "out",
+            "device",
+            "dtype",
+            "save_params",
+            "optimizer",
+            "threads",
+        )
         if getattr(args, key) is not None
     }
     for key in (
@@ -221,6 +241,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         return resume_run(args)
     cfg = run_config(args)
+    requested_threads = threads.request(cfg.threads)
+    # What can be checked without torch first: a mistyped number answers at once.
+    numbers = (("lr", learning_rate), ("steps", functools.partial(positive_int, at_most=MAX_STEPS)))
+    numbers += tuple((key, positive_int) for key in ("record_every", "sharpness_every", "checkpoint_every"))
+    numbers += (("flush_every", positive_int), ("params_every", positive_int))
+    for key, check in numbers:
+        if getattr(cfg, key) is not None:
+            check("--" + key.replace("_", "-"), getattr(cfg, key))
+    if cfg.out:
+        check_run_dir(cfg.out, args.force)
+
+    import torch
+
+    from edgeflow import distributed as parallel
+    from edgeflow.optimizers import make_optimizer, optimizer_class
+    from edgeflow.processes import process_class
+    from edgeflow.runner import build_processes, compare, writing
+    from edgeflow.zoo import is_factory, make_problem, problem_params, problem_spec
+
     cfg.device = parallel.init_from_env(cfg.device)
     custom = is_factory(cfg.problem)
     spec = None if custom else problem_spec(cfg.problem)
@@ -232,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(cfg, key) is None and spec is None:
             raise ConfigError(f"{name} is required with a custom problem factory ({cfg.problem})")
     optimizer_class(cfg.optimizer)
-    lr = positive_float("--lr", cfg.lr if cfg.lr is not None else spec.lr_for(cfg.optimizer))
+    lr = learning_rate("--lr", cfg.lr if cfg.lr is not None else spec.lr_for(cfg.optimizer))
     steps = positive_int("--steps", cfg.steps if cfg.steps is not None else spec.steps, at_most=MAX_STEPS)
     spec_every = (spec.record_every, spec.sharpness_every) if spec else (1, 1)
     record_every = positive_int(
@@ -249,9 +288,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     default_out = _default_out("", cfg.problem)
     out = Path(cfg.out) if cfg.out else parallel.on_main(lambda: default_out)  # one name for all ranks
 
-    for key in ("checkpoint_every", "flush_every", "params_every"):
-        if getattr(cfg, key) is not None:
-            positive_int("--" + key.replace("_", "-"), getattr(cfg, key))
     # Held from before the data are loaded to the summary (rank 0 owns the directory); a second
     # writer stops here, and a run that fails before writing anything leaves no directory.
     check = functools.partial(parallel.on_main, lambda: check_run_dir(out, args.force), share=False)
@@ -259,6 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with writing(out, "edgeflow run", create=True):
         check()  # again, now that no other writer can change the directory
         problem = make_problem(cfg.problem, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, **cfg.params)
+        n_threads = threads.use(requested_threads, problem.dim)
         optimizer = make_optimizer(cfg.optimizer, lr, cfg.optimizer_options)
         warm_start = (
             _int_arg("--warm-start", cfg.warm_start) if isinstance(cfg.warm_start, str) else cfg.warm_start
@@ -273,7 +310,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             rule = f"{optimizer.name} ({hyper}), η = {lr:g}, threshold {optimizer.threshold:g} on λ₁(P⁻¹H)"
         say(
             f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, "
-            f"{problem.device}{ranks}), {rule}, {steps} steps, flows: {', '.join(cfg.flows)}"
+            f"{problem.device}{ranks}, {n_threads} thread{'s' * (n_threads > 1)}), {rule}, {steps} steps, "
+            f"flows: {', '.join(cfg.flows)}"
         )
         resolved = RunConfig.merged(
             asdict(cfg),
@@ -296,6 +334,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "edgeflow_version": edgeflow.__version__,
             "torch_version": torch.__version__,
             "python": platform.python_version(),
+            "threads": n_threads,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         run = functools.partial(
@@ -342,15 +381,27 @@ def resume_run(args: argparse.Namespace) -> int:
     if given:
         raise ConfigError(
             f"--resume continues a run with its saved settings; remove {', '.join(given)} "
-            "(only --quiet, --no-plots, --flush-every and --checkpoint-every may be given)"
+            "(only --quiet, --no-plots, --flush-every, --checkpoint-every and --threads may be given)"
         )
     out = Path(args.resume)
-    if out.is_dir() and not (out / CHECKPOINT).exists() and (out / "results.h5").exists():
+    if out.is_dir() and not (out / CHECKPOINT).exists() and (out / RESULTS).exists():
+        from edgeflow.results import load
+
         if load(out, params=False).complete:
             raise ConfigError(f"the run in {out} is complete; there is nothing to resume")
     check_resumable(out)
+    from edgeflow import distributed as parallel
+    from edgeflow.runner import resume, writing
+
     cfg = RunConfig.merged(load_toml(out / "config.toml")) if (out / "config.toml").is_file() else RunConfig()
     parallel.init_from_env(cfg.device)  # a data-parallel run resumes data-parallel, on its device kind
+    # The run's own thread count by default: the bits of a sum can depend on how it is split.
+    try:
+        recorded = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    given = args.threads if args.threads is not None else recorded.get("threads")
+    threads.use(threads.request(given), int(recorded.get("dim") or 0))
     if args.no_plots:
         cfg.plots = False
     flags = {"flush_every": args.flush_every, "checkpoint_every": args.checkpoint_every}
@@ -368,6 +419,9 @@ def resume_run(args: argparse.Namespace) -> int:
 
 def _run_and_report(run: Callable[..., object], out: Path, cfg: RunConfig, quiet: bool) -> int:
     """Run to the end, or to an interrupt; either way write the summary and figures of what ran."""
+    from edgeflow import distributed as parallel
+    from edgeflow.runner import RunInterrupted
+
     interrupted: RunInterrupted | None = None
     try:
         run(progress=not quiet)
@@ -395,12 +449,16 @@ def _default_out(prefix: str, problem: str) -> Path:
 
 def say(line: str) -> None:
     """One line on stderr, from rank 0 only in a data-parallel run."""
-    if parallel.is_main():
+    parallel = _parallel()
+    if parallel is None or parallel.is_main():
         print(line, file=sys.stderr)
 
 
 def report(out: Path, plots: bool) -> None:
     """summary.json, summary.md and the figures of the run in ``out``; prints the summary."""
+    from edgeflow.metrics import summarize, summary_markdown
+    from edgeflow.results import load
+
     res = load(out, params=False)
     summary = summarize(res)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -422,6 +480,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not target.is_file() and not (target / "results.h5").is_file():
         raise ConfigError(f"{target} has no results.h5; give a directory written by `edgeflow run`")
     from edgeflow.plots import plot_run
+    from edgeflow.results import load
 
     for p in plot_run(load(target, params=False), run_dir / "figures"):
         print(p)
@@ -430,8 +489,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``edgeflow sweep``: flags checked here with their names, then ``edgeflow.sweep.sweep``."""
-    from edgeflow.sweep import parse_lrs, resume_sweep, sweep
-
     if args.resume:
         flags = [k for k in _SWEEP_SETTINGS if getattr(args, k) not in (None, [], False)]
         given = [f"--{k.replace('_', '-')}" for k in flags]
@@ -439,9 +496,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if given:
             raise ConfigError(
                 f"sweep --resume continues a sweep with its saved settings; remove {', '.join(given)} "
-                "(only --quiet may be given)"
+                "(only --quiet and --threads may be given)"
             )
-        run = functools.partial(resume_sweep, args.resume)
+        from edgeflow.sweep import resume_sweep
+
+        run = functools.partial(resume_sweep, args.resume, threads=threads.request(args.threads))
         return _sweep_and_report(run, Path(args.resume), args.quiet)
     if args.lrs is None:
         raise ConfigError("sweep needs --lrs (e.g. --lrs 0.05,0.1,0.2), or --resume DIR")
@@ -450,6 +509,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     every = None if args.sharpness_every is None else positive_int("--sharpness-every", args.sharpness_every)
     seed = 0 if args.seed is None else seed_int("--seed", _int_arg("--seed", args.seed))
     params = parse_pairs(args.param, "--param", "KEY=VALUE (e.g. n=256)")
+    requested_threads = threads.request(args.threads)
+    from edgeflow.sweep import sweep
+    from edgeflow.zoo import is_factory
+
     if steps is None and is_factory(args.problem):
         raise ConfigError(f"--steps is required with a custom problem factory ({args.problem})")
     out = Path(args.out) if args.out else _default_out("sweep-", args.problem)
@@ -465,6 +528,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         force=args.force,
+        threads=requested_threads,
     )
     return _sweep_and_report(run, out, args.quiet)
 
@@ -474,6 +538,8 @@ _SWEEP_SETTINGS = ("lrs", "steps", "param", "seed", "dtype", "device", "sharpnes
 
 
 def _sweep_and_report(run: Callable[..., object], out: Path, quiet: bool) -> int:
+    from edgeflow.runner import RunInterrupted
+
     try:
         result = run(progress=not quiet, say=say)
     except RunInterrupted as stop:
@@ -492,6 +558,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Named problems and flows, each parameter and option with its type and default, read from
     the builders' and the flows' signatures (the same ones that ``--param`` and ``--option`` are
     checked against)."""
+    from edgeflow.optimizers import OPTIMIZERS
+    from edgeflow.processes import PROCESSES, option_names
+    from edgeflow.zoo import PROBLEMS, problem_params
+
     print("problems (edgeflow run --problem NAME --param KEY=VALUE ...):")
     for name, spec in PROBLEMS.items():
         mark = " (default)" if name == DEFAULT_PROBLEM else ""

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from edgeflow.errors import ConfigError
 from edgeflow.oracle import Problem, SharpnessTracker
 from edgeflow.processes.edge import NOISE_FLOOR, unit_roundoff
-from edgeflow.utils import positive_float, positive_int
+from edgeflow.utils import learning_rate, positive_float, positive_int
 
 #: differences of orders 1, 3, 5 within this ratio: the iterates resolve the oscillation
 RESOLVED = 0.7
@@ -79,7 +79,7 @@ class StabilityMonitor:
         if not isinstance(problem, Problem):
             raise ConfigError(f"problem must be an edgeflow.Problem, got {type(problem).__name__}")
         self.problem = problem
-        self.lr = positive_float("lr", lr)
+        self.lr = learning_rate("lr", lr, text=False)
         self.horizon = positive_int("horizon", horizon)
         self.sharpness_every = positive_int("sharpness_every", sharpness_every)
         self.spike_ratio = positive_float("spike_ratio", spike_ratio)

@@ -42,7 +42,7 @@ from edgeflow.processes.mitigated import (
     power_shift,
     remember,
 )
-from edgeflow.utils import nonnegative_float, positive_float
+from edgeflow.utils import learning_rate, nonnegative_float, positive_float
 
 OPTIMIZER_REMEDIES = ("edge_capped", "lr_cap", "damped")
 
@@ -60,7 +60,7 @@ class EdgeStableGD(torch.optim.Optimizer):
         if remedy not in OPTIMIZER_REMEDIES:
             raise invalid_choice("remedy", remedy, OPTIMIZER_REMEDIES)
         defaults = {
-            "lr": positive_float("lr", lr),
+            "lr": learning_rate("lr", lr, text=False),
             "remedy": remedy,
             "margin": nonnegative_float("margin", margin),
             "max_share": positive_float("max_share", max_share),

@@ -14,8 +14,6 @@ import itertools
 import json
 import logging
 import math
-import os
-import shutil
 import signal
 import threading
 import time
@@ -36,15 +34,14 @@ from edgeflow.optimizers import Optimizer, State, make_optimizer
 from edgeflow.oracle import Counts, Problem
 from edgeflow.processes import Process, make_process, process_class
 from edgeflow.results import DISTANCES, FlowRecord, Result
+from edgeflow.rundir import check_resumable, check_run_dir, prepare_run_dir
 from edgeflow.storage import RESULTS, MemoryRecords, NoRecords, ResultsWriter, load
-from edgeflow.utils import MAX_STEPS, positive_float, positive_int
+from edgeflow.utils import MAX_STEPS, learning_rate, positive_float, positive_int
 
 log = logging.getLogger("edgeflow")
 
 #: flows whose positions every other flow's distance is measured against
 REFERENCES = ("midpoint", "gd")
-#: files a run directory holds; a directory with any of them is an earlier run
-RUN_FILES = (RESULTS, checkpoint.CHECKPOINT, "config.json", "config.toml", "summary.md", "summary.json")
 PARAMS_DTYPES = ("float32", "float64")
 
 
@@ -198,25 +195,6 @@ def resume(
     return run.result() if load_result else None
 
 
-def check_resumable(out: Path) -> None:
-    """``out`` is a run directory with a checkpoint, or a ``ConfigError`` that says what it is."""
-    if not out.is_dir():
-        what = "is a file" if out.exists() else "does not exist"
-        raise ConfigError(f"{out} {what}; --resume takes a run directory written by `edgeflow run`")
-    if not any((out / name).exists() for name in RUN_FILES):
-        raise ConfigError(f"{out} holds no edgeflow run (no {RESULTS}, {checkpoint.CHECKPOINT} or config)")
-    if not (out / checkpoint.CHECKPOINT).is_file():
-        again = (
-            f"edgeflow run --config {out / 'config.toml'} --out {out} --force"
-            if (out / "config.toml").is_file()
-            else "start it again with --force"
-        )
-        raise ConfigError(
-            f"{out} has no {checkpoint.CHECKPOINT}: the run stopped before its first checkpoint (taken "
-            f"once every flow is initialized) or completed; to run it again: {again}"
-        )
-
-
 def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> None:
     with StopSignals() as stop:
         if fresh:
@@ -225,53 +203,6 @@ def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> None:
     if not finished:
         assert run.out is not None
         raise RunInterrupted(run.out, run.k, run.stopped_by)
-
-
-def check_run_dir(out: str | Path, force: bool) -> Path:
-    """Raise ``ConfigError`` unless ``out`` can become a run directory: not a file, not an earlier
-    run (unless ``force``), not someone else's non-empty directory, and writable. Changes nothing."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a directory")
-    if out.is_dir():
-        lock.check_free(out)
-        entries = [e.name for e in out.iterdir() if e.name != lock.LOCK_FILE]
-        earlier = sorted(e for e in entries if e in RUN_FILES or e == "figures")
-        if earlier and not force:
-            raise ConfigError(
-                f"{out} already holds a run ({', '.join(earlier)}); choose another --out, "
-                f"pass --force to replace it, or --resume {out} to continue it"
-            )
-        if entries and not earlier:
-            raise ConfigError(
-                f"{out} is a non-empty directory that holds no edgeflow run; choose another --out"
-            )
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write the run directory {out}: {existing} is not writable")
-    return out
-
-
-def prepare_run_dir(out: str | Path, force: bool) -> Path:
-    """``check_run_dir``, then create the directory, or empty it when ``force`` replaces a run."""
-    out = check_run_dir(out, force)
-    empty_dir(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"cannot create the run directory {out}: {err.strerror or err}") from None
-    return out
-
-
-def empty_dir(path: Path) -> None:
-    """Remove everything inside ``path`` (if it exists) but the lock, keeping the directory itself."""
-    for entry in path.iterdir() if path.is_dir() else []:
-        if entry.name == lock.LOCK_FILE:
-            continue  # held by this process, which is about to write there
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 class Run:
@@ -594,11 +525,14 @@ def _warm_start(
 def _settings(
     problem, lr, steps, flows, record_every, sharpness_every, save_params, params_every, params_dtype, seed
 ) -> dict:
-    lr = positive_float("lr", lr)
-    steps = positive_int("steps", steps, at_most=MAX_STEPS)
-    record_every = positive_int("record_every", record_every)
+    # The library takes numbers only: text is the command line's, converted before it gets here.
+    lr = learning_rate("lr", lr, text=False)
+    steps = positive_int("steps", steps, at_most=MAX_STEPS, text=False)
+    record_every = positive_int("record_every", record_every, text=False)
     sharpness_every = (
-        record_every if sharpness_every is None else positive_int("sharpness_every", sharpness_every)
+        record_every
+        if sharpness_every is None
+        else positive_int("sharpness_every", sharpness_every, text=False)
     )
     if sharpness_every % record_every:
         raise ConfigError(
@@ -628,7 +562,7 @@ def _settings(
         "record_every": record_every,
         "sharpness_every": sharpness_every,
         "save_params": save_params,
-        "params_every": positive_int("params_every", params_every),
+        "params_every": positive_int("params_every", params_every, text=False),
         "params_dtype": params_dtype,
         "seed": seed,
         "dtype": str(problem.dtype).removeprefix("torch."),
@@ -729,4 +663,14 @@ class _metered:
         self.tally.add_(self.problem.counts - self.before)
 
 
-__all__ = ["Run", "RunInterrupted", "StopSignals", "check_run_dir", "compare", "prepare_run_dir", "resume"]
+__all__ = [
+    "Run",
+    "RunInterrupted",
+    "StopSignals",
+    "check_resumable",
+    "check_run_dir",
+    "compare",
+    "prepare_run_dir",
+    "resume",
+    "writing",
+]

@@ -30,9 +30,9 @@ import numpy as np
 
 from edgeflow.errors import ConfigError
 from edgeflow.results import DISTANCES, FlowRecord, Result
+from edgeflow.rundir import RESULTS
 
 FORMAT = "edgeflow-results/1"
-RESULTS = "results.h5"
 #: fields that have their own record axis (``params`` are stored every N records)
 PARAMS = ("params", "params_step")
 

@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from edgeflow import checkpoint, lock
+from edgeflow import threads as thread_count
 from edgeflow.config import RunConfig
 from edgeflow.errors import ConfigError
 from edgeflow.metrics import field as flow_field
 from edgeflow.metrics import fmt_at, onset_profile, record_steps
 from edgeflow.oracle import Problem
 from edgeflow.results import Result, load
-from edgeflow.runner import RUN_FILES, check_run_dir, compare, empty_dir, resume, writing
-from edgeflow.utils import MAX_STEPS, dtype_name, positive_float, positive_int
+from edgeflow.rundir import RUN_FILES, check_run_dir, empty_dir
+from edgeflow.runner import compare, resume, writing
+from edgeflow.utils import MAX_STEPS, dtype_name, parse_lrs, positive_int
 from edgeflow.zoo import is_factory, make_problem, problem_spec
 
 #: GD and its midpoints: GD's loss, and its sharpness measured at the center of its oscillation
@@ -65,18 +67,6 @@ class SweepResult:
 
     def markdown(self) -> str:
         return sweep_markdown(self.to_dict())
-
-
-def parse_lrs(value: str | Sequence[float], name: str = "lrs") -> list[float]:
-    """``"0.1,0.05"`` or ``[0.1, 0.05]`` → ``[0.05, 0.1]``: positive finite, at least one, no repeats."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    if not items or all(isinstance(x, str) and not x.strip() for x in items):
-        raise ConfigError(f"{name} names no learning rate; give a comma-separated list like 0.05,0.1,0.2")
-    lrs = [positive_float(f"{name} entry", x.strip() if isinstance(x, str) else x) for x in items]
-    repeated = sorted({x for x in lrs if lrs.count(x) > 1})
-    if repeated:
-        raise ConfigError(f"{name}: learning rate {repeated[0]:g} is given more than once; give each once")
-    return sorted(lrs)
 
 
 def run_name(lr: float) -> str:
@@ -134,6 +124,7 @@ def sweep(
     force: bool = False,
     progress: bool = False,
     say: Callable[[str], None] | None = None,
+    threads: int | str | None = None,
 ) -> SweepResult:
     """GD (with its midpoints) at every η in ``lrs`` for ``steps`` steps from the same initialization.
 
@@ -143,6 +134,8 @@ def sweep(
     written; ``force`` replaces an earlier sweep there. Everything is validated before anything is
     computed. ``say`` receives one line per η as its run ends; ``progress`` shows a bar per run.
     A run counts as diverged once GD's loss is non-finite or above ``BLOWUP`` × its initial value.
+    ``threads`` sets torch's thread count once the problem is built (a number, or ``"auto"``: see
+    ``edgeflow.threads.choose``); None keeps it.
     """
     lrs = parse_lrs(lrs)
     built = isinstance(problem, Problem)
@@ -165,6 +158,7 @@ def sweep(
             check_sweep_dir(out, lrs, force)  # again, now that no other writer can change it
         if not built:
             problem = make_problem(name, dtype=dtype, device=device, seed=seed, **(params or {}))
+        thread_count.use(threads, problem.dim)
         if out is not None and force:  # only now that nothing is left to validate; η not swept now go too
             empty_dir(out)
         return _run_all(problem, settings, out, progress, say, {}, resuming=False)
@@ -176,6 +170,7 @@ def resume_sweep(
     *,
     progress: bool = False,
     say: Callable[[str], None] | None = None,
+    threads: int | str | None = None,
 ) -> SweepResult:
     """Finish the sweep in ``out`` that was interrupted or killed: every η whose run completed is read
     back, an interrupted one resumes from its own checkpoint (bit for bit), one never started (or
@@ -197,6 +192,7 @@ def resume_sweep(
                 seed=settings["seed"],
                 **settings["params"],
             )
+        thread_count.use(threads, problem.dim)
         return _run_all(problem, settings, out, progress, say, walls, resuming=True)
 
 

@@ -1,0 +1,104 @@
+"""Extreme but valid numbers, torch's thread count, and a command line that starts without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import edgeflow as ef
+from conftest import run_cli
+from edgeflow import threads
+from edgeflow.utils import LR_RANGE
+
+QUICK = ["--problem", "quadratic", "--steps", "2", "--quiet", "--no-plots"]
+
+
+@pytest.mark.parametrize("lr", ["1e-320", "1e-308", "1e300", "1e308"])
+def test_a_learning_rate_whose_2_over_eta_or_square_overflows_is_refused_before_work(capsys, tmp_path, lr):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", *QUICK, "--lr", lr, "--out", str(out))
+    assert code == 2 and f"--lr must be in [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}]" in err and lr in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("lr", LR_RANGE)
+def test_the_extreme_learning_rates_run_to_a_complete_summary(capsys, tmp_path, lr):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "run", *QUICK, "--lr", repr(lr), "--out", str(out))
+    assert code == 0, err
+    assert ef.load(out).complete and "2/η" in stdout
+    json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda p: ef.compare(p, True, 2, ["gd"]), "lr must be a positive number, got True (bool)"),
+        (lambda p: ef.compare(p, "0.1", 2, ["gd"]), "lr must be a positive number, got '0.1' (str)"),
+        (lambda p: ef.compare(p, 0.1, 2.5, ["gd"]), "steps must be a positive integer, got 2.5"),
+        (lambda p: ef.compare(p, 0.1, "2", ["gd"]), "steps must be a positive integer, got '2' (str)"),
+        (lambda p: ef.StabilityMonitor(p, lr=1e-320), "lr must be in"),
+        (lambda p: ef.sweep(p, [0.1, 1e-320], 2), "lrs entry must be in"),
+    ],
+    ids=["lr-bool", "lr-text", "steps-float", "steps-text", "monitor-tiny-lr", "sweep-tiny-lr"],
+)
+def test_the_api_names_a_value_of_the_wrong_type(call, needle):
+    with pytest.raises(ef.ConfigError) as info:
+        call(ef.make_problem("quadratic"))
+    assert needle in str(info.value)
+
+
+def test_thread_count_follows_the_problem_size_and_the_request(capsys, tmp_path, monkeypatch):
+    assert threads.choose("auto", 10) == threads.choose(None, threads.SMALL - 1) == 1
+    assert 1 <= threads.choose("auto", threads.SMALL) <= threads.available_cores()
+    assert threads.choose(3, 10) == 3
+    for bad in ("x", "0", "-2", True):
+        with pytest.raises(ef.ConfigError, match="--threads must be a positive integer or auto"):
+            threads.check(bad)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.request(None) is None and threads.request("2") == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert threads.request(None) == "auto"
+
+    torch.set_num_threads(2)  # as torch starts on a 2-core machine; auto brings it to 1 on a tiny problem
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", *QUICK, "--out", str(out))
+    assert code == 0 and "1 thread)" in err, err
+    assert torch.get_num_threads() == 1
+    assert json.loads((out / "config.json").read_text())["threads"] == 1
+    code, _, err = run_cli(capsys, "run", *QUICK, "--threads", "many", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "'many'" in err
+
+
+def test_help_and_flag_errors_answer_without_importing_torch(tmp_path):
+    script = (
+        "import sys\n"
+        "from edgeflow.cli import main\n"
+        "codes = []\n"
+        "for argv in (['run', '--checkpoint-every', '0'], ['run', '--lr', 'x'], ['run', '--threads', '0'],"
+        " ['sweep', '--problem', 'quadratic', '--lrs', '0'], ['run', '--resume', sys.argv[1]]):\n"
+        "    codes.append(main(argv))\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as exc:\n"
+        "    codes.append(exc.code)\n"
+        "print(codes, 'torch' in sys.modules, 'h5py' in sys.modules)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "missing")], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2, 2, 0] False False", proc.stdout
+    assert proc.stderr.count("edgeflow: error:") == 5
+
+
+def test_the_cli_defaults_name_the_library_defaults():
+    from edgeflow import cli, optimizers, zoo
+
+    assert cli.DEFAULT_PROBLEM == zoo.DEFAULT_PROBLEM and cli.DEFAULT_OPTIMIZER == optimizers.DEFAULT
