@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, StorageError
 from edgeflow.rundir import CHECKPOINT
 
 FORMAT = "edgeflow-checkpoint/1"
@@ -94,13 +94,22 @@ def unpack(value: Any, problem: object) -> Any:
 
 def save(path: str | os.PathLike, payload: dict) -> Path:
     """Write to a temporary file, sync, then rename: a kill never leaves a half-written checkpoint."""
+    from edgeflow.storage import ensure_space
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, **payload}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # the last checkpoint's size: the next one is about as large, and the old stays until the rename
+    ensure_space(path, path.stat().st_size if path.is_file() else 0)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save({"format": FORMAT, **payload}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise StorageError(path, cause) from None
     return path
 
 

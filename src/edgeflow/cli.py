@@ -19,7 +19,7 @@ from pathlib import Path
 import edgeflow
 from edgeflow import threads
 from edgeflow.config import DEFAULT_FLOWS, RunConfig, load_toml
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, StorageError
 from edgeflow.rundir import CHECKPOINT, RESULTS, check_resumable, check_run_dir
 from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, learning_rate, parse_lrs, positive_int, seed_int
 
@@ -427,6 +427,17 @@ def _run_and_report(run: Callable[..., object], out: Path, cfg: RunConfig, quiet
         run(progress=not quiet)
     except RunInterrupted as stop:
         interrupted = stop
+    except StorageError as err:
+        step = getattr(err, "checkpoint_step", None)
+        kept = (
+            f"the records written so far and the checkpoint of step {step} are kept; once it can be "
+            f"written again: edgeflow run --resume {out}"
+            if step is not None
+            else "the run stopped before its first checkpoint; once it can be written again, start it "
+            "anew with --force"
+        )
+        say(f"edgeflow: error: {err}; {kept}")
+        return 1
     except KeyboardInterrupt:
         say(
             "edgeflow: stopped at once (second interrupt); the last checkpoint is kept: "
@@ -434,7 +445,13 @@ def _run_and_report(run: Callable[..., object], out: Path, cfg: RunConfig, quiet
         )
         return 130
     if parallel.is_main():
-        report(out, cfg.plots)
+        try:
+            report(out, cfg.plots)
+        except (OSError, StorageError) as err:
+            cause = err.strerror if isinstance(err, OSError) else err.cause
+            where = getattr(err, "filename", None) or getattr(err, "path", out)
+            say(f"edgeflow: error: cannot write {where}: {cause}; the records in {out / RESULTS} are kept")
+            return 1
     if interrupted is not None:
         say(f"edgeflow: interrupted at step {interrupted.step}; resume with: edgeflow run --resume {out}")
         return interrupted.exit_code
@@ -482,8 +499,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from edgeflow.plots import plot_run
     from edgeflow.results import load
 
-    for p in plot_run(load(target, params=False), run_dir / "figures"):
-        print(p)
+    res = load(target, params=False)
+    try:
+        for p in plot_run(res, run_dir / "figures"):
+            print(p)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write {err.filename or run_dir / 'figures'}: {err.strerror or err}"
+        ) from None
     return 0
 
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from edgeflow import checkpoint, lock
 from edgeflow import distributed as parallel
-from edgeflow.errors import ConfigError, IntegrationError
+from edgeflow.errors import ConfigError, IntegrationError, StorageError
 from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
 from edgeflow.optimizers import Optimizer, State, make_optimizer
 from edgeflow.oracle import Counts, Problem
@@ -197,9 +197,13 @@ def resume(
 
 def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> None:
     with StopSignals() as stop:
-        if fresh:
-            run.start()
-        finished = run.execute(progress=progress, stop=stop)
+        try:
+            if fresh:
+                run.start()
+            finished = run.execute(progress=progress, stop=stop)
+        except StorageError as err:
+            err.checkpoint_step = run.saved_at  # what a resume will start from (None: nothing saved)
+            raise
     if not finished:
         assert run.out is not None
         raise RunInterrupted(run.out, run.k, run.stopped_by)
@@ -251,6 +255,7 @@ class Run:
         )
         self.last_checkpoint = time.monotonic()
         self.checkpointed_at: int | None = None
+        self.saved_at: int | None = None  # the step of the last checkpoint on disk
         self.complete = False
         self.stopped_by = 0  # the signal that stopped the run, 0 while none has
 
@@ -307,7 +312,7 @@ class Run:
         run.wall = dict(payload["wall"])
         run.diverged = dict(payload["diverged"])
         run.failed = dict(payload["failed"])
-        run.k = run.checkpointed_at = int(payload["step"])
+        run.k = run.checkpointed_at = run.saved_at = int(payload["step"])
         torch.set_rng_state(payload["torch_rng"])
         log.info("resuming %s from step %d of %d", out, run.k, run.steps)
         return run
@@ -369,6 +374,7 @@ class Run:
             "torch_rng": torch.get_rng_state(),
         }
         checkpoint.save(self.out / checkpoint.CHECKPOINT, payload)
+        self.saved_at = self.k
         self.last_checkpoint = time.monotonic()
 
     def finish(self, complete: bool) -> None:
