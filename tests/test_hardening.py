@@ -102,3 +102,101 @@ def test_the_cli_defaults_name_the_library_defaults():
     from edgeflow import cli, optimizers, zoo
 
     assert cli.DEFAULT_PROBLEM == zoo.DEFAULT_PROBLEM and cli.DEFAULT_OPTIMIZER == optimizers.DEFAULT
+
+
+def _mlp(out: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, out)).double()
+
+
+X4 = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+LABELS = torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+class _WithCounter(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _mlp()
+        self.count = torch.nn.Parameter(torch.zeros(1, dtype=torch.int64), requires_grad=False)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "loss", "needle"),
+    [
+        (_mlp, lambda: (X4, LABELS.float().reshape(6, 1) * float("nan")), "mse", "float targets"),
+        (_mlp, lambda: (X4 * float("nan"), LABELS), "mse", "the loss is nan at the model's initial"),
+        (_WithCounter, lambda: (X4, LABELS), "mse", "'count' is int64"),
+        (_mlp, lambda: (X4[:, :3], LABELS), "mse", "cannot take X (shape (6, 3)"),
+        (_mlp, lambda: X4, "mse", "pair of tensors (X, Y), got a tensor"),
+        (_mlp, lambda: (X4, LABELS, LABELS), "mse", "pair of tensors (X, Y), got a tuple of 3"),
+        (_mlp, lambda: (X4, LABELS + 1), "ce", "must lie in [0, 2]"),
+        (_mlp, lambda: (X4, -torch.ones(6, 3, dtype=torch.float64)), "ce", "class probabilities"),
+        (_mlp, lambda: (X4, torch.ones(6, 2, dtype=torch.float64)), "mse", "output shape per example (3,)"),
+    ],
+    ids=[
+        "y-width",
+        "nan-loss",
+        "int-param",
+        "x-width",
+        "not-a-pair",
+        "triple",
+        "ce-label",
+        "ce-negative",
+        "mse-width",
+    ],
+)
+def test_from_module_refuses_what_it_cannot_do(model, data, loss, needle):
+    with pytest.raises(ef.ConfigError) as info:
+        ef.Problem.from_module(model(), data(), loss=loss)
+    assert needle in str(info.value)
+
+
+def test_from_function_refuses_a_loss_that_does_not_depend_on_w():
+    with pytest.raises(ef.ConfigError, match="does not depend on w"):
+        ef.Problem.from_function(lambda w: torch.tensor(float(w.sum().item()) ** 2), [1.0, 2.0])
+
+
+def test_edge_stable_gd_refuses_misuse_with_a_named_error():
+    model = _mlp()
+    with pytest.raises(ef.ConfigError, match="margin must be in"):
+        ef.EdgeStableGD(model.parameters(), lr=0.1, margin=2.5)
+    with pytest.raises(ef.ConfigError, match="lr must be a positive number"):
+        ef.EdgeStableGD(model.parameters(), lr="0.1")
+    model[0].weight.requires_grad_(False)
+    with pytest.raises(ef.ConfigError, match="does not require grad"):
+        ef.EdgeStableGD(model.parameters(), lr=0.1)
+    model[0].weight.requires_grad_(True)
+    opt = ef.EdgeStableGD(model.parameters(), lr=0.1)
+
+    def loss() -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(model(X4), LABELS)
+
+    def with_backward():  # the usual torch.optim closure
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    before = [p.detach().clone() for p in model.parameters()]
+    for closure, needle in (
+        (with_backward, "must not call backward()"),
+        (lambda: loss().detach(), "without a graph"),
+        (lambda: loss() * float("nan"), None),
+    ):
+        opt.zero_grad(set_to_none=True)
+        with pytest.raises((ef.ConfigError, FloatingPointError), match=needle or "nan"):
+            opt.step(closure)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    opt.step(lambda: (opt.zero_grad(set_to_none=True), loss())[1])  # as the hint says: it steps
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_the_monitor_raises_on_a_non_finite_loss_instead_of_forecasting():
+    prob = ef.make_problem("quadratic")
+    mon = ef.StabilityMonitor(prob, lr=0.1)
+    mon.update(prob.w0)
+    with pytest.raises(FloatingPointError, match="the loss is nan"):
+        mon.update(prob.w0, loss=float("nan"))

@@ -124,15 +124,12 @@ class StabilityMonitor:
         sharpness = math.nan
         loss = float(self.problem.loss(w)) if loss is None else float(loss)
         if not (math.isfinite(loss) and bool(torch.isfinite(w).all())):
-            # the spike has come: nothing left to forecast
-            return {
-                "step": self.step,
-                "sharpness": math.nan,
-                "oscillation": math.nan,
-                "growth": math.nan,
-                "spike_in": 0.0,
-                "warning": True,
-            }
+            # A forecast from NaN would be noise; the training loop must hear of the divergence.
+            what = f"the loss is {loss}" if not math.isfinite(loss) else "the parameters are not finite"
+            raise FloatingPointError(
+                f"StabilityMonitor.update at step {self.step}: {what}; training has diverged and there "
+                "is nothing left to forecast"
+            )
         if self.step % self.sharpness_every == 0:
             try:
                 sharpness, self.u = self.tracker(w)
