@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,3 +201,24 @@ def test_the_monitor_raises_on_a_non_finite_loss_instead_of_forecasting():
     mon.update(prob.w0)
     with pytest.raises(FloatingPointError, match="the loss is nan"):
         mon.update(prob.w0, loss=float("nan"))
+
+
+def test_a_flow_pinned_at_the_threshold_has_no_overshoot_and_a_crossing_gd_never_makes_is_an_error():
+    from edgeflow.metrics import fidelity, fidelity_markdown, onset_profile
+    from edgeflow.results import FlowRecord, Result
+
+    steps = np.arange(0, 41)
+    rising = np.minimum(3.0 + steps, 5.0)  # reaches 2/η = 5 at step 2 and is held there
+    pinned = rising * (1 + 1e-6 * np.cos(steps))  # a projection's rounding on the plateau
+    pinned[10] = 5.0 * (1 + 5e-4)
+    assert onset_profile(steps, pinned, 5.0)["peak"] is None
+    below = np.full(len(steps), 4.0)  # GD's midpoint sharpness stays below 2/η
+    flows = {
+        "midpoint": FlowRecord({"step": steps, "sharpness": below, "train_loss": np.ones(len(steps))}),
+        "central": FlowRecord({"step": steps, "sharpness": pinned, "train_loss": np.ones(len(steps))}),
+    }
+    res = Result(0.4, flows, {"step": steps, "central-midpoint": steps * 0.0, "midpoint-w0": steps * 1.0})
+    onset = fidelity(res)["central"]["onset"]
+    assert onset["cross"] is not None and onset["gd_never_crosses"] and onset["peak"] is None
+    row = next(line for line in fidelity_markdown(fidelity(res)) if line.startswith("| central"))
+    assert f"| {onset['cross']}, GD never: model error |" in row
