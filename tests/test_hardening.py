@@ -222,3 +222,8 @@ def test_a_flow_pinned_at_the_threshold_has_no_overshoot_and_a_crossing_gd_never
     assert onset["cross"] is not None and onset["gd_never_crosses"] and onset["peak"] is None
     row = next(line for line in fidelity_markdown(fidelity(res)) if line.startswith("| central"))
     assert f"| {onset['cross']}, GD never: model error |" in row
+
+
+def test_a_network_too_large_for_memory_is_refused_with_its_size_before_allocating():
+    with pytest.raises(ef.ConfigError, match=r"width=1000000000\) has 1e\+18 parameters: .* GiB available"):
+        ef.make_problem("digits-mlp", n=20, width=10**9)
