@@ -76,7 +76,9 @@ def test_thread_count_follows_the_problem_size_and_the_request(capsys, tmp_path,
     assert code == 2 and "'many'" in err
 
 
-def test_help_and_flag_errors_answer_without_importing_torch(tmp_path):
+def test_help_list_and_flag_errors_answer_without_importing_torch(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFLOW_CACHE", str(tmp_path / "cache"))
+    code, listed, _ = run_cli(capsys, "list")  # computed once (torch is imported here anyway), kept
     script = (
         "import sys\n"
         "from edgeflow.cli import main\n"
@@ -88,14 +90,16 @@ def test_help_and_flag_errors_answer_without_importing_torch(tmp_path):
         "    main(['--help'])\n"
         "except SystemExit as exc:\n"
         "    codes.append(exc.code)\n"
+        "codes.append(main(['list']))\n"
         "print(codes, 'torch' in sys.modules, 'h5py' in sys.modules)\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEFLOW_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "missing")], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2, 2, 0] False False", proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2, 2, 0, 0] False False", proc.stdout
+    assert listed in proc.stdout and code == 0
     assert proc.stderr.count("edgeflow: error:") == 5
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import hashlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -580,7 +583,43 @@ def _sweep_and_report(run: Callable[..., object], out: Path, quiet: bool) -> int
 def cmd_list(args: argparse.Namespace) -> int:
     """Named problems and flows, each parameter and option with its type and default, read from
     the builders' and the flows' signatures (the same ones that ``--param`` and ``--option`` are
-    checked against)."""
+    checked against). The text is kept in ``$EDGEFLOW_CACHE`` (default ``~/.cache/edgeflow``) under a
+    key of the package's source files, so that a second call answers without importing torch."""
+    cache = _list_cache()
+    if cache is not None and cache.is_file():
+        print(cache.read_text(), end="")
+        return 0
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        _print_list()
+    text = buffer.getvalue()
+    print(text, end="")
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.replace(cache)
+        except OSError:
+            pass  # a read-only home: the list is only slower next time
+    return 0
+
+
+def _list_cache() -> Path | None:
+    """Where the output of ``edgeflow list`` for this exact source tree is kept (None: nowhere)."""
+    root = Path(edgeflow.__file__).parent
+    digest = hashlib.sha256(edgeflow.__version__.encode())
+    try:
+        for path in sorted(root.rglob("*.py")):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}:{stat.st_mtime_ns}:{stat.st_size};".encode())
+    except OSError:
+        return None
+    base = Path(os.environ.get("EDGEFLOW_CACHE") or "~/.cache/edgeflow").expanduser()
+    return base / f"list-{digest.hexdigest()[:16]}.txt"
+
+
+def _print_list() -> None:
     from edgeflow.optimizers import OPTIMIZERS
     from edgeflow.processes import PROCESSES, option_names
     from edgeflow.zoo import PROBLEMS, problem_params
@@ -607,7 +646,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(_described(f"{name}{mark}", f"{opt.description}; threshold {threshold:g} on λ₁(P⁻¹H)"))
         print(_parameters("options", opt, opt.option_defaults()))
     print("A VALUE is read as JSON where it parses (true, 3, 0.5, null), else as a string.")
-    return 0
 
 
 LIST_WIDTH = 100
