@@ -151,7 +151,9 @@ def sweep(
         out = check_sweep_dir(out, lrs, force)
     name = None if built else problem
     settings = {"problem": name, "lrs": lrs, "steps": steps, "sharpness_every": every, "seed": seed}
-    settings |= {"params": dict(params or {}), "dtype": dtype, "device": device}
+    # as text, so that they go into sweep-state.json (a torch.dtype or torch.device would not)
+    text_dtype = dtype if dtype is None or isinstance(dtype, str) else dtype_name(dtype)
+    settings |= {"params": dict(params or {}), "dtype": text_dtype, "device": device and str(device)}
     held = writing(out, "edgeflow sweep", create=True) if out is not None else contextlib.nullcontext()
     with held:
         if out is not None:
