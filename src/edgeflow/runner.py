@@ -154,6 +154,7 @@ def compare(
         except OSError as err:
             raise lock.unwritable(path, err) from None
 
+    parallel.on_main(lambda: check_run_dir(out, force), share=False)  # before the lock creates it
     with writing(out, "a run", create=True):
         # Rank 0 owns the run directory; its errors (an existing run, say) reach every rank.
         writer = parallel.on_main(create, share=False)
