@@ -151,8 +151,7 @@ def test_run_writes_a_run_directory_and_plot_redraws(capsys, tmp_path):
     summary = (out_dir / "summary.md").read_text()
     assert "| flow | rel. distance |" in summary and "period |" in summary
     fid = json.loads((out_dir / "summary.json").read_text())["fidelity"]
-    onset_keys = {"cross", "peak_step", "peak", "dip_step", "dip", "period", "gd_never_crosses"}
-    assert set(fid["midpoint"]["onset"]) == onset_keys
+    assert set(fid["midpoint"]["onset"]) == {"cross", "peak_step", "peak", "dip_step", "dip", "period"}
     assert fid["gradient"]["distance_median"] > 0
     with h5py.File(out_dir / "results.h5") as f:
         assert json.loads(f.attrs["config"])["flows"] == ["gd", "midpoint", "gradient"]

@@ -262,8 +262,10 @@ def fidelity(res: Result) -> dict[str, dict]:
     onsets = {flow: _onset_with_period(res[flow], res.threshold, res.sharpness_field) for flow in res}
     eos_from = onsets[REFERENCE]["cross"]
     for flow, onset in onsets.items():
-        # a model that reaches 2/η where GD never does has no onset to compare: it is the model's error
-        onset["gd_never_crosses"] = flow != REFERENCE and eos_from is None and onset["cross"] is not None
+        # A model that reaches 2/η where GD never does has no onset to compare: it is the model's
+        # error. Marked only then, so that onsets stored before this mark compare equal to new ones.
+        if flow != REFERENCE and eos_from is None and onset["cross"] is not None:
+            onset["gd_never_crosses"] = True
     out: dict[str, dict] = {}
     for flow in res:
         traces = error_traces(res, flow)
