@@ -257,7 +257,7 @@ def test_cli_run_directory_checks_and_repeating_a_run(capsys, tmp_path, monkeypa
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--resume", "nowhere"], "no such run directory"),
+        (["--resume", "nowhere"], "nowhere does not exist"),
         (["--resume", "runs/x", "--lr", "0.1"], "remove --lr"),
         (["--resume", "runs/x", "--param", "x0=1"], "remove --param"),
         (["--resume", "runs/x"], "is complete"),

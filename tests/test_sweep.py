@@ -72,7 +72,8 @@ def test_sweep_on_the_quadratic_matches_the_closed_form(capsys, tmp_path):
     again = ["sweep", "--problem", "quadratic", "--lrs", "0.1", "--steps", "5", "--quiet", "--force"]
     code, _, err = run_cli(capsys, *again, "--out", str(out))
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["lr-0.1", "sweep.json", "sweep.md", "sweep.png"]
+    names = ["lr-0.1", "sweep-state.json", "sweep.json", "sweep.md", "sweep.png"]
+    assert sorted(p.name for p in out.iterdir()) == names
 
 
 BAD_INPUTS = [

@@ -1,6 +1,12 @@
 """``python -m edgeflow`` (and ``torchrun … -m edgeflow run …``): the command line."""
 
-from edgeflow.cli import main
-from edgeflow.distributed import exit_process
+import sys
 
-exit_process(main())
+from edgeflow.cli import main
+
+code = main()
+# A rank that torchrun started leaves through the distributed module (imported by then, with torch);
+# a plain call never imported it.
+if "edgeflow.distributed" in sys.modules:
+    sys.modules["edgeflow.distributed"].exit_process(code)
+sys.exit(code)

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, StorageError
+from edgeflow.rundir import CHECKPOINT
 
-CHECKPOINT = "checkpoint.pt"
 FORMAT = "edgeflow-checkpoint/1"
 #: attributes that point back at the shared loss oracle or are the run's settings (rebuilt, never saved)
 _SHARED = ("problem", "optimizer")
@@ -94,13 +94,22 @@ def unpack(value: Any, problem: object) -> Any:
 
 def save(path: str | os.PathLike, payload: dict) -> Path:
     """Write to a temporary file, sync, then rename: a kill never leaves a half-written checkpoint."""
+    from edgeflow.storage import ensure_space
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, **payload}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # the last checkpoint's size: the next one is about as large, and the old stays until the rename
+    ensure_space(path, path.stat().st_size if path.is_file() else 0)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save({"format": FORMAT, **payload}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise StorageError(path, cause) from None
     return path
 
 
@@ -132,3 +141,6 @@ def to_device(value: Any, device: torch.device) -> Any:
             return value
         return {k: to_device(v, device) for k, v in value.items()}
     return value
+
+
+__all__ = ["CHECKPOINT", "load", "pack", "restore", "save", "state_of", "to_device", "unpack"]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import hashlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -16,25 +19,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 import edgeflow
-from edgeflow import distributed as parallel
-from edgeflow.checkpoint import CHECKPOINT
+from edgeflow import threads
 from edgeflow.config import DEFAULT_FLOWS, RunConfig, load_toml
-from edgeflow.errors import ConfigError
-from edgeflow.metrics import summarize, summary_markdown
-from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
-from edgeflow.optimizers import OPTIMIZERS, make_optimizer, optimizer_class
-from edgeflow.processes import PROCESSES, option_names, process_class
-from edgeflow.results import load
-from edgeflow.runner import RunInterrupted, build_processes, check_run_dir, compare, resume
-from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, positive_float, positive_int, seed_int
-from edgeflow.zoo import DEFAULT_PROBLEM, PROBLEMS, is_factory, make_problem, problem_params, problem_spec
+from edgeflow.errors import ConfigError, StorageError
+from edgeflow.rundir import CHECKPOINT, RESULTS, check_resumable, check_run_dir
+from edgeflow.utils import DTYPES, MAX_STEPS, dtype_name, learning_rate, parse_lrs, positive_int, seed_int
+
+# Only light modules are imported here: torch (seconds), h5py, the flows and the zoo are imported by
+# the commands that compute, after the flags that can be checked without them have been.
+
+#: the defaults of ``RunConfig`` (``edgeflow.zoo.DEFAULT_PROBLEM`` and ``edgeflow.optimizers.DEFAULT``)
+DEFAULT_PROBLEM = RunConfig.problem
+DEFAULT_OPTIMIZER = RunConfig.optimizer
 
 PROBLEM_HELP = (
     f"named problem (default {DEFAULT_PROBLEM}; `edgeflow list` shows them) or package.module:function, "
     "a factory of your own; its module may be a file in the current directory (no PYTHONPATH needed)"
+)
+
+THREADS_HELP = (
+    "torch's threads: N, or auto (the default: 1 below 100,000 parameters, else the idle physical "
+    "cores; OMP_NUM_THREADS, when set, is kept)"
 )
 
 
@@ -68,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", help="learning rate η (default: the problem's, for the optimizer)")
     r.add_argument(
         "--optimizer",
-        help=f"the optimizer GD's process runs and every model models: {', '.join(OPTIMIZERS)} (default gd)",
+        help=f"the optimizer GD's process runs and every model models (`edgeflow list` shows them; "
+        f"default {DEFAULT_OPTIMIZER})",
     )
     r.add_argument(
         "--opt",
@@ -107,13 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--flush-every", help="append records to results.h5 every N records (default 20; at least every 30 s)"
     )
     r.add_argument(
-        "--checkpoint-every", help="checkpoint every N steps (default: every 60 s, and on SIGINT/SIGTERM)"
+        "--checkpoint-every",
+        help="checkpoint every N steps (default: every 60 s, and on SIGINT/SIGTERM/SIGHUP)",
     )
     r.add_argument(
         "--resume",
         metavar="DIR",
         help="continue the interrupted or killed run in DIR from its last checkpoint",
     )
+    r.add_argument("--threads", help=THREADS_HELP)
     r.add_argument("--quiet", action="store_true", help="no progress bar (also off when not on a terminal)")
 
     pl = sub.add_parser("plot", help="(re)draw the figures of a run directory")
@@ -128,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep.md and sweep.json into DIR.",
     )
     sw.add_argument("--problem", default=DEFAULT_PROBLEM, help=PROBLEM_HELP)
-    sw.add_argument("--lrs", required=True, help="comma-separated learning rates, e.g. 0.05,0.1,0.2")
+    sw.add_argument("--lrs", help="comma-separated learning rates, e.g. 0.05,0.1,0.2 (required)")
     sw.add_argument("--steps", help="number of GD steps per η (default: the problem's)")
     sw.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="a problem parameter (repeatable)"
@@ -141,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--force", action="store_true", help="empty and reuse a directory that holds an earlier sweep"
     )
+    sw.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="finish the interrupted or killed sweep in DIR (each η from its own checkpoint)",
+    )
+    sw.add_argument("--threads", help=THREADS_HELP)
     sw.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -156,23 +171,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         if speaks:
             print(f"edgeflow: error: {err}", file=sys.stderr)
         code = 2
-    except parallel.DistributedError as err:
+    except Exception as err:
+        parallel = _parallel()
+        if parallel is None or not isinstance(err, parallel.DistributedError):
+            raise
         print(f"edgeflow: error: {err}", file=sys.stderr)
         parallel.leave(together=False)
         return 1
+    parallel = _parallel()
     try:
-        parallel.leave()
+        if parallel is not None:
+            parallel.leave()
     except parallel.DistributedError as err:
         print(f"edgeflow: error: {err}", file=sys.stderr)
         return 1
     return code
 
 
+def _parallel():
+    """``edgeflow.distributed`` once a command has imported it (with torch); None before, when there
+    is no process group to leave."""
+    return sys.modules.get("edgeflow.distributed")
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     """Defaults, then ``--config``, then the flags that were given."""
     flags: dict = {
         key: getattr(args, key)
-        for key in ("problem", "lr", "steps", "flows", "out", "device", "dtype", "save_params", "optimizer")
+        for key in (
+            "problem",
+            "lr",
+            "steps",
+            "flows",
+            "out",
+            "device",
+            "dtype",
+            "save_params",
+            "optimizer",
+            "threads",
+        )
         if getattr(args, key) is not None
     }
     for key in (
@@ -207,6 +244,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         return resume_run(args)
     cfg = run_config(args)
+    requested_threads = threads.request(cfg.threads)
+    # What can be checked without torch first: a mistyped number answers at once.
+    numbers = (("lr", learning_rate), ("steps", functools.partial(positive_int, at_most=MAX_STEPS)))
+    numbers += tuple((key, positive_int) for key in ("record_every", "sharpness_every", "checkpoint_every"))
+    numbers += (("flush_every", positive_int), ("params_every", positive_int))
+    for key, check in numbers:
+        if getattr(cfg, key) is not None:
+            check("--" + key.replace("_", "-"), getattr(cfg, key))
+    if cfg.out:
+        check_run_dir(cfg.out, args.force)
+
+    import torch
+
+    from edgeflow import distributed as parallel
+    from edgeflow.optimizers import make_optimizer, optimizer_class
+    from edgeflow.processes import process_class
+    from edgeflow.runner import build_processes, compare, writing
+    from edgeflow.zoo import is_factory, make_problem, problem_params, problem_spec
+
     cfg.device = parallel.init_from_env(cfg.device)
     custom = is_factory(cfg.problem)
     spec = None if custom else problem_spec(cfg.problem)
@@ -218,7 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(cfg, key) is None and spec is None:
             raise ConfigError(f"{name} is required with a custom problem factory ({cfg.problem})")
     optimizer_class(cfg.optimizer)
-    lr = positive_float("--lr", cfg.lr if cfg.lr is not None else spec.lr_for(cfg.optimizer))
+    lr = learning_rate("--lr", cfg.lr if cfg.lr is not None else spec.lr_for(cfg.optimizer))
     steps = positive_int("--steps", cfg.steps if cfg.steps is not None else spec.steps, at_most=MAX_STEPS)
     spec_every = (spec.record_every, spec.sharpness_every) if spec else (1, 1)
     record_every = positive_int(
@@ -235,73 +291,80 @@ def cmd_run(args: argparse.Namespace) -> int:
     default_out = _default_out("", cfg.problem)
     out = Path(cfg.out) if cfg.out else parallel.on_main(lambda: default_out)  # one name for all ranks
 
-    # before the data are loaded and anything is computed (rank 0 owns the directory)
-    parallel.on_main(lambda: check_run_dir(out, args.force), share=False)
-    problem = make_problem(cfg.problem, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, **cfg.params)
-    optimizer = make_optimizer(cfg.optimizer, lr, cfg.optimizer_options)
-    warm_start = (
-        _int_arg("--warm-start", cfg.warm_start) if isinstance(cfg.warm_start, str) else cfg.warm_start
-    )
-    # bad options, or a flow not defined for the optimizer, fail here, before any output
-    build_processes(problem, lr, cfg.flows, cfg.options, optimizer)
-    ranks = f", {parallel.world_size()} processes" if parallel.active() else ""
-    if optimizer.stateless:
-        rule = f"η = {lr:g} (2/η = {2 / lr:.4g})"
-    else:
-        hyper = ", ".join(f"{k}={v}" for k, v in optimizer.options().items())
-        rule = f"{optimizer.name} ({hyper}), η = {lr:g}, threshold {optimizer.threshold:g} on λ₁(P⁻¹H)"
-    say(
-        f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, "
-        f"{problem.device}{ranks}), {rule}, {steps} steps, flows: {', '.join(cfg.flows)}"
-    )
-    resolved = RunConfig.merged(
-        asdict(cfg),
-        {
-            "lr": lr,
-            "steps": steps,
-            "dtype": dtype_name(problem.dtype),
-            "record_every": record_every,
-            "sharpness_every": sharpness_every,
-            "params": cfg.params if custom else {**problem_params(cfg.problem), **cfg.params},
-            "warm_start": warm_start,
-            "optimizer_options": optimizer.options(),
-        },
-    )
-    # The saved settings leave `out` unset, so `--config DIR/config.toml` repeats the run elsewhere.
-    resolved.out = None
-    config = {
-        "problem_params": resolved.params,
-        "plots": cfg.plots,
-        "edgeflow_version": edgeflow.__version__,
-        "torch_version": torch.__version__,
-        "python": platform.python_version(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    run = functools.partial(
-        compare,
-        problem,
-        lr,
-        steps,
-        cfg.flows,
-        record_every=record_every,
-        sharpness_every=sharpness_every,
-        save_params=cfg.save_params,
-        params_every=cfg.params_every,
-        params_dtype=cfg.params_dtype,
-        seed=cfg.seed,
-        options=cfg.options,
-        optimizer=optimizer.name,
-        optimizer_options=optimizer.options(),
-        warm_start=warm_start,
-        config=config,
-        out=out,
-        force=args.force,
-        files={"config.toml": resolved.to_toml()},
-        load_result=False,
-        checkpoint_every=cfg.checkpoint_every,
-        flush_every=cfg.flush_every,
-    )
-    return _run_and_report(run, out, cfg, args.quiet)
+    # Held from before the data are loaded to the summary (rank 0 owns the directory); a second
+    # writer stops here, and a run that fails before writing anything leaves no directory.
+    check = functools.partial(parallel.on_main, lambda: check_run_dir(out, args.force), share=False)
+    check()
+    with writing(out, "edgeflow run", create=True):
+        check()  # again, now that no other writer can change the directory
+        problem = make_problem(cfg.problem, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, **cfg.params)
+        n_threads = threads.use(requested_threads, problem.dim)
+        optimizer = make_optimizer(cfg.optimizer, lr, cfg.optimizer_options)
+        warm_start = (
+            _int_arg("--warm-start", cfg.warm_start) if isinstance(cfg.warm_start, str) else cfg.warm_start
+        )
+        # bad options, or a flow not defined for the optimizer, fail here, before any output
+        build_processes(problem, lr, cfg.flows, cfg.options, optimizer)
+        ranks = f", {parallel.world_size()} processes" if parallel.active() else ""
+        if optimizer.stateless:
+            rule = f"η = {lr:g} (2/η = {2 / lr:.4g})"
+        else:
+            hyper = ", ".join(f"{k}={v}" for k, v in optimizer.options().items())
+            rule = f"{optimizer.name} ({hyper}), η = {lr:g}, threshold {optimizer.threshold:g} on λ₁(P⁻¹H)"
+        say(
+            f"edgeflow: {problem.name} (d = {problem.dim}, {dtype_name(problem.dtype)}, "
+            f"{problem.device}{ranks}, {n_threads} thread{'s' * (n_threads > 1)}), {rule}, {steps} steps, "
+            f"flows: {', '.join(cfg.flows)}"
+        )
+        resolved = RunConfig.merged(
+            asdict(cfg),
+            {
+                "lr": lr,
+                "steps": steps,
+                "dtype": dtype_name(problem.dtype),
+                "record_every": record_every,
+                "sharpness_every": sharpness_every,
+                "params": cfg.params if custom else {**problem_params(cfg.problem), **cfg.params},
+                "warm_start": warm_start,
+                "optimizer_options": optimizer.options(),
+            },
+        )
+        # The saved settings leave `out` unset, so `--config DIR/config.toml` repeats the run elsewhere.
+        resolved.out = None
+        config = {
+            "problem_params": resolved.params,
+            "plots": cfg.plots,
+            "edgeflow_version": edgeflow.__version__,
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "threads": n_threads,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        run = functools.partial(
+            compare,
+            problem,
+            lr,
+            steps,
+            cfg.flows,
+            record_every=record_every,
+            sharpness_every=sharpness_every,
+            save_params=cfg.save_params,
+            params_every=cfg.params_every,
+            params_dtype=cfg.params_dtype,
+            seed=cfg.seed,
+            options=cfg.options,
+            optimizer=optimizer.name,
+            optimizer_options=optimizer.options(),
+            warm_start=warm_start,
+            config=config,
+            out=out,
+            force=args.force,
+            files={"config.toml": resolved.to_toml()},
+            load_result=False,
+            checkpoint_every=cfg.checkpoint_every,
+            flush_every=cfg.flush_every,
+        )
+        return _run_and_report(run, out, cfg, args.quiet)
 
 
 #: flags that change what is computed: a resumed run keeps its own
@@ -321,17 +384,29 @@ def resume_run(args: argparse.Namespace) -> int:
     if given:
         raise ConfigError(
             f"--resume continues a run with its saved settings; remove {', '.join(given)} "
-            "(only --quiet, --no-plots, --flush-every and --checkpoint-every may be given)"
+            "(only --quiet, --no-plots, --flush-every, --checkpoint-every and --threads may be given)"
         )
     out = Path(args.resume)
-    if not out.is_dir():
-        raise ConfigError(f"--resume {out}: no such run directory")
+    if out.is_dir() and not (out / CHECKPOINT).exists() and (out / RESULTS).exists():
+        from edgeflow.results import load
+
+        if load(out, params=False).complete:
+            raise ConfigError(f"the run in {out} is complete; there is nothing to resume")
+    check_resumable(out)
+    from edgeflow import distributed as parallel
+    from edgeflow.runner import resume, writing
+
     cfg = RunConfig.merged(load_toml(out / "config.toml")) if (out / "config.toml").is_file() else RunConfig()
     parallel.init_from_env(cfg.device)  # a data-parallel run resumes data-parallel, on its device kind
+    # The run's own thread count by default: the bits of a sum can depend on how it is split.
+    try:
+        recorded = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    given = args.threads if args.threads is not None else recorded.get("threads")
+    threads.use(threads.request(given), int(recorded.get("dim") or 0))
     if args.no_plots:
         cfg.plots = False
-    if not (out / CHECKPOINT).exists() and (out / "results.h5").exists() and load(out, params=False).complete:
-        raise ConfigError(f"the run in {out} is complete; there is nothing to resume")
     flags = {"flush_every": args.flush_every, "checkpoint_every": args.checkpoint_every}
     checked = {k: _int_arg(f"--{k.replace('_', '-')}", v) for k, v in flags.items() if v is not None}
     run = functools.partial(
@@ -341,16 +416,31 @@ def resume_run(args: argparse.Namespace) -> int:
         checkpoint_every=checked.get("checkpoint_every", cfg.checkpoint_every),
         load_result=False,
     )
-    return _run_and_report(run, out, cfg, args.quiet)
+    with writing(out, "edgeflow run --resume"):
+        return _run_and_report(run, out, cfg, args.quiet)
 
 
 def _run_and_report(run: Callable[..., object], out: Path, cfg: RunConfig, quiet: bool) -> int:
     """Run to the end, or to an interrupt; either way write the summary and figures of what ran."""
+    from edgeflow import distributed as parallel
+    from edgeflow.runner import RunInterrupted
+
     interrupted: RunInterrupted | None = None
     try:
         run(progress=not quiet)
     except RunInterrupted as stop:
         interrupted = stop
+    except StorageError as err:
+        step = getattr(err, "checkpoint_step", None)
+        kept = (
+            f"the records written so far and the checkpoint of step {step} are kept; once it can be "
+            f"written again: edgeflow run --resume {out}"
+            if step is not None
+            else "the run stopped before its first checkpoint; once it can be written again, start it "
+            "anew with --force"
+        )
+        say(f"edgeflow: error: {err}; {kept}")
+        return 1
     except KeyboardInterrupt:
         say(
             "edgeflow: stopped at once (second interrupt); the last checkpoint is kept: "
@@ -358,7 +448,13 @@ def _run_and_report(run: Callable[..., object], out: Path, cfg: RunConfig, quiet
         )
         return 130
     if parallel.is_main():
-        report(out, cfg.plots)
+        try:
+            report(out, cfg.plots)
+        except (OSError, StorageError) as err:
+            cause = err.strerror if isinstance(err, OSError) else err.cause
+            where = getattr(err, "filename", None) or getattr(err, "path", out)
+            say(f"edgeflow: error: cannot write {where}: {cause}; the records in {out / RESULTS} are kept")
+            return 1
     if interrupted is not None:
         say(f"edgeflow: interrupted at step {interrupted.step}; resume with: edgeflow run --resume {out}")
         return interrupted.exit_code
@@ -373,12 +469,16 @@ def _default_out(prefix: str, problem: str) -> Path:
 
 def say(line: str) -> None:
     """One line on stderr, from rank 0 only in a data-parallel run."""
-    if parallel.is_main():
+    parallel = _parallel()
+    if parallel is None or parallel.is_main():
         print(line, file=sys.stderr)
 
 
 def report(out: Path, plots: bool) -> None:
     """summary.json, summary.md and the figures of the run in ``out``; prints the summary."""
+    from edgeflow.metrics import summarize, summary_markdown
+    from edgeflow.results import load
+
     res = load(out, params=False)
     summary = summarize(res)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -400,44 +500,79 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not target.is_file() and not (target / "results.h5").is_file():
         raise ConfigError(f"{target} has no results.h5; give a directory written by `edgeflow run`")
     from edgeflow.plots import plot_run
+    from edgeflow.results import load
 
-    for p in plot_run(load(target, params=False), run_dir / "figures"):
-        print(p)
+    res = load(target, params=False)
+    try:
+        for p in plot_run(res, run_dir / "figures"):
+            print(p)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write {err.filename or run_dir / 'figures'}: {err.strerror or err}"
+        ) from None
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``edgeflow sweep``: flags checked here with their names, then ``edgeflow.sweep.sweep``."""
-    from edgeflow.sweep import parse_lrs, sweep
+    if args.resume:
+        flags = [k for k in _SWEEP_SETTINGS if getattr(args, k) not in (None, [], False)]
+        given = [f"--{k.replace('_', '-')}" for k in flags]
+        given += ["--problem"] if args.problem != DEFAULT_PROBLEM else []
+        if given:
+            raise ConfigError(
+                f"sweep --resume continues a sweep with its saved settings; remove {', '.join(given)} "
+                "(only --quiet and --threads may be given)"
+            )
+        from edgeflow.sweep import resume_sweep
 
+        run = functools.partial(resume_sweep, args.resume, threads=threads.request(args.threads))
+        return _sweep_and_report(run, Path(args.resume), args.quiet)
+    if args.lrs is None:
+        raise ConfigError("sweep needs --lrs (e.g. --lrs 0.05,0.1,0.2), or --resume DIR")
     lrs = parse_lrs(args.lrs, "--lrs")
     steps = None if args.steps is None else positive_int("--steps", args.steps, at_most=MAX_STEPS)
     every = None if args.sharpness_every is None else positive_int("--sharpness-every", args.sharpness_every)
     seed = 0 if args.seed is None else seed_int("--seed", _int_arg("--seed", args.seed))
     params = parse_pairs(args.param, "--param", "KEY=VALUE (e.g. n=256)")
+    requested_threads = threads.request(args.threads)
+    from edgeflow.sweep import sweep
+    from edgeflow.zoo import is_factory
+
     if steps is None and is_factory(args.problem):
         raise ConfigError(f"--steps is required with a custom problem factory ({args.problem})")
     out = Path(args.out) if args.out else _default_out("sweep-", args.problem)
+    run = functools.partial(
+        sweep,
+        args.problem,
+        lrs,
+        steps,
+        out=out,
+        sharpness_every=every,
+        seed=seed,
+        params=params,
+        dtype=args.dtype,
+        device=args.device,
+        force=args.force,
+        threads=requested_threads,
+    )
+    return _sweep_and_report(run, out, args.quiet)
+
+
+#: flags that set what a sweep computes: a resumed sweep keeps its own
+_SWEEP_SETTINGS = ("lrs", "steps", "param", "seed", "dtype", "device", "sharpness_every", "out", "force")
+
+
+def _sweep_and_report(run: Callable[..., object], out: Path, quiet: bool) -> int:
+    from edgeflow.runner import RunInterrupted
+
     try:
-        result = sweep(
-            args.problem,
-            lrs,
-            steps,
-            out=out,
-            sharpness_every=every,
-            seed=seed,
-            params=params,
-            dtype=args.dtype,
-            device=args.device,
-            force=args.force,
-            progress=not args.quiet,
-            say=say,
-        )
+        result = run(progress=not quiet, say=say)
     except RunInterrupted as stop:
         say(
             f"edgeflow: sweep interrupted in {stop.out} at step {stop.step}, before its table and "
-            f"figure; the runs of the smaller η are complete; continue this one with: "
-            f"edgeflow run --resume {stop.out}"
+            f"figure; the runs of the smaller η are complete; continue the sweep with: "
+            f"edgeflow sweep --resume {out}"
         )
         return stop.exit_code
     print(result.markdown(), end="")
@@ -448,7 +583,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     """Named problems and flows, each parameter and option with its type and default, read from
     the builders' and the flows' signatures (the same ones that ``--param`` and ``--option`` are
-    checked against)."""
+    checked against). The text is kept in ``$EDGEFLOW_CACHE`` (default ``~/.cache/edgeflow``) under a
+    key of the package's source files, so that a second call answers without importing torch."""
+    cache = _list_cache()
+    if cache is not None and cache.is_file():
+        print(cache.read_text(), end="")
+        return 0
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        _print_list()
+    text = buffer.getvalue()
+    print(text, end="")
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.replace(cache)
+        except OSError:
+            pass  # a read-only home: the list is only slower next time
+    return 0
+
+
+def _list_cache() -> Path | None:
+    """Where the output of ``edgeflow list`` for this exact source tree is kept (None: nowhere)."""
+    root = Path(edgeflow.__file__).parent
+    digest = hashlib.sha256(edgeflow.__version__.encode())
+    try:
+        for path in sorted(root.rglob("*.py")):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}:{stat.st_mtime_ns}:{stat.st_size};".encode())
+    except OSError:
+        return None
+    base = Path(os.environ.get("EDGEFLOW_CACHE") or "~/.cache/edgeflow").expanduser()
+    return base / f"list-{digest.hexdigest()[:16]}.txt"
+
+
+def _print_list() -> None:
+    from edgeflow.optimizers import OPTIMIZERS
+    from edgeflow.processes import PROCESSES, option_names
+    from edgeflow.zoo import PROBLEMS, problem_params
+
     print("problems (edgeflow run --problem NAME --param KEY=VALUE ...):")
     for name, spec in PROBLEMS.items():
         mark = " (default)" if name == DEFAULT_PROBLEM else ""
@@ -471,7 +646,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(_described(f"{name}{mark}", f"{opt.description}; threshold {threshold:g} on λ₁(P⁻¹H)"))
         print(_parameters("options", opt, opt.option_defaults()))
     print("A VALUE is read as JSON where it parses (true, 3, 0.5, null), else as a string.")
-    return 0
 
 
 LIST_WIDTH = 100

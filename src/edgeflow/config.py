@@ -58,6 +58,7 @@ class RunConfig:
     plots: bool = True
     optimizer: str = "gd"  # what flow gd runs and every model models (edgeflow.optimizers)
     warm_start: int = 0  # plain optimizer steps before every flow starts (the central-flows code's)
+    threads: int | str | None = None  # torch's threads: a number or "auto" (None: auto, or OMP_NUM_THREADS)
     params: dict = field(default_factory=dict)  # problem parameters (sizes, loss, data options)
     options: dict[str, dict] = field(default_factory=dict)  # flow -> {option: value}
     optimizer_options: dict = field(default_factory=dict)  # the optimizer's hyper-parameters but η
@@ -117,6 +118,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "plots": ((bool,), "true or false"),
     "optimizer": ((str,), "a string"),
     "warm_start": ((int, str), "an integer"),
+    "threads": ((int, str, _OPTIONAL), 'a positive integer or "auto"'),
 }
 
 

@@ -76,10 +76,10 @@ def init_from_env(device: str | None) -> str | None:
             )
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
-    # The backend's threads start here and inherit this thread's signal mask: with SIGINT/SIGTERM
+    # The backend's threads start here and inherit this thread's signal mask: with SIGINT/SIGTERM/SIGHUP
     # blocked while they start, the signals reach only the main thread, whose handler stops the run
     # at a step boundary. (A gloo thread interrupted by SIGINT aborted the whole process.)
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     try:
         dist.init_process_group(
             backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout)

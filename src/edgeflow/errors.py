@@ -16,6 +16,15 @@ class IntegrationError(RuntimeError):
     nothing about the flow itself diverging."""
 
 
+class StorageError(RuntimeError):
+    """A run could not write its records or checkpoint (a full disk, a file system gone read-only).
+    What was written before stays readable and resumable; the message names the path and the cause."""
+
+    def __init__(self, path: object, cause: str) -> None:
+        super().__init__(f"cannot write {path}: {cause}")
+        self.path, self.cause = path, cause
+
+
 def invalid_choice(what: str, value: object, choices: Iterable[object]) -> ConfigError:
     listed = ", ".join(str(c) for c in choices)
     return ConfigError(f"unknown {what} {value!r}; valid choices: {listed}")

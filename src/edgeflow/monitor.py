@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from edgeflow.errors import ConfigError
 from edgeflow.oracle import Problem, SharpnessTracker
 from edgeflow.processes.edge import NOISE_FLOOR, unit_roundoff
-from edgeflow.utils import positive_float, positive_int
+from edgeflow.utils import learning_rate, positive_float, positive_int
 
 #: differences of orders 1, 3, 5 within this ratio: the iterates resolve the oscillation
 RESOLVED = 0.7
@@ -79,7 +79,7 @@ class StabilityMonitor:
         if not isinstance(problem, Problem):
             raise ConfigError(f"problem must be an edgeflow.Problem, got {type(problem).__name__}")
         self.problem = problem
-        self.lr = positive_float("lr", lr)
+        self.lr = learning_rate("lr", lr, text=False)
         self.horizon = positive_int("horizon", horizon)
         self.sharpness_every = positive_int("sharpness_every", sharpness_every)
         self.spike_ratio = positive_float("spike_ratio", spike_ratio)
@@ -124,15 +124,12 @@ class StabilityMonitor:
         sharpness = math.nan
         loss = float(self.problem.loss(w)) if loss is None else float(loss)
         if not (math.isfinite(loss) and bool(torch.isfinite(w).all())):
-            # the spike has come: nothing left to forecast
-            return {
-                "step": self.step,
-                "sharpness": math.nan,
-                "oscillation": math.nan,
-                "growth": math.nan,
-                "spike_in": 0.0,
-                "warning": True,
-            }
+            # A forecast from NaN would be noise; the training loop must hear of the divergence.
+            what = f"the loss is {loss}" if not math.isfinite(loss) else "the parameters are not finite"
+            raise FloatingPointError(
+                f"StabilityMonitor.update at step {self.step}: {what}; training has diverged and there "
+                "is nothing left to forecast"
+            )
         if self.step % self.sharpness_every == 0:
             try:
                 sharpness, self.u = self.tracker(w)

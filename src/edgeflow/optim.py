@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from edgeflow.errors import invalid_choice
+from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.processes.edge import secant_resolves
 from edgeflow.processes.mitigated import (
     capped_step,
@@ -42,9 +42,20 @@ from edgeflow.processes.mitigated import (
     power_shift,
     remember,
 )
-from edgeflow.utils import nonnegative_float, positive_float
+from edgeflow.utils import learning_rate, nonnegative_float, positive_float
 
 OPTIMIZER_REMEDIES = ("edge_capped", "lr_cap", "damped")
+CLOSURE_HINT = (
+    "EdgeStableGD differentiates the closure's loss itself (twice, for a Hessian-vector product): "
+    "the closure must not call backward() and the parameters must hold no .grad. Write it as "
+    "`def closure(): opt.zero_grad(set_to_none=True); return loss_fn(model(X), Y)`"
+)
+
+
+def _described(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}{'' if value.requires_grad else ' without a graph'}"
+    return type(value).__name__
 
 
 class EdgeStableGD(torch.optim.Optimizer):
@@ -59,13 +70,25 @@ class EdgeStableGD(torch.optim.Optimizer):
     ) -> None:
         if remedy not in OPTIMIZER_REMEDIES:
             raise invalid_choice("remedy", remedy, OPTIMIZER_REMEDIES)
+        margin = nonnegative_float("margin", margin, text=False)
+        if margin >= 2:
+            # the cap (2 − margin)/ρ would be zero or negative: no step, or a step uphill
+            raise ConfigError(
+                f"margin must be in [0, 2) (the step is capped at (2 − margin)/S), got {margin!r}"
+            )
         defaults = {
-            "lr": positive_float("lr", lr),
+            "lr": learning_rate("lr", lr, text=False),
             "remedy": remedy,
-            "margin": nonnegative_float("margin", margin),
-            "max_share": positive_float("max_share", max_share),
+            "margin": margin,
+            "max_share": positive_float("max_share", max_share, text=False),
         }
         super().__init__(params, defaults)
+        frozen = [i for i, p in enumerate(self._all_params()) if not p.requires_grad]
+        if frozen:
+            raise ConfigError(
+                f"parameter {frozen[0]} does not require grad; pass only the trained ones: "
+                "(p for p in model.parameters() if p.requires_grad)"
+            )
         self._seed = seed
         #: the last Rayleigh quotient ρ = uᵀHu (the sharpness once u has converged) and step size
         self.rayleigh = float("nan")
@@ -78,12 +101,30 @@ class EdgeStableGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
         """One step; ``closure`` returns the loss (with its graph, without calling backward)."""
-        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        params = self._all_params()
         group = self.param_groups[0]
         lr, remedy, margin = group["lr"], group["remedy"], group["margin"]
+        if not callable(closure):
+            raise ConfigError(f"step needs a closure that returns the loss, got {type(closure).__name__}")
         with torch.enable_grad():
             loss = closure()
-            grads = torch.autograd.grad(loss, params, create_graph=True)
+            if not isinstance(loss, Tensor) or loss.ndim != 0 or not loss.requires_grad:
+                raise ConfigError(
+                    "the closure must return the loss as a scalar tensor with its graph (computed from "
+                    f"the parameters, not detached), got {_described(loss)}"
+                )
+            if loss.grad_fn is not None and any(p.grad is not None for p in params):
+                raise ConfigError(CLOSURE_HINT)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the closure's loss is {float(loss.detach())}; the parameters are left as they are"
+                )
+            try:
+                grads = torch.autograd.grad(loss, params, create_graph=True)
+            except RuntimeError as err:
+                if "backward through the graph a second time" in str(err):
+                    raise ConfigError(CLOSURE_HINT) from None
+                raise
             u = self._direction(params)
             hu = torch.autograd.grad(grads, params, grad_outputs=u)
         g = [gi.detach() for gi in grads]
@@ -168,7 +209,10 @@ class EdgeStableGD(torch.optim.Optimizer):
             state = [s / norm for s in state]
         return state
 
+    def _all_params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
     def _store(self, u: list[Tensor]) -> None:
-        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        params = self._all_params()
         for p, ui in zip(params, u, strict=True):
             self.state[p]["u"] = ui.detach()

@@ -2,7 +2,7 @@
 
 With a run directory (``compare(..., out=DIR)``) a run survives: its records stream into
 ``DIR/results.h5``, its full state is checkpointed atomically to ``DIR/checkpoint.pt`` (at step 0,
-every ``checkpoint_every`` steps or ``checkpoint_seconds`` of computation, and on SIGINT/SIGTERM;
+every ``checkpoint_every`` steps or ``checkpoint_seconds`` of computation, and on SIGINT/SIGTERM/SIGHUP;
 a complete run drops it), and ``resume(DIR)`` continues it bit for bit. A checkpoint is taken at
 a step boundary, before that step's records, so a resumed run repeats exactly what the
 uninterrupted one did.
@@ -14,12 +14,11 @@ import itertools
 import json
 import logging
 import math
-import os
-import shutil
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,28 +26,27 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from edgeflow import checkpoint
+from edgeflow import checkpoint, lock
 from edgeflow import distributed as parallel
-from edgeflow.errors import ConfigError, IntegrationError
+from edgeflow.errors import ConfigError, IntegrationError, StorageError
 from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
 from edgeflow.optimizers import Optimizer, State, make_optimizer
 from edgeflow.oracle import Counts, Problem
 from edgeflow.processes import Process, make_process, process_class
 from edgeflow.results import DISTANCES, FlowRecord, Result
+from edgeflow.rundir import check_resumable, check_run_dir, prepare_run_dir
 from edgeflow.storage import RESULTS, MemoryRecords, NoRecords, ResultsWriter, load
-from edgeflow.utils import MAX_STEPS, positive_float, positive_int
+from edgeflow.utils import MAX_STEPS, learning_rate, positive_float, positive_int
 
 log = logging.getLogger("edgeflow")
 
 #: flows whose positions every other flow's distance is measured against
 REFERENCES = ("midpoint", "gd")
-#: files a run directory holds; a directory with any of them is an earlier run
-RUN_FILES = (RESULTS, checkpoint.CHECKPOINT, "config.json", "config.toml", "summary.md", "summary.json")
 PARAMS_DTYPES = ("float32", "float64")
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """A run stopped by SIGINT/SIGTERM at a step boundary, checkpointed and with its records saved."""
+    """A run stopped by SIGINT/SIGTERM/SIGHUP at a step boundary, checkpointed and with its records saved."""
 
     def __init__(self, out: Path, step: int, signum: int) -> None:
         super().__init__(f"interrupted at step {step}; resume with: edgeflow run --resume {out}")
@@ -101,7 +99,7 @@ def compare(
     fails stops with ``info['failed_at']`` and ``info['failure']``.
 
     With ``out`` the run streams into that directory (created; an earlier run there needs
-    ``force=True``, which empties it), checkpoints, and on SIGINT/SIGTERM stops at the next step
+    ``force=True``, which empties it), checkpoints, and on SIGINT/SIGTERM/SIGHUP stops at the next step
     boundary and raises ``RunInterrupted``; ``resume(out)`` continues it. ``files`` are text files
     (name → content) written into the run directory before the computation starts. With
     ``load_result=False`` nothing is read back and None is returned: the stored parameters then
@@ -139,22 +137,42 @@ def compare(
         run.execute(progress=progress)
         return run.result()
     flush_every = positive_int("flush_every", flush_every)
+    out = Path(out)
+    # Built before the directory is touched: a bad option or checkpoint interval writes nothing.
+    run = Run(problem, cfg, w0, out, None, checkpoint_every, checkpoint_seconds, start_state)
 
     def create() -> ResultsWriter:
         path = prepare_run_dir(out, force)
-        (path / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        for name, text in (files or {}).items():
-            (path / name).write_text(text)
-        groups = [*cfg["flows"], DISTANCES]
-        return ResultsWriter.create(
-            path / RESULTS, cfg["lr"], cfg, groups, flush_every=flush_every, params_dtype=params_dtype
-        )
+        try:
+            (path / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+            for name, text in (files or {}).items():
+                (path / name).write_text(text)
+            groups = [*cfg["flows"], DISTANCES]
+            return ResultsWriter.create(
+                path / RESULTS, cfg["lr"], cfg, groups, flush_every=flush_every, params_dtype=params_dtype
+            )
+        except OSError as err:
+            raise lock.unwritable(path, err) from None
 
-    # Rank 0 owns the run directory; its errors (an existing run, say) reach every rank.
-    writer = parallel.on_main(create, share=False)
-    run = Run(problem, cfg, w0, Path(out), writer, checkpoint_every, checkpoint_seconds, start_state)
-    _execute_with_signals(run, progress, fresh=True)
+    parallel.on_main(lambda: check_run_dir(out, force), share=False)  # before the lock creates it
+    with writing(out, "a run", create=True):
+        # Rank 0 owns the run directory; its errors (an existing run, say) reach every rank.
+        writer = parallel.on_main(create, share=False)
+        if writer is not None:
+            run.sink = writer
+        _execute_with_signals(run, progress, fresh=True)
     return run.result() if load_result else None
+
+
+@contextmanager
+def writing(out: Path, doing: str, create: bool = False) -> Iterator[None]:
+    """Hold the run directory ``out`` exclusively (rank 0, for every rank) while the block runs."""
+    parallel.on_main(lambda: lock.acquire(out, doing, create), share=False)
+    try:
+        yield
+    finally:
+        if parallel.is_main():
+            lock.release(out)
 
 
 def resume(
@@ -170,63 +188,26 @@ def resume(
     """Continue the run in ``out`` from its last checkpoint; the result is bit-identical to an
     uninterrupted run's. A named or factory problem is rebuilt from the run's settings; a problem
     built by hand (``Problem.from_function``/``from_module``) must be given again."""
-    run = Run.resume(Path(out), problem, checkpoint_every, checkpoint_seconds, flush_every)
-    _execute_with_signals(run, progress, fresh=False)
+    out = Path(out)
+    check_resumable(out)
+    with writing(out, "resuming a run"):
+        run = Run.resume(out, problem, checkpoint_every, checkpoint_seconds, flush_every)
+        _execute_with_signals(run, progress, fresh=False)
     return run.result() if load_result else None
 
 
 def _execute_with_signals(run: Run, progress: bool, fresh: bool) -> None:
     with StopSignals() as stop:
-        if fresh:
-            run.start()
-        finished = run.execute(progress=progress, stop=stop)
+        try:
+            if fresh:
+                run.start()
+            finished = run.execute(progress=progress, stop=stop)
+        except StorageError as err:
+            err.checkpoint_step = run.saved_at  # what a resume will start from (None: nothing saved)
+            raise
     if not finished:
         assert run.out is not None
         raise RunInterrupted(run.out, run.k, run.stopped_by)
-
-
-def check_run_dir(out: str | Path, force: bool) -> Path:
-    """Raise ``ConfigError`` unless ``out`` can become a run directory: not a file, not an earlier
-    run (unless ``force``), not someone else's non-empty directory, and writable. Changes nothing."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a directory")
-    if out.is_dir():
-        entries = [e.name for e in out.iterdir()]
-        earlier = sorted(e for e in entries if e in RUN_FILES or e == "figures")
-        if earlier and not force:
-            raise ConfigError(
-                f"{out} already holds a run ({', '.join(earlier)}); choose another --out, "
-                f"pass --force to replace it, or --resume {out} to continue it"
-            )
-        if entries and not earlier:
-            raise ConfigError(
-                f"{out} is a non-empty directory that holds no edgeflow run; choose another --out"
-            )
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write the run directory {out}: {existing} is not writable")
-    return out
-
-
-def prepare_run_dir(out: str | Path, force: bool) -> Path:
-    """``check_run_dir``, then create the directory, or empty it when ``force`` replaces a run."""
-    out = check_run_dir(out, force)
-    empty_dir(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"cannot create the run directory {out}: {err.strerror or err}") from None
-    return out
-
-
-def empty_dir(path: Path) -> None:
-    """Remove everything inside ``path`` (if it exists), keeping the directory itself."""
-    for entry in path.iterdir() if path.is_dir() else []:
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 class Run:
@@ -275,6 +256,7 @@ class Run:
         )
         self.last_checkpoint = time.monotonic()
         self.checkpointed_at: int | None = None
+        self.saved_at: int | None = None  # the step of the last checkpoint on disk
         self.complete = False
         self.stopped_by = 0  # the signal that stopped the run, 0 while none has
 
@@ -331,7 +313,7 @@ class Run:
         run.wall = dict(payload["wall"])
         run.diverged = dict(payload["diverged"])
         run.failed = dict(payload["failed"])
-        run.k = run.checkpointed_at = int(payload["step"])
+        run.k = run.checkpointed_at = run.saved_at = int(payload["step"])
         torch.set_rng_state(payload["torch_rng"])
         log.info("resuming %s from step %d of %d", out, run.k, run.steps)
         return run
@@ -393,6 +375,7 @@ class Run:
             "torch_rng": torch.get_rng_state(),
         }
         checkpoint.save(self.out / checkpoint.CHECKPOINT, payload)
+        self.saved_at = self.k
         self.last_checkpoint = time.monotonic()
 
     def finish(self, complete: bool) -> None:
@@ -549,11 +532,14 @@ def _warm_start(
 def _settings(
     problem, lr, steps, flows, record_every, sharpness_every, save_params, params_every, params_dtype, seed
 ) -> dict:
-    lr = positive_float("lr", lr)
-    steps = positive_int("steps", steps, at_most=MAX_STEPS)
-    record_every = positive_int("record_every", record_every)
+    # The library takes numbers only: text is the command line's, converted before it gets here.
+    lr = learning_rate("lr", lr, text=False)
+    steps = positive_int("steps", steps, at_most=MAX_STEPS, text=False)
+    record_every = positive_int("record_every", record_every, text=False)
     sharpness_every = (
-        record_every if sharpness_every is None else positive_int("sharpness_every", sharpness_every)
+        record_every
+        if sharpness_every is None
+        else positive_int("sharpness_every", sharpness_every, text=False)
     )
     if sharpness_every % record_every:
         raise ConfigError(
@@ -583,7 +569,7 @@ def _settings(
         "record_every": record_every,
         "sharpness_every": sharpness_every,
         "save_params": save_params,
-        "params_every": positive_int("params_every", params_every),
+        "params_every": positive_int("params_every", params_every, text=False),
         "params_dtype": params_dtype,
         "seed": seed,
         "dtype": str(problem.dtype).removeprefix("torch."),
@@ -638,11 +624,12 @@ def _rebuild_problem(config: dict, out: Path) -> Problem:
 
 
 class StopSignals:
-    """While active, SIGINT and SIGTERM ask the run to stop at the next step boundary (``signum``
-    holds the first that came); a second signal stops at once. Only the main thread can install
-    signal handlers; elsewhere this does nothing and signals keep their usual effect."""
+    """While active, SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) ask the run to
+    stop at the next step boundary (``signum`` holds the first that came); a second signal stops at
+    once. Only the main thread can install signal handlers; elsewhere this does nothing and signals
+    keep their usual effect."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -683,4 +670,14 @@ class _metered:
         self.tally.add_(self.problem.counts - self.before)
 
 
-__all__ = ["Run", "RunInterrupted", "StopSignals", "check_run_dir", "compare", "prepare_run_dir", "resume"]
+__all__ = [
+    "Run",
+    "RunInterrupted",
+    "StopSignals",
+    "check_resumable",
+    "check_run_dir",
+    "compare",
+    "prepare_run_dir",
+    "resume",
+    "writing",
+]

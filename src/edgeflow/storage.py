@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,11 +29,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, StorageError
 from edgeflow.results import DISTANCES, FlowRecord, Result
+from edgeflow.rundir import RESULTS
 
 FORMAT = "edgeflow-results/1"
-RESULTS = "results.h5"
 #: fields that have their own record axis (``params`` are stored every N records)
 PARAMS = ("params", "params_step")
 
@@ -103,6 +104,8 @@ class ResultsWriter:
         self.buffered = 0
         self.last_flush = time.monotonic()
         self.written: dict[str, dict[str, int]] = {}
+        #: why HDF5 failed to write this file (then it is not called for it again), "" while it has not
+        self.broken = ""
 
     @classmethod
     def create(
@@ -160,9 +163,41 @@ class ResultsWriter:
         )
 
     def flush(self, infos: dict[str, dict] | None = None) -> None:
-        """Append the buffered records (and update the groups' ``info`` attributes, if given)."""
+        """Append the buffered records (and update the groups' ``info`` attributes, if given).
+
+        Raises ``StorageError`` without touching the file when its file system lacks the room the
+        appends may take: HDF5 that runs out of space mid-write leaves its library in a state where
+        the next call crashed the process (a segfault), and the file with a half-written chunk."""
         if not self.buffered and not infos:
             return
+        if self.broken:
+            raise StorageError(self.path, self.broken)
+        ensure_space(self.path, self._bytes_needed())
+        try:
+            self._append(infos)
+        except (OSError, RuntimeError) as err:
+            # Never call into HDF5 for this file again in this process (see above).
+            self.broken = _cause(err)
+            raise StorageError(self.path, self.broken) from None
+        self.buffer = {}
+        self.buffered = 0
+        self.last_flush = time.monotonic()
+
+    def _bytes_needed(self) -> int:
+        """What the buffered records take on disk at most: the chunks they open (HDF5 allocates a
+        chunk whole when its first row is written), plus room for the file's metadata."""
+        total = 64 * 1024
+        for group, fields in self.buffer.items():
+            for field, values in fields.items():
+                item = np.dtype(self.params_dtype or np.float64).itemsize if field == "params" else 8
+                row = int(np.size(values[0])) if values else 1
+                rows = _rows_per_chunk(row)
+                have = self.written.get(group, {}).get(field, 0)
+                opened = -(-(have + len(values)) // rows) - -(-have // rows)
+                total += opened * rows * row * item
+        return total
+
+    def _append(self, infos: dict[str, dict] | None) -> None:
         with h5py.File(self.path, "a", libver="latest", locking=False) as f:
             # Attributes and new datasets can only be written outside SWMR mode.
             for group, info in (infos or {}).items():
@@ -181,9 +216,6 @@ class ResultsWriter:
                     ds.resize(n + len(data), axis=0)
                     ds[n:] = data
                     self.written[group][field] = n + len(data)
-        self.buffer = {}
-        self.buffered = 0
-        self.last_flush = time.monotonic()
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Records on disk per group and field (call after ``flush``)."""
@@ -191,8 +223,38 @@ class ResultsWriter:
 
     def finish(self, infos: dict[str, dict], complete: bool) -> None:
         self.flush(infos)
-        with h5py.File(self.path, "a", libver="latest", locking=False) as f:
-            f.attrs["complete"] = complete
+        try:
+            with h5py.File(self.path, "a", libver="latest", locking=False) as f:
+                f.attrs["complete"] = complete
+        except (OSError, RuntimeError) as err:
+            self.broken = _cause(err)
+            raise StorageError(self.path, self.broken) from None
+
+
+#: free space kept on top of a write's estimate: a full file system fails in odd places
+SPARE_BYTES = 256 * 1024
+
+
+def ensure_space(path: Path, needed: int) -> None:
+    """Raise ``StorageError`` unless ``path``'s file system has ``needed`` bytes (and ``SPARE_BYTES``)."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return  # nothing to go by: the write itself will say
+    if free < needed + SPARE_BYTES:
+        room = f"{free / 2**20:.1f} MiB free, about {needed / 2**20:.1f} MiB needed"
+        raise StorageError(path, f"no space left on the device ({room})")
+
+
+def _cause(err: BaseException) -> str:
+    text = str(err)
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    if "errno = 28" in text or "No space left" in text:
+        return "no space left on the device"
+    if "errno = 30" in text or "Read-only file system" in text:
+        return "read-only file system"
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _write_root(f: h5py.File, lr: float, config: dict, *, complete: bool, resumed_from: list[int]) -> None:
@@ -210,8 +272,12 @@ def _write_root(f: h5py.File, lr: float, config: dict, *, complete: bool, resume
 def _create(group: h5py.Group, field: str, data: np.ndarray) -> None:
     """A dataset resizable along its record axis, chunked so appends touch few chunks."""
     row = data.shape[1:]
-    rows_per_chunk = max(1, min(1024, 2**16 // max(1, int(np.prod(row)))))
-    group.create_dataset(field, data=data, maxshape=(None, *row), chunks=(rows_per_chunk, *row))
+    rows = _rows_per_chunk(int(np.prod(row)))
+    group.create_dataset(field, data=data, maxshape=(None, *row), chunks=(rows, *row))
+
+
+def _rows_per_chunk(row_size: int) -> int:
+    return max(1, min(1024, 2**16 // max(1, row_size)))
 
 
 def save(res: Result, path: str | os.PathLike) -> Path:

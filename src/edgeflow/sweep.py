@@ -8,6 +8,7 @@ checkpointed, readable with ``ef.load``), then writes into DIR the per-η table 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -17,14 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeflow import checkpoint, lock
+from edgeflow import threads as thread_count
 from edgeflow.config import RunConfig
 from edgeflow.errors import ConfigError
 from edgeflow.metrics import field as flow_field
 from edgeflow.metrics import fmt_at, onset_profile, record_steps
 from edgeflow.oracle import Problem
-from edgeflow.results import Result
-from edgeflow.runner import RUN_FILES, check_run_dir, compare, empty_dir
-from edgeflow.utils import MAX_STEPS, dtype_name, positive_float, positive_int
+from edgeflow.results import Result, load
+from edgeflow.rundir import RUN_FILES, check_run_dir, empty_dir
+from edgeflow.runner import compare, resume, writing
+from edgeflow.utils import MAX_STEPS, dtype_name, parse_lrs, positive_int
 from edgeflow.zoo import is_factory, make_problem, problem_spec
 
 #: GD and its midpoints: GD's loss, and its sharpness measured at the center of its oscillation
@@ -34,7 +38,10 @@ FLOWS = ("gd", "midpoint")
 #: 10⁵ at step 6; at EoS GD's loss spikes stay far below this (never above its initial value on
 #: digits-mlp for η up to 1.6).
 BLOWUP = 1e4
-SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png")
+#: the sweep's settings and the wall time of each finished η, written as the sweep goes: what
+#: ``resume_sweep`` continues from
+STATE = "sweep-state.json"
+SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png", STATE)
 
 
 @dataclass
@@ -62,18 +69,6 @@ class SweepResult:
         return sweep_markdown(self.to_dict())
 
 
-def parse_lrs(value: str | Sequence[float], name: str = "lrs") -> list[float]:
-    """``"0.1,0.05"`` or ``[0.1, 0.05]`` → ``[0.05, 0.1]``: positive finite, at least one, no repeats."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    if not items or all(isinstance(x, str) and not x.strip() for x in items):
-        raise ConfigError(f"{name} names no learning rate; give a comma-separated list like 0.05,0.1,0.2")
-    lrs = [positive_float(f"{name} entry", x.strip() if isinstance(x, str) else x) for x in items]
-    repeated = sorted({x for x in lrs if lrs.count(x) > 1})
-    if repeated:
-        raise ConfigError(f"{name}: learning rate {repeated[0]:g} is given more than once; give each once")
-    return sorted(lrs)
-
-
 def run_name(lr: float) -> str:
     """The sub-directory of one η: repr is the shortest text that reads back as the same float, so two
     distinct η never share a directory."""
@@ -87,7 +82,9 @@ def check_sweep_dir(out: str | Path, lrs: Sequence[float], force: bool) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
-    entries = sorted(e.name for e in out.iterdir()) if out.is_dir() else []
+    if out.is_dir():
+        lock.check_free(out)
+    entries = sorted(e.name for e in out.iterdir() if e.name != lock.LOCK_FILE) if out.is_dir() else []
     ours = [e for e in entries if e in SWEEP_FILES or _is_run_dir(out / e)]
     foreign = [e for e in entries if e not in ours]
     if foreign:
@@ -109,7 +106,7 @@ def _is_run_dir(path: Path) -> bool:
     return (
         path.name.startswith("lr-")
         and path.is_dir()
-        and not any(e.name not in (*RUN_FILES, "figures") for e in path.iterdir())
+        and not any(e.name not in (*RUN_FILES, "figures", lock.LOCK_FILE) for e in path.iterdir())
     )
 
 
@@ -127,6 +124,7 @@ def sweep(
     force: bool = False,
     progress: bool = False,
     say: Callable[[str], None] | None = None,
+    threads: int | str | None = None,
 ) -> SweepResult:
     """GD (with its midpoints) at every η in ``lrs`` for ``steps`` steps from the same initialization.
 
@@ -136,6 +134,8 @@ def sweep(
     written; ``force`` replaces an earlier sweep there. Everything is validated before anything is
     computed. ``say`` receives one line per η as its run ends; ``progress`` shows a bar per run.
     A run counts as diverged once GD's loss is non-finite or above ``BLOWUP`` × its initial value.
+    ``threads`` sets torch's thread count once the problem is built (a number, or ``"auto"``: see
+    ``edgeflow.threads.choose``); None keeps it.
     """
     lrs = parse_lrs(lrs)
     built = isinstance(problem, Problem)
@@ -150,27 +150,122 @@ def sweep(
     if out is not None:
         out = check_sweep_dir(out, lrs, force)
     name = None if built else problem
-    if not built:
-        problem = make_problem(name, dtype=dtype, device=device, seed=seed, **(params or {}))
-    if out is not None and force:  # only now that nothing is left to validate; η not swept now go too
-        empty_dir(out)
+    settings = {"problem": name, "lrs": lrs, "steps": steps, "sharpness_every": every, "seed": seed}
+    # as text, so that they go into sweep-state.json (a torch.dtype or torch.device would not)
+    text_dtype = dtype if dtype is None or isinstance(dtype, str) else dtype_name(dtype)
+    settings |= {"params": dict(params or {}), "dtype": text_dtype, "device": device and str(device)}
+    held = writing(out, "edgeflow sweep", create=True) if out is not None else contextlib.nullcontext()
+    with held:
+        if out is not None:
+            check_sweep_dir(out, lrs, force)  # again, now that no other writer can change it
+        if not built:
+            problem = make_problem(name, dtype=dtype, device=device, seed=seed, **(params or {}))
+        thread_count.use(threads, problem.dim)
+        if out is not None and force:  # only now that nothing is left to validate; η not swept now go too
+            empty_dir(out)
+        return _run_all(problem, settings, out, progress, say, {}, resuming=False)
+
+
+def resume_sweep(
+    out: str | Path,
+    problem: Problem | None = None,
+    *,
+    progress: bool = False,
+    say: Callable[[str], None] | None = None,
+    threads: int | str | None = None,
+) -> SweepResult:
+    """Finish the sweep in ``out`` that was interrupted or killed: every η whose run completed is read
+    back, an interrupted one resumes from its own checkpoint (bit for bit), one never started (or
+    stopped before its first checkpoint) runs from the start; then the table and figure are written.
+    A named problem is rebuilt from the sweep's settings; a ``Problem`` built by hand is passed again."""
+    out = Path(out)
+    state = read_state(out)
+    settings, walls = state["settings"], state["walls"]
+    with writing(out, "edgeflow sweep --resume"):
+        if problem is None:
+            if settings["problem"] is None:
+                raise ConfigError(
+                    f"the sweep in {out} ran on a Problem built by hand; pass it again: problem=..."
+                )
+            problem = make_problem(
+                settings["problem"],
+                dtype=settings["dtype"],
+                device=settings["device"],
+                seed=settings["seed"],
+                **settings["params"],
+            )
+        thread_count.use(threads, problem.dim)
+        return _run_all(problem, settings, out, progress, say, walls, resuming=True)
+
+
+def read_state(out: Path) -> dict:
+    """The settings a sweep directory was started with (``ConfigError`` when it holds no sweep)."""
+    if not out.is_dir():
+        what = "is a file" if out.exists() else "does not exist"
+        raise ConfigError(f"{out} {what}; --resume takes a directory written by `edgeflow sweep`")
+    path = out / STATE
+    if not path.is_file():
+        raise ConfigError(f"{out} holds no resumable edgeflow sweep (no {STATE})")
+    try:
+        state = json.loads(path.read_text())
+        settings = state["settings"]
+        settings["lrs"] = parse_lrs(settings["lrs"])
+        return state
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path} is damaged ({type(err).__name__}: {err})") from None
+
+
+def _write_state(out: Path, settings: dict, walls: dict[str, float]) -> None:
+    tmp = out / (STATE + ".tmp")
+    tmp.write_text(json.dumps({"settings": settings, "walls": walls}, indent=2) + "\n")
+    tmp.replace(out / STATE)
+
+
+def _run_all(
+    problem: Problem,
+    settings: dict,
+    out: Path | None,
+    progress: bool,
+    say: Callable[[str], None] | None,
+    walls: dict[str, float],
+    resuming: bool,
+) -> SweepResult:
+    """Every η of ``settings`` in turn; ``resuming`` an earlier attempt, the runs it finished are read
+    back (their wall times from ``walls``) and an interrupted one is resumed."""
+    name, steps, every, seed = (settings[k] for k in ("problem", "steps", "sharpness_every", "seed"))
+    if out is not None:
+        _write_state(out, settings, walls)
     rows, results = [], {}
-    for lr in lrs:
+    for lr in settings["lrs"]:
         sub = out / run_name(lr) if out is not None else None
-        files = {"config.toml": _run_toml(name, problem, lr, steps, every, seed, params)} if name else None
         t0 = time.perf_counter()
-        res = compare(
-            problem,
-            lr,
-            steps,
-            FLOWS,
-            sharpness_every=every,
-            seed=seed,
-            out=sub,
-            files=files,
-            progress=progress,
-        )
-        row = {**sweep_row(res, time.perf_counter() - t0), "run_dir": sub.name if sub else None}
+        if resuming and sub is not None and _finished(sub):
+            res = load(sub)
+            wall = walls.get(run_name(lr))
+        elif resuming and sub is not None and (sub / checkpoint.CHECKPOINT).is_file():
+            res = resume(sub, problem, progress=progress)
+            wall = time.perf_counter() - t0
+        else:
+            files = None
+            if name:
+                files = {"config.toml": _run_toml(name, problem, lr, steps, every, seed, settings["params"])}
+            res = compare(
+                problem,
+                lr,
+                steps,
+                FLOWS,
+                sharpness_every=every,
+                seed=seed,
+                out=sub,
+                force=resuming,  # an η that stopped before its first checkpoint starts again
+                files=files,
+                progress=progress,
+            )
+            wall = time.perf_counter() - t0
+        if out is not None and run_name(lr) not in walls:
+            walls[run_name(lr)] = wall
+            _write_state(out, settings, walls)
+        row = {**sweep_row(res, wall), "run_dir": sub.name if sub else None}
         rows.append(row)
         results[lr] = res
         if say is not None:
@@ -179,6 +274,13 @@ def sweep(
     if out is not None:
         write_sweep(result, out)
     return result
+
+
+def _finished(run_dir: Path) -> bool:
+    """A run that reached its last step: its checkpoint dropped, its file marked complete."""
+    if (run_dir / checkpoint.CHECKPOINT).exists() or not (run_dir / "results.h5").is_file():
+        return False
+    return load(run_dir, params=False).complete
 
 
 def _run_toml(name: str, problem: Problem, lr: float, steps: int, every: int, seed: int, params) -> str:
@@ -200,7 +302,7 @@ def diverged_at(res: Result) -> int | None:
     return min((s for s in stops if s is not None), default=None)
 
 
-def sweep_row(res: Result, wall_time: float) -> dict:
+def sweep_row(res: Result, wall_time: float | None) -> dict:
     """One η's line of the table, from GD's loss and its midpoints' sharpness (JSON-ready: no NaN)."""
     threshold = res.threshold
     k_div = diverged_at(res)
@@ -227,7 +329,7 @@ def sweep_row(res: Result, wall_time: float) -> dict:
         # how close GD sits to 2/η at the end: ≈ 1 at EoS, < 1 while it has not reached it
         "late_sharpness_ratio": _num(np.median(late) / threshold) if late.size else None,
         "diverged_at": k_div,
-        "wall_time_s": round(wall_time, 3),
+        "wall_time_s": None if wall_time is None else round(wall_time, 3),
     }
 
 
@@ -428,4 +530,13 @@ def _plot_final_loss(ax, result: SweepResult, colors) -> None:
     add_legend(ax)
 
 
-__all__ = ["BLOWUP", "SweepResult", "parse_lrs", "plot_sweep", "sweep", "sweep_markdown", "write_sweep"]
+__all__ = [
+    "BLOWUP",
+    "SweepResult",
+    "parse_lrs",
+    "plot_sweep",
+    "resume_sweep",
+    "sweep",
+    "sweep_markdown",
+    "write_sweep",
+]

@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import math
 import numbers
-
-import torch
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from edgeflow.errors import ConfigError, invalid_choice
 
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+if TYPE_CHECKING:
+    import torch
+
+
+class _Dtypes(Mapping):
+    """``{"float32": torch.float32, "float64": torch.float64}``, importing torch only when a dtype is
+    looked up: the command line names the choices before it needs torch (which takes seconds)."""
+
+    NAMES = ("float32", "float64")
+
+    def __getitem__(self, name: str) -> torch.dtype:
+        import torch
+
+        if name not in self.NAMES:
+            raise KeyError(name)
+        return getattr(torch, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
+
+
+DTYPES: Mapping[str, torch.dtype] = _Dtypes()
 
 #: the keywords every problem builder and factory takes besides its own parameters
 RUN_KEYWORDS = ("seed", "dtype", "device")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, default: torch.dtype) -> torch.dtype:
+    import torch
+
     if dtype is None:
         return default
     if isinstance(dtype, torch.dtype):
@@ -33,6 +59,8 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """Parse a device string and check that this machine has it (no silent fallback to the CPU)."""
+    import torch
+
     if device is None:
         return torch.device("cpu")
     valid = "cpu, cuda, cuda:N, mps"
@@ -60,33 +88,47 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     raise ConfigError(f"unknown device {device!r}; valid choices: {valid}")
 
 
-def positive_float(name: str, value: object) -> float:
+def _number(name: str, value: object, text: bool, what: str) -> float:
+    """``value`` as a float; True/False are never numbers, and text only where ``text`` (the command
+    line's values are text until they are used)."""
+    if isinstance(value, bool) or (isinstance(value, str) and not text):
+        raise ConfigError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
     try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}") from None
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} must be {what}, got {value!r}") from None
+
+
+def positive_float(name: str, value: object, text: bool = True) -> float:
+    x = _number(name, value, text, "a positive number")
     if not math.isfinite(x) or x <= 0:
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
     return x
 
 
-def nonnegative_float(name: str, value: object) -> float:
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a finite number ≥ 0, got {value!r}") from None
+#: The learning rates every flow computes with: 2/η, η² and η·S must stay finite floats (1e-320
+#: made 2/η overflow in the summary, 1e300 made η² overflow in Edge Flow's rounding model). Both ends
+#: are far outside any rate that trains.
+LR_RANGE = (1e-300, 1e150)
+
+
+def learning_rate(name: str, value: object, text: bool = True) -> float:
+    x = positive_float(name, value, text)
+    low, high = LR_RANGE
+    if not low <= x <= high:
+        raise ConfigError(f"{name} must be in [{low:g}, {high:g}] (2/η and η² finite), got {value!r}")
+    return x
+
+
+def nonnegative_float(name: str, value: object, text: bool = True) -> float:
+    x = _number(name, value, text, "a finite number ≥ 0")
     if not math.isfinite(x) or x < 0:
         raise ConfigError(f"{name} must be a finite number ≥ 0, got {value!r}")
     return x
 
 
-def positive_int(name: str, value: object, at_most: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}") from None
+def positive_int(name: str, value: object, at_most: int | None = None, text: bool = True) -> int:
+    x = _number(name, value, text, "a positive integer")
     if not math.isfinite(x) or x <= 0 or x != int(x):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if at_most is not None and x > at_most:
@@ -106,3 +148,15 @@ def seed_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
         raise ConfigError(f"{name} must be an integer in [0, 2**63 - 1], got {value!r}")
     return int(value)
+
+
+def parse_lrs(value: str | Sequence[float], name: str = "lrs") -> list[float]:
+    """``"0.1,0.05"`` or ``[0.1, 0.05]`` → ``[0.05, 0.1]``: positive finite, at least one, no repeats."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if not items or all(isinstance(x, str) and not x.strip() for x in items):
+        raise ConfigError(f"{name} names no learning rate; give a comma-separated list like 0.05,0.1,0.2")
+    lrs = [learning_rate(f"{name} entry", x.strip() if isinstance(x, str) else x) for x in items]
+    repeated = sorted({x for x in lrs if lrs.count(x) > 1})
+    if repeated:
+        raise ConfigError(f"{name}: learning rate {repeated[0]:g} is given more than once; give each once")
+    return sorted(lrs)

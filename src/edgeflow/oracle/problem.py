@@ -8,6 +8,7 @@ float rounding. Every derivative comes from ``torch.func`` applied to a term and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -132,7 +133,15 @@ class Problem:
         """
         if loss not in LOSSES:
             raise invalid_choice("loss", loss, LOSSES)
+        if not (
+            isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
+        ):
+            raise ConfigError(f"data must be a pair of tensors (X, Y), got {_kind(data)}")
         X, Y = data
+        if X.ndim == 0 or Y.ndim == 0:
+            raise ConfigError(
+                f"X and Y need an example axis, got shapes {tuple(X.shape)} and {tuple(Y.shape)}"
+            )
         if len(X) != len(Y):
             raise ConfigError(f"data has {len(X)} inputs but {len(Y)} targets")
         n = len(X)
@@ -141,14 +150,28 @@ class Problem:
         first = next(model.parameters(), None)
         if first is None:
             raise ConfigError("model has no parameters")
+        for key, p in model.named_parameters():
+            if not p.is_floating_point():
+                raise ConfigError(
+                    f"model parameter {key!r} is {dtype_name(p.dtype)}; parameters must be real floats"
+                )
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, first.dtype)
         model = model.to(device=dev, dtype=dt)
         X = X.to(device=dev, dtype=dt) if X.is_floating_point() else X.to(device=dev)
-        if loss == "mse" and not Y.is_floating_point():
+        try:
             with torch.no_grad():
-                out_dim = model(X[:1]).shape[-1]
-            Y = F.one_hot(Y.long(), out_dim)
+                sample = model(X[:1])
+        except (RuntimeError, TypeError, ValueError, IndexError) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"the model cannot take X (shape {tuple(X.shape)}, {dtype_name(X.dtype)}): {first_line}"
+            ) from None
+        if not isinstance(sample, Tensor) or sample.ndim < 2:
+            raise ConfigError(f"the model must return (n, ..., outputs) for n inputs, got {_kind(sample)}")
+        Y = _targets(Y, sample, loss)
+        if loss == "mse" and not Y.is_floating_point():
+            Y = F.one_hot(Y.long(), sample.shape[-1])
         Y = Y.to(device=dev, dtype=dt) if (loss == "mse" or Y.is_floating_point()) else Y.to(dev)
 
         names = [k for k, _ in model.named_parameters()]
@@ -177,7 +200,16 @@ class Problem:
         size = len(X) if chunk_size is None else positive_int("chunk_size", chunk_size)
         terms = [chunk_term(X[i : i + size], Y[i : i + size]) for i in range(0, len(X), size)]
         info = {"loss": loss, "n": n, "chunk_size": size, "shard": [mine.start, mine.stop]}
-        return cls(terms, w0, name=name, unflatten=unflatten, info=info, sharded=sharded)
+        problem = cls(terms, w0, name=name, unflatten=unflatten, info=info, sharded=sharded)
+        # One evaluation now: a loss that is NaN at w0 otherwise surfaced as "a Hessian-vector
+        # product is not finite (the iterate has overflowed)" deep inside the first step.
+        value = float(problem.loss(problem.w0))
+        problem.counts = Counts()
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"the loss is {value} at the model's initial parameters; check the model and data"
+            )
+        return problem
 
     # ------------------------------------------------------------------ properties
     @property
@@ -386,14 +418,63 @@ def _check_w0(w0: Tensor) -> None:
 def _check_loss(fn: Term, w0: Tensor) -> None:
     """One evaluation at ``w0``: a loss that is not a finite scalar would fail deep inside the first
     gradient (or silently sum its entries), far from the mistake."""
-    with torch.no_grad():
-        value = fn(w0)
+    w = w0.clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = fn(w)
     if not isinstance(value, Tensor):
         raise ConfigError(f"the loss function must return a scalar tensor, got {type(value).__name__}")
     if value.ndim != 0:
         raise ConfigError(f"the loss function must return a scalar tensor, got shape {tuple(value.shape)}")
     if not torch.isfinite(value):
-        raise ConfigError(f"the loss function must be finite at w0, got {float(value)}")
+        raise ConfigError(f"the loss function must be finite at w0, got {float(value.detach())}")
+    if not value.requires_grad:
+        raise ConfigError(
+            "the loss function does not depend on w (its value carries no gradient): compute it from "
+            "the tensor it is given with torch operations, not from a copy, a float or numpy"
+        )
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}: {', '.join(type(v).__name__ for v in value)}"
+    return type(value).__name__
+
+
+def _targets(Y: Tensor, sample: Tensor, loss: str) -> Tensor:
+    """``Y`` checked against the model's output for one example (``sample``, shape (1, ..., C)):
+    integer class indices in [0, C), or float targets of the output's shape (for cross-entropy,
+    probabilities: non-negative, summing to 1 over the classes)."""
+    classes, position = sample.shape[-1], tuple(sample.shape[1:-1])
+    if Y.is_complex() or Y.dtype == torch.bool:
+        raise ConfigError(f"targets Y must be class indices or real floats, got {dtype_name(Y.dtype)}")
+    if not Y.is_floating_point():
+        if tuple(Y.shape[1:]) != position:
+            raise ConfigError(
+                f"class-index targets Y must have shape (n, {', '.join(map(str, position))}) to match the "
+                f"model's output {tuple(sample.shape)}, got {tuple(Y.shape)}".replace("(n, )", "(n,)")
+            )
+        low, high = int(Y.min()), int(Y.max())
+        if low < 0 or high >= classes:
+            raise ConfigError(
+                f"class-index targets Y must lie in [0, {classes - 1}] (the model has {classes} outputs), "
+                f"got values from {low} to {high}"
+            )
+        return Y
+    if tuple(Y.shape[1:]) != tuple(sample.shape[1:]):
+        raise ConfigError(
+            f"float targets Y must have the model's output shape per example {tuple(sample.shape[1:])}, "
+            f"got {tuple(Y.shape[1:])}"
+        )
+    if loss == "ce":
+        total = Y.sum(-1)
+        if bool((Y < 0).any()) or not torch.allclose(total, torch.ones_like(total), atol=1e-4):
+            raise ConfigError(
+                "cross-entropy targets given as floats must be class probabilities (≥ 0, summing to 1 "
+                "over the classes); give class indices as an integer tensor"
+            )
+    return Y
 
 
 def _sum(parts) -> Tensor:

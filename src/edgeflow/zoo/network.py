@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
+from edgeflow.errors import ConfigError
 from edgeflow.oracle import Problem
-from edgeflow.utils import RUN_KEYWORDS
+from edgeflow.utils import RUN_KEYWORDS, dtype_name, resolve_device, resolve_dtype
 from edgeflow.zoo.models import seeded_init
 
 #: a builder's description of its problem: a constructor of the network and the data (X, Y)
@@ -37,6 +40,7 @@ def network_problem(
 
     def build(*, seed: int, dtype, device, loss: str = loss, chunk_size: int | None = None, **params):
         make_network, data = describe(seed=seed, **params)
+        check_fits(make_network, dtype, device, params)
         return Problem.from_module(
             seeded_init(make_network, seed),
             data,
@@ -56,6 +60,44 @@ def network_problem(
     )
     build.__name__ = build.__qualname__ = name.replace("-", "_")
     return build
+
+
+#: what a run holds per parameter, in copies of the parameter vector: the iterates of the flows, their
+#: gradients and HVPs, Lanczos' vectors; a network with fewer bytes than this many copies could not run
+MIN_COPIES = 4
+
+
+def check_fits(make_network: Callable[[], nn.Module], dtype, device, params: dict) -> None:
+    """Refuse (``ConfigError``) a network whose parameters alone, ``MIN_COPIES`` times over, exceed
+    the memory available on ``device``: counted on PyTorch's meta device, which allocates nothing."""
+    try:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in make_network().parameters())
+    except Exception:  # an architecture that cannot be built without data: the real build will tell
+        return
+    dt = resolve_dtype(dtype, torch.float32)
+    need = count * dt.itemsize * MIN_COPIES
+    have = available_memory(resolve_device(device))
+    if have is not None and need > have:
+        given = ", ".join(f"{k}={v}" for k, v in params.items())
+        raise ConfigError(
+            f"the network ({given or 'default sizes'}) has {count:.3g} parameters: {need / 2**30:.3g} GiB "
+            f"for {MIN_COPIES} copies in {dtype_name(dt)}, more than the {have / 2**30:.3g} GiB available; "
+            "choose smaller sizes"
+        )
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (MemAvailable on the CPU), None where it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def image_classifier(

@@ -1,0 +1,233 @@
+"""Extreme but valid numbers, torch's thread count, and a command line that starts without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import edgeflow as ef
+from conftest import run_cli
+from edgeflow import threads
+from edgeflow.utils import LR_RANGE
+
+QUICK = ["--problem", "quadratic", "--steps", "2", "--quiet", "--no-plots"]
+
+
+@pytest.mark.parametrize("lr", ["1e-320", "1e-308", "1e300", "1e308"])
+def test_a_learning_rate_whose_2_over_eta_or_square_overflows_is_refused_before_work(capsys, tmp_path, lr):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", *QUICK, "--lr", lr, "--out", str(out))
+    assert code == 2 and f"--lr must be in [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}]" in err and lr in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("lr", LR_RANGE)
+def test_the_extreme_learning_rates_run_to_a_complete_summary(capsys, tmp_path, lr):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "run", *QUICK, "--lr", repr(lr), "--out", str(out))
+    assert code == 0, err
+    assert ef.load(out).complete and "2/η" in stdout
+    json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda p: ef.compare(p, True, 2, ["gd"]), "lr must be a positive number, got True (bool)"),
+        (lambda p: ef.compare(p, "0.1", 2, ["gd"]), "lr must be a positive number, got '0.1' (str)"),
+        (lambda p: ef.compare(p, 0.1, 2.5, ["gd"]), "steps must be a positive integer, got 2.5"),
+        (lambda p: ef.compare(p, 0.1, "2", ["gd"]), "steps must be a positive integer, got '2' (str)"),
+        (lambda p: ef.StabilityMonitor(p, lr=1e-320), "lr must be in"),
+        (lambda p: ef.sweep(p, [0.1, 1e-320], 2), "lrs entry must be in"),
+    ],
+    ids=["lr-bool", "lr-text", "steps-float", "steps-text", "monitor-tiny-lr", "sweep-tiny-lr"],
+)
+def test_the_api_names_a_value_of_the_wrong_type(call, needle):
+    with pytest.raises(ef.ConfigError) as info:
+        call(ef.make_problem("quadratic"))
+    assert needle in str(info.value)
+
+
+def test_thread_count_follows_the_problem_size_and_the_request(capsys, tmp_path, monkeypatch):
+    assert threads.choose("auto", 10) == threads.choose(None, threads.SMALL - 1) == 1
+    assert 1 <= threads.choose("auto", threads.SMALL) <= threads.available_cores()
+    assert threads.choose(3, 10) == 3
+    for bad in ("x", "0", "-2", True):
+        with pytest.raises(ef.ConfigError, match="--threads must be a positive integer or auto"):
+            threads.check(bad)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.request(None) is None and threads.request("2") == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert threads.request(None) == "auto"
+
+    torch.set_num_threads(2)  # as torch starts on a 2-core machine; auto brings it to 1 on a tiny problem
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", *QUICK, "--out", str(out))
+    assert code == 0 and "1 thread)" in err, err
+    assert torch.get_num_threads() == 1
+    assert json.loads((out / "config.json").read_text())["threads"] == 1
+    code, _, err = run_cli(capsys, "run", *QUICK, "--threads", "many", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "'many'" in err
+
+
+def test_help_list_and_flag_errors_answer_without_importing_torch(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFLOW_CACHE", str(tmp_path / "cache"))
+    code, listed, _ = run_cli(capsys, "list")  # computed once (torch is imported here anyway), kept
+    script = (
+        "import sys\n"
+        "from edgeflow.cli import main\n"
+        "codes = []\n"
+        "for argv in (['run', '--checkpoint-every', '0'], ['run', '--lr', 'x'], ['run', '--threads', '0'],"
+        " ['sweep', '--problem', 'quadratic', '--lrs', '0'], ['run', '--resume', sys.argv[1]]):\n"
+        "    codes.append(main(argv))\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as exc:\n"
+        "    codes.append(exc.code)\n"
+        "codes.append(main(['list']))\n"
+        "print(codes, 'torch' in sys.modules, 'h5py' in sys.modules)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEFLOW_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "missing")], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2, 2, 0, 0] False False", proc.stdout
+    assert listed in proc.stdout and code == 0
+    assert proc.stderr.count("edgeflow: error:") == 5
+
+
+def test_the_cli_defaults_name_the_library_defaults():
+    from edgeflow import cli, optimizers, zoo
+
+    assert cli.DEFAULT_PROBLEM == zoo.DEFAULT_PROBLEM and cli.DEFAULT_OPTIMIZER == optimizers.DEFAULT
+
+
+def _mlp(out: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, out)).double()
+
+
+X4 = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+LABELS = torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+class _WithCounter(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _mlp()
+        self.count = torch.nn.Parameter(torch.zeros(1, dtype=torch.int64), requires_grad=False)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "loss", "needle"),
+    [
+        (_mlp, lambda: (X4, LABELS.float().reshape(6, 1) * float("nan")), "mse", "float targets"),
+        (_mlp, lambda: (X4 * float("nan"), LABELS), "mse", "the loss is nan at the model's initial"),
+        (_WithCounter, lambda: (X4, LABELS), "mse", "'count' is int64"),
+        (_mlp, lambda: (X4[:, :3], LABELS), "mse", "cannot take X (shape (6, 3)"),
+        (_mlp, lambda: X4, "mse", "pair of tensors (X, Y), got a tensor"),
+        (_mlp, lambda: (X4, LABELS, LABELS), "mse", "pair of tensors (X, Y), got a tuple of 3"),
+        (_mlp, lambda: (X4, LABELS + 1), "ce", "must lie in [0, 2]"),
+        (_mlp, lambda: (X4, -torch.ones(6, 3, dtype=torch.float64)), "ce", "class probabilities"),
+        (_mlp, lambda: (X4, torch.ones(6, 2, dtype=torch.float64)), "mse", "output shape per example (3,)"),
+    ],
+    ids=[
+        "y-width",
+        "nan-loss",
+        "int-param",
+        "x-width",
+        "not-a-pair",
+        "triple",
+        "ce-label",
+        "ce-negative",
+        "mse-width",
+    ],
+)
+def test_from_module_refuses_what_it_cannot_do(model, data, loss, needle):
+    with pytest.raises(ef.ConfigError) as info:
+        ef.Problem.from_module(model(), data(), loss=loss)
+    assert needle in str(info.value)
+
+
+def test_from_function_refuses_a_loss_that_does_not_depend_on_w():
+    with pytest.raises(ef.ConfigError, match="does not depend on w"):
+        ef.Problem.from_function(lambda w: torch.tensor(float(w.sum().item()) ** 2), [1.0, 2.0])
+
+
+def test_edge_stable_gd_refuses_misuse_with_a_named_error():
+    model = _mlp()
+    with pytest.raises(ef.ConfigError, match="margin must be in"):
+        ef.EdgeStableGD(model.parameters(), lr=0.1, margin=2.5)
+    with pytest.raises(ef.ConfigError, match="lr must be a positive number"):
+        ef.EdgeStableGD(model.parameters(), lr="0.1")
+    model[0].weight.requires_grad_(False)
+    with pytest.raises(ef.ConfigError, match="does not require grad"):
+        ef.EdgeStableGD(model.parameters(), lr=0.1)
+    model[0].weight.requires_grad_(True)
+    opt = ef.EdgeStableGD(model.parameters(), lr=0.1)
+
+    def loss() -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(model(X4), LABELS)
+
+    def with_backward():  # the usual torch.optim closure
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    before = [p.detach().clone() for p in model.parameters()]
+    for closure, needle in (
+        (with_backward, "must not call backward()"),
+        (lambda: loss().detach(), "without a graph"),
+        (lambda: loss() * float("nan"), None),
+    ):
+        opt.zero_grad(set_to_none=True)
+        with pytest.raises((ef.ConfigError, FloatingPointError), match=needle or "nan"):
+            opt.step(closure)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    opt.step(lambda: (opt.zero_grad(set_to_none=True), loss())[1])  # as the hint says: it steps
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_the_monitor_raises_on_a_non_finite_loss_instead_of_forecasting():
+    prob = ef.make_problem("quadratic")
+    mon = ef.StabilityMonitor(prob, lr=0.1)
+    mon.update(prob.w0)
+    with pytest.raises(FloatingPointError, match="the loss is nan"):
+        mon.update(prob.w0, loss=float("nan"))
+
+
+def test_a_flow_pinned_at_the_threshold_has_no_overshoot_and_a_crossing_gd_never_makes_is_an_error():
+    from edgeflow.metrics import fidelity, fidelity_markdown, onset_profile
+    from edgeflow.results import FlowRecord, Result
+
+    steps = np.arange(0, 41)
+    rising = np.minimum(3.0 + steps, 5.0)  # reaches 2/η = 5 at step 2 and is held there
+    pinned = rising * (1 + 1e-6 * np.cos(steps))  # a projection's rounding on the plateau
+    pinned[10] = 5.0 * (1 + 5e-4)
+    assert onset_profile(steps, pinned, 5.0)["peak"] is None
+    below = np.full(len(steps), 4.0)  # GD's midpoint sharpness stays below 2/η
+    flows = {
+        "midpoint": FlowRecord({"step": steps, "sharpness": below, "train_loss": np.ones(len(steps))}),
+        "central": FlowRecord({"step": steps, "sharpness": pinned, "train_loss": np.ones(len(steps))}),
+    }
+    res = Result(0.4, flows, {"step": steps, "central-midpoint": steps * 0.0, "midpoint-w0": steps * 1.0})
+    onset = fidelity(res)["central"]["onset"]
+    assert onset["cross"] is not None and onset["gd_never_crosses"] and onset["peak"] is None
+    row = next(line for line in fidelity_markdown(fidelity(res)) if line.startswith("| central"))
+    assert f"| {onset['cross']}, GD never: model error |" in row
+
+
+def test_a_network_too_large_for_memory_is_refused_with_its_size_before_allocating():
+    with pytest.raises(ef.ConfigError, match=r"width=1000000000\) has 1e\+18 parameters: .* GiB available"):
+        ef.make_problem("digits-mlp", n=20, width=10**9)
