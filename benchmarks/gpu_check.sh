@@ -17,6 +17,8 @@ STEPS=${STEPS:-300}        # GD crosses 2/η near step 80 and overshoots near st
 N=${N:-1000}               # MNIST-5k examples
 WARMUP=${WARMUP:-150}      # cost is timed from GD's iterate at this step (inside EoS)
 MLP_WARMUP=${MLP_WARMUP:-300}  # … and on the default MLP from this one (it crosses 2/η at step 170)
+MLP_STEPS=${MLP_STEPS:-10} # steps timed per repeat on the default MLP
+REPEATS=${REPEATS:-3}      # repeats of every timing (medians)
 OUT=${OUT:-runs/gpu-check}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -z "${PYTHON:-}" ]; then
@@ -52,14 +54,14 @@ PY
     --out "$OUT" --force --quiet --no-plots
 
 "$PYTHON" "$REPO/benchmarks/cost.py" --problem mnist5k-vit --device "$DEVICE" --dtype float32 --param n="$N" \
-    --only edge,central --steps 5 --repeats 3 --warmup-steps "$WARMUP"
+    --only edge,central --steps 5 --repeats "$REPEATS" --warmup-steps "$WARMUP"
 
 # the default problem as the suite runs it (float64): whether a vmapped pair or triple of gradients
 # costs about one gradient on the GPU decides whether hvp="pair+center" at K = 2 comes under 3× GD
 "$PYTHON" "$REPO/benchmarks/cost.py" --problem digits-mlp --device "$DEVICE" \
-    --only edge --steps 10 --repeats 3 --warmup-steps "$MLP_WARMUP"
+    --only edge --steps "$MLP_STEPS" --repeats "$REPEATS" --warmup-steps "$MLP_WARMUP"
 
 if [ "$NPROC" -gt 1 ]; then
     "$PYTHON" "$REPO/benchmarks/scaling.py" --nproc "$NPROC" --device "$DEVICE" --problem mnist5k-vit \
-        --param n="$N" --steps 3 --repeats 3
+        --param n="$N" --steps 3 --repeats "$REPEATS"
 fi

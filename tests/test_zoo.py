@@ -256,6 +256,8 @@ def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
         "N": "10",
         "WARMUP": "1",
         "MLP_WARMUP": "1",
+        "MLP_STEPS": "2",
+        "REPEATS": "1",
         "OUT": str(tmp_path / "run"),
         "PYTHON": sys.executable,
     }

@@ -16,7 +16,11 @@ mode, out = sys.argv[1], sys.argv[2]
 parallel.init_from_env(None)
 problem = ef.make_problem("digits-mlp", n=61, width=16, seed=2)
 settings = dict(save_params=True, sharpness_every=3, checkpoint_every=5)
-flows = ["gd", "midpoint", "edge", "central"]
+flows = [
+    "gd",
+    "midpoint",
+    "edge",
+]  # the central flow under torchrun: test_cli_under_torchrun_equals_one_process
 if mode == "stop":
     original = Run.step_all
 
