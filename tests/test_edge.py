@@ -455,7 +455,10 @@ def test_zhu_center_tracks_gd_midpoint_and_mean_loss_tracks_gd_period_average():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("dtype", "hvp"),
-    [("float64", "exact"), ("float32", "exact"), ("float64", "pair+center"), ("float32", "pair")],
+    # The default scheme in float64 and the scheme without HVPs in float32 (each run is a quarter to a
+    # minute of CI); the other two combinations are measured in docs/results.md and their numbers
+    # are quoted below.
+    [("float64", "exact"), ("float32", "pair")],
 )
 def test_default_problem_onset_and_eos_distance(dtype, hvp):
     # Measured (K = 2, noise floor 0.03), GD at its midpoints vs Edge Flow:
