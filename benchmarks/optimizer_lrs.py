@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,9 +124,18 @@ def _lr(x: float) -> float:
     return float(f"{x:.2g}")
 
 
-def search(name: str, optimizer: str, tries: int, earlier: dict, every: int | None = None) -> dict:
+def search(
+    name: str,
+    optimizer: str,
+    tries: int,
+    earlier: dict,
+    every: int | None = None,
+    save: Callable[[dict], None] | None = None,
+) -> dict:
     """Doubles or halves η from the guess until the verdict turns, then bisects (geometrically)
-    between the largest η that asked for larger and the smallest that asked for smaller."""
+    between the largest η that asked for larger and the smallest that asked for smaller.
+    ``save`` gets the search so far after every trial (a long search that is stopped keeps its
+    trials for ``--reuse``)."""
     spec = PROBLEMS[name]
     problem = ef.make_problem(name)
     steps, every = spec.steps, every or spec.sharpness_every
@@ -135,6 +145,8 @@ def search(name: str, optimizer: str, tries: int, earlier: dict, every: int | No
     for _ in range(tries):
         row = earlier.get(lr) or trial(problem, optimizer, lr, steps, every)
         rows.append(row)
+        if save is not None:
+            save(_item(name, optimizer, steps, every, None, "searching", rows))
         print(
             name,
             optimizer,
@@ -158,13 +170,17 @@ def search(name: str, optimizer: str, tries: int, earlier: dict, every: int | No
     how = "met"
     if chosen is None:
         chosen, how = fallback(rows), "fallback"
+    return _item(name, optimizer, steps, every, chosen, how if chosen else "none", rows)
+
+
+def _item(name: str, optimizer: str, steps: int, every: int, chosen, how: str, rows: list) -> dict:
     return {
         "problem": name,
         "optimizer": optimizer,
         "steps": steps,
         "sharpness_every": every,
         "chosen": chosen,
-        "how": how if chosen else "none",
+        "how": how,
         "tried": rows,
     }
 
@@ -285,7 +301,12 @@ def main() -> None:
     for name in args.problems.split(","):
         for optimizer in args.optimizers.split(","):
             earlier = done.get((name, optimizer), {})
-            results.append(search(name, optimizer, args.tries, earlier, every.get(name)))
+
+            def save(item: dict) -> None:
+                if args.json:
+                    args.json.write_text(json.dumps([*results, item], indent=1))
+
+            results.append(search(name, optimizer, args.tries, earlier, every.get(name), save))
             if args.json:
                 args.json.write_text(json.dumps(results, indent=1))
             if args.markdown:
