@@ -42,6 +42,7 @@ class Adam(RMSProp):
     beta2: float = 0.999
     eps: float = 1e-8
     beta1: float = 0.9
+    momentum_key: ClassVar[str] = "m"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,6 +78,9 @@ class Adam(RMSProp):
         rate = (1 - self.beta1) / self.beta1
         return {**super().state_velocity(state, g, g_sq), "m": rate * (g - state["m"])}
 
+    def state_rates(self) -> dict[str, float]:
+        return {**super().state_rates(), "m": (1 - self.beta1) / self.beta1}
+
     def flow_rate(self, radius: float, state: State) -> float:
         # With P frozen, along curvature a of P⁻¹H the flow of (P^{1/2}w, P^{-1/2}m) is linear with
         # matrix [[−ηλ, −k], [c·a, −c]], c = (1 − β₁)/β₁. A complex pair's |λ| grows with a; a
@@ -84,6 +88,14 @@ class Adam(RMSProp):
         c, decay = (1 - self.beta1) / self.beta1, self.decay
         k = 1 / self._momentum_correction(state["t"])
         return max(c + decay, *(abs(z) for z in map_roots(-c - decay, c * decay + k * c * radius)))
+
+    def momentum_gain(self, state: State) -> float:
+        return 1 / self._momentum_correction(state["t"])
+
+    def flow_matrix(self, a: float, state: State | None = None) -> tuple[tuple[float, float], ...]:
+        # on (x, μ), μ = kP^{-1/2}m: dx/dt = −μ − ηλx, dμ/dt = c(k·a·x − μ), c = (1 − β₁)/β₁
+        c, k = (1 - self.beta1) / self.beta1, 1.0 if state is None else self.momentum_gain(state)
+        return (-self.decay, -1.0), (c * k * a, -c)
 
     @property
     def threshold(self) -> float:

@@ -76,6 +76,21 @@ class Optimizer(ABC):
         """d(state)/dt; none for a stateless optimizer."""
         return {}
 
+    def state_rates(self) -> dict[str, float]:
+        """The decay rate of each state entry in its ODE (d s/dt = rate·(target − s)), per GD step."""
+        return {}
+
+    def relax_state(self, state: State, g: Tensor, g_sq: Tensor, dt: float) -> State:
+        """One IMEX Euler step of the state's ODE over ``dt``: implicit in each entry's own decay,
+        explicit in its feed, s ← (s + Δt·rate·target)/(1 + Δt·rate). At Δt = 1 with g_sq = g⊙g it
+        is ``update`` exactly (β·s + (1 − β)·feed), so a process stepped this way at Δt = 1 runs
+        the discrete optimizer; for smaller Δt it is a consistent step of the stable flow's ODE."""
+        velocity, rates = self.state_velocity(state, g, g_sq), self.state_rates()
+        return {
+            key: value + dt * velocity[key] / (1 + dt * rates.get(key, 0.0)) if key in velocity else value
+            for key, value in state.items()
+        }
+
     def variance_velocity(self, state: State, g_sq_extra: Tensor) -> State:
         """The part of d(state)/dt that an extra mean elementwise square of the gradient adds
         (linear in ``g_sq_extra``): what an oscillation's ``diag(HΣH)`` feeds the state."""
@@ -105,6 +120,32 @@ class Optimizer(ABC):
     def map_coefficients(self, a: float) -> tuple[float, float] | None:
         """(T, D) of the characteristic polynomial z² − Tz + D of the linearized step of (w, momentum)
         along curvature ``a`` of P⁻¹H (P frozen); None without a momentum (the step is z = 1 − a)."""
+        return None
+
+    def center_curvature(self) -> float:
+        """The curvature a_c of P⁻¹H (times ``momentum_gain``) at which T(a) = 0: the step's 2×2
+        map then rotates by a quarter turn per step. Beyond it the map's modes are mostly period-2
+        (the oscillation's; at the threshold both roots are near −1) and Edge Flow's center feels
+        the top direction's curvature as a_c (edge_flow.md). T is linear in a."""
+        coefficients = self.map_coefficients(0.0)
+        if coefficients is None:
+            return math.inf
+        t0, t1 = coefficients[0], self.map_coefficients(1.0)[0]
+        return t0 / (t0 - t1)
+
+    # ------------------------------------------------------------------ momentum, in P's frame
+    #: the state entry holding the momentum (None: the optimizer keeps none)
+    momentum_key: ClassVar[str | None] = None
+
+    def momentum_gain(self, state: State) -> float:
+        """k in the frame momentum μ = k·P^{-1/2}·state[momentum_key] (x = P^{1/2}w), chosen so that
+        the stable flow reads dx/dt = −μ (+ the terms of ``flow_matrix``): Adam's bias correction of
+        m; 1 for heavy-ball's b. Curvature a of P⁻¹H acts on the momentum as k·a."""
+        return 1.0
+
+    def flow_matrix(self, a: float, state: State | None = None) -> tuple[tuple[float, float], ...] | None:
+        """The stable flow's linear field on (x, μ) along curvature ``a`` of P⁻¹H (P frozen), in GD-step
+        time; None without a momentum."""
         return None
 
     # ------------------------------------------------------------------ validation

@@ -34,6 +34,7 @@ class Momentum(Optimizer):
     description: ClassVar[str] = "heavy-ball momentum b ← βb + g, w ← w − ηb (torch.optim.SGD, momentum=β)"
 
     beta: float = 0.9
+    momentum_key: ClassVar[str] = "b"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,6 +56,9 @@ class Momentum(Optimizer):
     def state_velocity(self, state: State, g: Tensor, g_sq: Tensor) -> State:
         return {"b": (g - (1 - self.beta) * state["b"]) / self.beta}
 
+    def state_rates(self) -> dict[str, float]:
+        return {"b": (1 - self.beta) / self.beta}
+
     def flow_rate(self, radius: float, state: State) -> float:
         # The largest |eigenvalue| of the linear field over curvatures in [0, radius]: a complex
         # pair's grows with a, so it is at the radius; a real pair's is at most the larger of its
@@ -63,8 +67,9 @@ class Momentum(Optimizer):
         fastest = max(abs(z) for z in map_roots(p + s, p * s - q * r))
         return max(fastest, (1 - self.beta) / self.beta)
 
-    def flow_matrix(self, a: float) -> tuple[tuple[float, float], tuple[float, float]]:
-        """The stable flow's linear field on (w, ηb) along curvature ``a`` of ηH."""
+    def flow_matrix(self, a: float, state: State | None = None) -> tuple[tuple[float, float], ...]:
+        """The stable flow's linear field on (w, ηb) along curvature ``a`` of ηH (the frame's (x, μ)
+        up to the common factor √η)."""
         return (0.0, -1.0), (a / self.beta, -(1 - self.beta) / self.beta)
 
     def map_coefficients(self, a: float) -> tuple[float, float]:
@@ -85,7 +90,7 @@ class Nesterov(Momentum):
     def direction(self, state: State, g: Tensor, w: Tensor) -> Tensor:
         return g + self.beta * state["b"]
 
-    def flow_matrix(self, a: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    def flow_matrix(self, a: float, state: State | None = None) -> tuple[tuple[float, float], ...]:
         return (-a, -self.beta), (a / self.beta, -(1 - self.beta) / self.beta)
 
     def map_coefficients(self, a: float) -> tuple[float, float]:

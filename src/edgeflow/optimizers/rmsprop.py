@@ -73,6 +73,9 @@ class _RMSPropFamily(Optimizer):
         rate = (1 - self.beta2) / self.beta2
         return {"t": 1.0, "nu": rate * (self.statistic(g_sq) - state["nu"])}
 
+    def state_rates(self) -> dict[str, float]:
+        return {"nu": (1 - self.beta2) / self.beta2}
+
     def variance_velocity(self, state: State, g_sq_extra: Tensor) -> State:
         return {"nu": (1 - self.beta2) / self.beta2 * self.statistic(g_sq_extra)}
 

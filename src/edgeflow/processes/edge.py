@@ -100,6 +100,9 @@ ROUNDING_EVERY = 20
 NOISE_MATTERS = 1e6
 #: the most sub-steps per GD step ``_substeps_now`` takes for a preconditioned optimizer
 MAX_SUBSTEPS = 16
+#: the largest bias correction k = 1/(1 − β₁ᵗ) of a momentum at which Edge Flow models its
+#: oscillation (t ≥ 11 at β₁ = 0.9); before, its center runs the optimizer itself
+MAX_MOMENTUM_GAIN = 1.5
 #: |d log r/dt| above which the center's delay correction for a changing r is capped (per GD step)
 RATE_CAP = 4.0
 _TINY = torch.finfo(torch.float64).tiny  # keeps log r finite without rounding noise
@@ -191,6 +194,17 @@ def gradient_pair(
     return 0.5 * (g[0] + g[1]), (g[0] - g[1]) / (2 * r_pair), (g[2] if center else None)
 
 
+def implicit_step(field: tuple[float, float], jacobian, dt: float) -> tuple[float, float]:
+    """The linearly implicit (Rosenbrock–Euler) step Δ = Δt·(I − Δt·J)⁻¹F of a 2-D field F with
+    Jacobian J: backward Euler on the local linear model, damped for every Δt where J is stable
+    (a stiff or fast-rotating pair is relaxed, never amplified)."""
+    (p, q), (s, t) = jacobian
+    a, b, c, d = 1 - dt * p, -dt * q, -dt * s, 1 - dt * t
+    det = a * d - b * c
+    f, h = field
+    return dt * (d * f - b * h) / det, dt * (a * h - c * f) / det
+
+
 def secant_resolves(r: float, c: Tensor) -> bool:
     """Whether the secant ``uᵀ(g₊ − g₋)/2r`` at ``c ± r u`` stands clear of rounding: below
     ``√ε·max(1, ‖c‖)`` (``difference_scale``) it cancels catastrophically and ρ, its r → 0 limit, is
@@ -216,15 +230,13 @@ class EdgeFlow(Process):
         "secant",
         "magnitude",
     )
-    # The momentum methods' oscillation lives in (w, momentum): not derived yet.
-    optimizers = ("gd", "scalar-rmsprop", "rmsprop")
 
     def __init__(
         self,
         problem: Problem,
         lr: float,
         magnitude: str = "secant",
-        substeps: int = 2,
+        substeps: int | None = None,
         r0: float | None = None,
         noise: float = 1.0,
         probe_rounding: bool = True,
@@ -253,7 +265,7 @@ class EdgeFlow(Process):
             raise ConfigError(f"delay_magnitude must be true, false or None, got {delay_magnitude!r}")
         # default: with the center (half a step of delay in both, or in neither)
         self.delay_magnitude = center == "modified" if delay_magnitude is None else delay_magnitude
-        self.substeps = positive_int("substeps", substeps)
+        self.substeps = None if substeps is None else positive_int("substeps", substeps)
         self.r0 = None if r0 is None else positive_float("r0 (r = 0 is invariant)", r0)
         self.noise = nonnegative_float("noise", noise)
         if not isinstance(probe_rounding, bool):
@@ -271,6 +283,11 @@ class EdgeFlow(Process):
                 "implicit": (self.implicit, "u"),
                 "warm_start": (self.warm_start, 0),
             }
+            if optimizer.momentum_key is not None and self.magnitude_rule == "linear":
+                raise ConfigError(
+                    f"Edge Flow magnitude='linear' is GD's linearization ηκ − 2; with optimizer "
+                    f"{optimizer.name!r} use 'secant' or 'rayleigh' (the momentum map's period-2 root)"
+                )
             for key, (value, needed) in chosen.items():
                 if value != needed:
                     raise ConfigError(
@@ -309,11 +326,16 @@ class EdgeFlow(Process):
         self.g_sq_prev: Tensor | None = None  # E[g⊙g] at the last sub-step, for its lead
         self.inverse_prev: Tensor | None = None  # P⁻¹ at the last sub-step, for its delay
         self.dt_prev = math.nan  # the last sub-step's length (the sub-steps adapt, ``_substeps_now``)
+        self.state_seen = True  # the state has seen the gradient at the center (momentum sub-step)
         scale = self._scale()
         gen = torch.Generator(device=w0.device).manual_seed(self.seed)
         u = self.problem.eigs(w0, generator=gen, scale=scale).vectors[0]
         step_along_u = -float(u @ (scale * g))
         r0 = self.r0 if self.r0 is not None else 0.5 * abs(step_along_u)
+        if self.r0 is None and self.optimizer.momentum_key is not None:
+            # with a momentum the start is the center (its transient along u is the center's own
+            # motion until the top curvature passes the center curvature: _hand_over_along_u)
+            r0 = 0.0
         self._start(w0.clone(), u, r0, sign=-1.0 if step_along_u >= 0 else 1.0)
 
     def _scale(self) -> Tensor:
@@ -432,6 +454,15 @@ class EdgeFlow(Process):
         for _ in range(substeps):
             self._substep(dt)
 
+    @property
+    def _base_substeps(self) -> int:
+        """``substeps``, by default 2, and 1 with a momentum: its sub-step at Δt = 1 is the
+        optimizer's own step on the symmetrized loss (``_momentum_substep``); a smaller Δt steps
+        the stable flow's ODE, which misses the optimizer's O(1)-in-η discretization."""
+        if self.substeps is not None:
+            return self.substeps
+        return 1 if self.optimizer.momentum_key is not None else 2
+
     def _substeps_now(self) -> int:
         """``substeps``, raised for a preconditioned optimizer while its effective sharpness ρ is far
         above the threshold: there the other eigenvalues of P⁻¹H can be above it too, and the
@@ -440,15 +471,22 @@ class EdgeFlow(Process):
         until that factor stays above −1 for every λ ≤ ρ. At EoS (ρ ≈ 2) two sub-steps suffice;
         adaptive RMSProp overshoots to twice the threshold at the onset. GD keeps its fixed count."""
         if self.optimizer.stateless or not math.isfinite(self.rho):
-            return self.substeps
+            return self._base_substeps
+        if self.optimizer.momentum_key is not None:
+            # at Δt = 1 the momentum sub-step is the optimizer's own step, stable wherever the
+            # optimizer is; a smaller Δt only damps more
+            return self._base_substeps
         rho = max(self.rho, 0.0)
         correction = 0.5 if self.center == "modified" else 0.0
-        k = self.substeps
+        k = self._base_substeps
         while k < MAX_SUBSTEPS and rho / k * (1.0 + correction * (1.0 - 1.0 / k) * rho) > 2.0:
             k += 1
         return k
 
     def _substep(self, dt: float) -> None:
+        if self.optimizer.momentum_key is not None:
+            self._momentum_substep(dt)
+            return
         frame = None
         if self.optimizer.stateless:
             p, lr, c, u = self.problem, self.lr, self.c, self.u
@@ -510,6 +548,93 @@ class EdgeFlow(Process):
             self._feed_state(frame, dt)
             self.dt_prev = dt
 
+    def _momentum_substep(self, dt: float) -> None:
+        """One sub-step for an optimizer with a momentum (edge_flow.md, "Momentum and Adam"), in the
+        frame x = P^{1/2}(w − c) with frame momentum μ = kP^{-1/2}m (``Optimizer.momentum_gain``).
+
+        The magnitude grows by the period-2 root of the step's 2×2 map at the secant curvature κ.
+        The state and the center follow the optimizer driven by the pair's mean gradient ḡ and mean
+        square ½(g₊⊙g₊ + g₋⊙g₋), in the discrete optimizer's order: the state sees this point's ḡ
+        (an IMEX Euler step of its ODE over the last sub-step, ``Optimizer.relax_state``), then c
+        steps with it. At Δt = 1 that is the optimizer itself on the symmetrized loss; a smaller Δt
+        is a consistent step of its stable flow. Along u, where at EoS the step's map has both roots
+        near −1 (the oscillation and a second period-2 mode that decays like β per step), the pair
+        (x·u, μ·u) is stepped linearly implicitly (``implicit_step``) with the flow's 2×2 Jacobian
+        at curvature ρ: the center does not oscillate."""
+        opt, c, u, r = self.optimizer, self.c, self.u, self.r
+        scale = self._scale()
+        frame = PreconditionedFrame(self.problem, c, scale)
+        g = frame.grads(torch.stack([r * u, -r * u]))
+        v = frame.hvp(torch.zeros_like(c), u)
+        rho = float(u @ v)
+        secant = float(u @ (g[0] - g[1])) / (2 * r)
+        if not secant_resolves(r * float((scale * u).norm()), c):
+            secant = rho
+        physical = frame.last_grads
+        g_mean, g_sq = 0.5 * (physical[0] + physical[1]), 0.5 * (physical[0].square() + physical[1].square())
+        gain = opt.momentum_gain(self.opt_state)
+        # While the momentum's bias correction is large the preconditioner moves within a step and
+        # the frozen-P map says nothing: the center (at Δt = 1 the optimizer itself) carries
+        # everything, as a warm start would
+        settled = gain <= MAX_MOMENTUM_GAIN
+        if settled and gain * rho > opt.center_curvature():
+            c, g_mean = self._hand_over_along_u(c, u, scale, g_mean, rho, gain)
+        # the state sees this point's gradients (the first sub-step's has seen ∇L(w0) already)
+        state = self.opt_state if self.state_seen else opt.relax_state(self.opt_state, g_mean, g_sq, self.dt_prev)
+        kappa = rho if self.magnitude_rule == "rayleigh" else secant
+        growth = self._growth(gain * kappa)
+        if self.delay_magnitude and math.isfinite(self.kappa_prev):
+            delayed = kappa - 0.5 * (1.0 - dt) * (kappa - self.kappa_prev) / self._previous_dt(dt)
+            growth = self._growth(gain * delayed)
+        if not settled:
+            growth = min(growth, 0.0)
+        self.kappa_prev = kappa
+
+        step = to_frame(-dt * opt.inverse_preconditioner(state) * opt.direction(state, g_mean, c), scale)
+        self.c = c + scale * step
+        self.opt_state = state
+        self.state_seen = False
+        self._grow(growth, dt)
+        self.rho, self.kappa = rho, secant
+        u_next = u + dt * v
+        self._follow_frame(u_next / u_next.norm(), scale)
+        self.dt_prev = dt
+
+    def _hand_over_along_u(
+        self, c: Tensor, u: Tensor, scale: Tensor, g_mean: Tensor, rho: float, gain: float
+    ) -> tuple[Tensor, Tensor]:
+        """Past the center curvature (``Optimizer.center_curvature``) the step's modes along u are
+        the oscillation's: the center's own motion along u is handed over to the magnitude. The
+        center moves to its equilibrium along u on the local quadratic model (x·u = −(ḡ·u)/ρ in the
+        frame, where the symmetrized gradient along u vanishes), its momentum along u is dropped,
+        and the deviation's amplitude joins r: r² += x_dev² + μ_dev²/|ω|², |ω|² = det J of the
+        flow's 2×2 field at ρ (its mode's μ per unit x). Returns the center and ḡ with no
+        component along u (the gradient at the equilibrium, to first order)."""
+        opt = self.optimizer
+        key = opt.momentum_key
+        along_u = to_frame(u, scale)  # the physical gradient of a unit frame gradient along u
+        force = float(u @ (scale * g_mean))
+        momentum = gain * float(u @ (scale * self.opt_state[key]))
+        (p, q), (s, t) = opt.flow_matrix(rho, self.opt_state)
+        deviation = (force / rho) ** 2 + momentum**2 / max(p * t - q * s, _TINY)
+        self.c = c = c - (force / rho) * (scale * u)
+        self.opt_state = {**self.opt_state, key: self.opt_state[key] - (momentum / gain) * along_u}
+        if deviation > 0:
+            high, low = max(2 * self.log_r, math.log(deviation)), min(2 * self.log_r, math.log(deviation))
+            self.log_r = 0.5 * (high + math.log1p(math.exp(low - high)))
+        return c, g_mean - force * along_u
+
+    def _follow_frame(self, u: Tensor, old_scale: Tensor) -> None:
+        """Carry the oscillation r·u of the frame of ``old_scale`` into the frame of the current
+        state: the physical oscillation r·P^{-1/2}u stays where it is (the iterates do not jump)."""
+        direction = to_frame(old_scale * u, self._scale())
+        norm = float(direction.norm())
+        if norm > 0 and math.isfinite(norm):
+            self.u = direction / norm
+            self.log_r += math.log(norm)
+        else:
+            self.u = u
+
     def _previous_dt(self, dt: float) -> float:
         """The last sub-step's length (GD's sub-steps all have the same)."""
         return dt if self.optimizer.stateless or not math.isfinite(self.dt_prev) else self.dt_prev
@@ -542,11 +667,7 @@ class EdgeFlow(Process):
         self.g_sq_prev = g_sq
         velocity = self.optimizer.state_velocity(self.opt_state, g_mean, fed)
         self.opt_state = add_states(self.opt_state, dt, velocity)
-        direction = to_frame(frame.scale * self.u, self._scale())
-        norm = float(direction.norm())
-        if norm > 0 and math.isfinite(norm):
-            self.u = direction / norm
-            self.log_r += math.log(norm)
+        self._follow_frame(self.u, frame.scale)
 
     def _secant_damped(self, c: Tensor, u: Tensor, g_mean: Tensor, step: Tensor, h: float) -> Tensor:
         """``step`` with its explicit part damped in the directions the center recently moved in.
@@ -604,6 +725,8 @@ class EdgeFlow(Process):
         lr = self._frame_lr
         if self.magnitude_rule == "linear":
             return lr * kappa - 2.0
+        if self.optimizer.momentum_key is not None:  # the 2×2 map's period-2 root (optimizers.md)
+            return math.log(max(abs(self.optimizer.period2_factor(kappa)), 1e-300))
         return math.log(max(abs(lr * kappa - 1.0), 1e-300))
 
     def _modified_center_step(
