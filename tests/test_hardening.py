@@ -76,16 +76,48 @@ def test_thread_count_follows_the_problem_size_and_the_request(capsys, tmp_path,
     assert code == 2 and "'many'" in err
 
 
-def test_help_list_and_flag_errors_answer_without_importing_torch(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGEFLOW_CACHE", str(tmp_path / "cache"))
-    code, listed, _ = run_cli(capsys, "list")  # computed once (torch is imported here anyway), kept
+#: a misspelt name on the command line: exit 2, one line naming it and the valid choices
+NAME_ERRORS = [
+    (["run", "--problem", "nope"], "unknown problem 'nope'; valid choices: digits-mlp, quadratic, zhu"),
+    (["run", "--flows", "gd,nope"], "unknown flow 'nope'; valid choices: gd, midpoint, gradient"),
+    (["run", "--optimizer", "nope"], "unknown optimizer 'nope'; valid choices: gd, scalar-rmsprop"),
+    (
+        ["run", "--flows", "edge", "--option", "edge.nope=1"],
+        "unknown option 'nope' for flow 'edge'; valid options: magnitude, substeps, r0",
+    ),
+    (["run", "--option", "central.substeps=2"], "options given for flow 'central', which is not run"),
+    (
+        ["run", "--problem", "zhu", "--param", "nope=1"],
+        "unknown parameter 'nope' for problem 'zhu'; valid parameters: x0, y0",
+    ),
+    (
+        ["run", "--optimizer", "rmsprop", "--opt", "nope=1"],
+        "unknown option 'nope' for optimizer 'rmsprop'; valid options: beta2, eps, bias_correction",
+    ),
+    (["sweep", "--problem", "nope", "--lrs", "0.1"], "unknown problem 'nope'; valid choices: digits-mlp"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), NAME_ERRORS, ids=[" ".join(argv) for argv, _ in NAME_ERRORS])
+def test_a_misspelt_name_exits_2_naming_it_and_the_valid_choices(capsys, argv, needle):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+
+
+def test_help_list_and_flag_and_name_errors_answer_without_importing_torch(capsys, tmp_path):
+    code, listed, _ = run_cli(capsys, "list")
+    flag_errors = [
+        ["run", "--checkpoint-every", "0"],
+        ["run", "--lr", "x"],
+        ["run", "--threads", "0"],
+        ["sweep", "--problem", "quadratic", "--lrs", "0"],
+        ["run", "--resume", str(tmp_path / "missing")],
+    ]
+    calls = [*flag_errors, *(argv for argv, _ in NAME_ERRORS)]
     script = (
-        "import sys\n"
+        "import json, sys\n"
         "from edgeflow.cli import main\n"
-        "codes = []\n"
-        "for argv in (['run', '--checkpoint-every', '0'], ['run', '--lr', 'x'], ['run', '--threads', '0'],"
-        " ['sweep', '--problem', 'quadratic', '--lrs', '0'], ['run', '--resume', sys.argv[1]]):\n"
-        "    codes.append(main(argv))\n"
+        "codes = [main(argv) for argv in json.loads(sys.argv[1])]\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit as exc:\n"
@@ -93,14 +125,21 @@ def test_help_list_and_flag_errors_answer_without_importing_torch(capsys, tmp_pa
         "codes.append(main(['list']))\n"
         "print(codes, 'torch' in sys.modules, 'h5py' in sys.modules)\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEFLOW_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "missing")], capture_output=True, text=True, env=env
+        [sys.executable, "-c", script, json.dumps(calls)], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2, 2, 0, 0] False False", proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == f"{[2] * len(calls) + [0, 0]} False False", proc.stdout
     assert listed in proc.stdout and code == 0
-    assert proc.stderr.count("edgeflow: error:") == 5
+    assert proc.stderr.count("edgeflow: error:") == len(calls)
+
+
+def test_the_catalog_is_what_the_registries_declare():
+    from edgeflow import catalog
+
+    # After changing a problem, flow or optimizer: python -m edgeflow.catalog
+    assert catalog.dumps(catalog.build()) == catalog.PATH.read_text(encoding="utf-8")
 
 
 def test_the_cli_defaults_name_the_library_defaults():

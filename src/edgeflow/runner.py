@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from edgeflow import checkpoint, lock
 from edgeflow import distributed as parallel
+from edgeflow.catalog import not_run
 from edgeflow.errors import ConfigError, IntegrationError, StorageError
 from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
 from edgeflow.optimizers import Optimizer, State, make_optimizer
@@ -500,7 +501,7 @@ def build_processes(
     options = dict(options or {})
     for name in options:
         if name not in flows:
-            raise ConfigError(f"options given for flow {name!r}, which is not run ({', '.join(flows)})")
+            raise not_run(name, flows)
     return {
         name: make_process(name, problem, lr, options.get(name), optimizer, start_state) for name in flows
     }

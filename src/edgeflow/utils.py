@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
@@ -148,6 +149,14 @@ def seed_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
         raise ConfigError(f"{name} must be an integer in [0, 2**63 - 1], got {value!r}")
     return int(value)
+
+
+def declared_type(annotation: object, default: object) -> str:
+    """A parameter's type as its signature declares it (``"int | None"``); without an annotation,
+    its default's type (``"any"`` for a None default)."""
+    if annotation is inspect.Parameter.empty:
+        return "any" if default is None or default is inspect.Parameter.empty else type(default).__name__
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
 
 
 def parse_lrs(value: str | Sequence[float], name: str = "lrs") -> list[float]:

@@ -1,13 +1,14 @@
 """Processes: GD and the continuous-time models compared with it, one module each.
 
-A new process is one module with a ``Process`` subclass plus one entry in ``PROCESSES``.
+A new process is one module with a ``Process`` subclass plus one entry in ``PROCESSES``; then
+``python -m edgeflow.catalog`` lets the command line know it without importing torch.
 """
 
 from __future__ import annotations
 
 import inspect
 
-from edgeflow.errors import ConfigError, invalid_choice
+from edgeflow.errors import ConfigError, invalid_choice, unknown_key
 from edgeflow.optimizers import Optimizer, State
 from edgeflow.oracle import Problem
 from edgeflow.processes.base import Process
@@ -55,9 +56,7 @@ def make_process(
     valid = option_names(name)
     for key in options:
         if key not in valid:
-            raise ConfigError(
-                f"unknown option {key!r} for flow {name!r}; valid options: {', '.join(valid) or 'none'}"
-            )
+            raise unknown_key("option", key, f"flow {name!r}", valid)
     proc = cls(problem, lr, **options)
     if optimizer is not None or start_state is not None:
         proc.use_optimizer(optimizer if optimizer is not None else proc.optimizer, start_state)

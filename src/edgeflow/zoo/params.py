@@ -3,7 +3,7 @@ against the parameter's default in the builder's signature, so every builder dec
 
 from __future__ import annotations
 
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, unknown_key
 
 # What a parameter's default says about the values it takes; a None default takes anything.
 _KINDS: list[tuple[type, tuple[type, ...], str]] = [
@@ -18,8 +18,7 @@ def check_params(problem: str, params: dict, defaults: dict) -> None:
     """Unknown names, and values of another type than the parameter's default."""
     for key, value in params.items():
         if key not in defaults:
-            valid = ", ".join(defaults) or "none"
-            raise ConfigError(f"unknown parameter {key!r} for problem {problem!r}; valid: {valid}")
+            raise unknown_key("parameter", key, f"problem {problem!r}", defaults)
         default = defaults[key]
         for kind, accepted, what in _KINDS:
             # bool before int: a bool default takes only bools, and no number takes a bool
