@@ -54,6 +54,59 @@ def test_the_api_names_a_value_of_the_wrong_type(call, needle):
     assert needle in str(info.value)
 
 
+#: flow options of the wrong type given to the API: refused naming the flow, the option and what is valid
+OPTION_ERRORS = [
+    ("edge", "substeps", "2", "option 'substeps' must be an integer (like its default 2), got '2' (str)"),
+    ("edge", "substeps", 2.0, "option 'substeps' must be an integer (like its default 2), got 2.0"),
+    ("edge", "noise", "1", "option 'noise' must be a number (like its default 1.0), got '1' (str)"),
+    ("edge", "r0", "0.1", "option 'r0' must be a number, or None, got '0.1' (str)"),
+    ("edge", "probe_rounding", "true", "option 'probe_rounding' must be true or false"),
+    ("edge", "delay_magnitude", 1, "option 'delay_magnitude' must be true or false, or None, got 1"),
+    ("edge", "magnitude", 3, "unknown Edge Flow magnitude 3; valid choices: secant, rayleigh, linear"),
+    ("central", "max_eigs", True, "option 'max_eigs' must be an integer (like its default 24), got True"),
+    ("central", "resolve", "all", "unknown central.resolve 'all'; valid choices: step, substep"),
+    ("gradient", "substep_rate", "1", "option 'substep_rate' must be a number"),
+    ("mitigated", "remedy", None, "unknown remedy None; valid choices: edge_capped"),
+    ("mitigated", "clip_norm", "1", "option 'clip_norm' must be a number, or None, got '1' (str)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("flow", "option", "value", "needle"),
+    OPTION_ERRORS,
+    ids=[f"{flow}.{option}={value!r}" for flow, option, value, _ in OPTION_ERRORS],
+)
+def test_a_flow_option_of_the_wrong_type_is_refused_naming_the_flow_option_and_valid_values(
+    flow, option, value, needle
+):
+    with pytest.raises(ef.ConfigError) as info:
+        ef.compare(ef.make_problem("quadratic"), 0.1, 2, [flow], options={flow: {option: value}})
+    assert str(info.value).startswith(f"flow '{flow}': ") and needle in str(info.value), info.value
+
+
+def test_every_number_or_flag_option_of_every_flow_refuses_text_and_takes_the_command_lines_values():
+    import inspect
+
+    from edgeflow.cli import parse_options
+    from edgeflow.processes import make_process, option_names
+    from edgeflow.runner import build_processes
+
+    problem = ef.make_problem("quadratic")
+    for flow, cls in ef.PROCESSES.items():
+        signature = inspect.signature(cls.__init__).parameters
+        for option in option_names(flow):
+            default = signature[option].default
+            if isinstance(default, str):
+                continue  # a choice: refused by name above
+            text = json.dumps(default)  # what the command line reads as the default itself
+            with pytest.raises(ef.ConfigError, match=f"flow '{flow}': option '{option}' must be"):
+                make_process(flow, problem, 0.1, {option: text})
+            assert make_process(flow, problem, 0.1, parse_options([f"{flow}.{option}={text}"])[flow])
+    given = ["edge.substeps=3", "edge.r0=0.1", "edge.probe_rounding=false", "edge.delay_magnitude=null"]
+    procs = build_processes(problem, 0.1, ["edge"], parse_options([*given, "edge.magnitude=linear"]))
+    assert (procs["edge"].substeps, procs["edge"].r0, procs["edge"].magnitude_rule) == (3, 0.1, "linear")
+
+
 def test_thread_count_follows_the_problem_size_and_the_request(capsys, tmp_path, monkeypatch):
     assert threads.choose("auto", 10) == threads.choose(None, threads.SMALL - 1) == 1
     assert 1 <= threads.choose("auto", threads.SMALL) <= threads.available_cores()

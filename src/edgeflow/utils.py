@@ -151,12 +151,38 @@ def seed_int(name: str, value: object) -> int:
     return int(value)
 
 
+#: what a declared type accepts, and how to say so
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "true or false"),
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+    "None": ((type(None),), "None"),
+}
+
+
 def declared_type(annotation: object, default: object) -> str:
     """A parameter's type as its signature declares it (``"int | None"``); without an annotation,
     its default's type (``"any"`` for a None default)."""
     if annotation is inspect.Parameter.empty:
         return "any" if default is None or default is inspect.Parameter.empty else type(default).__name__
     return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+
+
+def check_type(what: str, value: object, declared: str, default: object = None) -> None:
+    """``ConfigError`` naming ``what`` unless ``value`` is of the ``declared`` type (bool, int, float,
+    str, None, or a union of them; others are left to their owner). bool is never a number, and text
+    is not one either: the command line parses its values before they get here."""
+    kinds = [kind.strip() for kind in declared.split("|")]
+    if not all(kind in _KINDS for kind in kinds):
+        return
+    for kind in kinds:
+        accepted, _ = _KINDS[kind]
+        if isinstance(value, accepted) and (kind == "bool" or not isinstance(value, bool)):
+            return
+    valid = ", or ".join(_KINDS[kind][1] for kind in kinds)
+    like = "" if default is None else f" (like its default {default!r})"
+    raise ConfigError(f"{what} must be {valid}{like}, got {value!r} ({type(value).__name__})")
 
 
 def parse_lrs(value: str | Sequence[float], name: str = "lrs") -> list[float]:
