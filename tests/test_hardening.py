@@ -323,3 +323,30 @@ def test_a_flow_pinned_at_the_threshold_has_no_overshoot_and_a_crossing_gd_never
 def test_a_network_too_large_for_memory_is_refused_with_its_size_before_allocating():
     with pytest.raises(ef.ConfigError, match=r"width=1000000000\) has 1e\+18 parameters: .* GiB available"):
         ef.make_problem("digits-mlp", n=20, width=10**9)
+
+
+def test_a_run_whose_vectors_cannot_fit_is_refused_with_its_size_before_it_starts(tmp_path, monkeypatch):
+    from edgeflow import utils
+
+    problem = ef.Problem.from_function(lambda w: (w * w).sum(), torch.zeros(10_000, dtype=torch.float64))
+    # 101 Lanczos vectors and 2 iterates of 10⁴ float64 parameters: 8.2 MB, more than 8 MB
+    monkeypatch.setattr(utils, "available_memory", lambda device: 8 * 10**6)
+    out = tmp_path / "run"
+    with pytest.raises(ef.ConfigError) as info:
+        ef.compare(problem, 0.1, 2, ["gd", "midpoint"], out=out)
+    message = str(info.value)
+    assert "the run's 103 vectors of 1e+04 parameters in float64" in message, message
+    assert "Lanczos basis of 101) need 0.00767 GiB, more than the 0.00745 GiB available on cpu" in message
+    assert "or float32" in message and not out.exists()
+    monkeypatch.setattr(utils, "available_memory", lambda device: 9 * 10**6)
+    assert ef.compare(problem, 0.1, 2, ["gd", "midpoint"]).complete
+
+
+def test_from_module_refuses_a_model_whose_copies_cannot_fit_before_converting_it(monkeypatch):
+    from edgeflow import utils
+
+    model = _mlp().float()  # 43 parameters: w0 and the problem's copy in float64 take 688 bytes
+    monkeypatch.setattr(utils, "available_memory", lambda device: 600)
+    with pytest.raises(ef.ConfigError, match=r"the model has 43 parameters: .* float64 need .* GiB, more"):
+        ef.Problem.from_module(model, (X4.float(), LABELS), dtype="float64")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # refused before model.to()

@@ -6,6 +6,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeflow.errors import ConfigError, invalid_choice
@@ -135,6 +136,34 @@ def positive_int(name: str, value: object, at_most: int | None = None, text: boo
     if at_most is not None and x > at_most:
         raise ConfigError(f"{name} must be at most {at_most:_}, got {value!r}")
     return int(x)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (on a GPU with what torch holds cached but unused; on the CPU,
+    MemAvailable), None where it cannot be read."""
+    import torch
+
+    if device.type == "cuda":
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0]) + cached
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(need: int, device: torch.device, what: str, advice: str) -> None:
+    """``ConfigError`` when ``need`` bytes exceed what ``device`` has free (nothing where that cannot be
+    read), saying "WHAT need N GiB, more than the M GiB available on DEVICE; ADVICE"."""
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise ConfigError(
+            f"{what} need {need / 2**30:.3g} GiB, more than the {have / 2**30:.3g} GiB available "
+            f"on {device}; {advice}"
+        )
 
 
 #: more GD steps than this is a typo (10⁹ steps at 1 ms each take 11 days)
