@@ -54,6 +54,59 @@ def test_the_api_names_a_value_of_the_wrong_type(call, needle):
     assert needle in str(info.value)
 
 
+#: flow options of the wrong type given to the API: refused naming the flow, the option and what is valid
+OPTION_ERRORS = [
+    ("edge", "substeps", "2", "option 'substeps' must be an integer (like its default 2), got '2' (str)"),
+    ("edge", "substeps", 2.0, "option 'substeps' must be an integer (like its default 2), got 2.0"),
+    ("edge", "noise", "1", "option 'noise' must be a number (like its default 1.0), got '1' (str)"),
+    ("edge", "r0", "0.1", "option 'r0' must be a number, or None, got '0.1' (str)"),
+    ("edge", "probe_rounding", "true", "option 'probe_rounding' must be true or false"),
+    ("edge", "delay_magnitude", 1, "option 'delay_magnitude' must be true or false, or None, got 1"),
+    ("edge", "magnitude", 3, "unknown Edge Flow magnitude 3; valid choices: secant, rayleigh, linear"),
+    ("central", "max_eigs", True, "option 'max_eigs' must be an integer (like its default 24), got True"),
+    ("central", "resolve", "all", "unknown central.resolve 'all'; valid choices: step, substep"),
+    ("gradient", "substep_rate", "1", "option 'substep_rate' must be a number"),
+    ("mitigated", "remedy", None, "unknown remedy None; valid choices: edge_capped"),
+    ("mitigated", "clip_norm", "1", "option 'clip_norm' must be a number, or None, got '1' (str)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("flow", "option", "value", "needle"),
+    OPTION_ERRORS,
+    ids=[f"{flow}.{option}={value!r}" for flow, option, value, _ in OPTION_ERRORS],
+)
+def test_a_flow_option_of_the_wrong_type_is_refused_naming_the_flow_option_and_valid_values(
+    flow, option, value, needle
+):
+    with pytest.raises(ef.ConfigError) as info:
+        ef.compare(ef.make_problem("quadratic"), 0.1, 2, [flow], options={flow: {option: value}})
+    assert str(info.value).startswith(f"flow '{flow}': ") and needle in str(info.value), info.value
+
+
+def test_every_number_or_flag_option_of_every_flow_refuses_text_and_takes_the_command_lines_values():
+    import inspect
+
+    from edgeflow.cli import parse_options
+    from edgeflow.processes import make_process, option_names
+    from edgeflow.runner import build_processes
+
+    problem = ef.make_problem("quadratic")
+    for flow, cls in ef.PROCESSES.items():
+        signature = inspect.signature(cls.__init__).parameters
+        for option in option_names(flow):
+            default = signature[option].default
+            if isinstance(default, str):
+                continue  # a choice: refused by name above
+            text = json.dumps(default)  # what the command line reads as the default itself
+            with pytest.raises(ef.ConfigError, match=f"flow '{flow}': option '{option}' must be"):
+                make_process(flow, problem, 0.1, {option: text})
+            assert make_process(flow, problem, 0.1, parse_options([f"{flow}.{option}={text}"])[flow])
+    given = ["edge.substeps=3", "edge.r0=0.1", "edge.probe_rounding=false", "edge.delay_magnitude=null"]
+    procs = build_processes(problem, 0.1, ["edge"], parse_options([*given, "edge.magnitude=linear"]))
+    assert (procs["edge"].substeps, procs["edge"].r0, procs["edge"].magnitude_rule) == (3, 0.1, "linear")
+
+
 def test_thread_count_follows_the_problem_size_and_the_request(capsys, tmp_path, monkeypatch):
     assert threads.choose("auto", 10) == threads.choose(None, threads.SMALL - 1) == 1
     assert 1 <= threads.choose("auto", threads.SMALL) <= threads.available_cores()
@@ -76,16 +129,48 @@ def test_thread_count_follows_the_problem_size_and_the_request(capsys, tmp_path,
     assert code == 2 and "'many'" in err
 
 
-def test_help_list_and_flag_errors_answer_without_importing_torch(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGEFLOW_CACHE", str(tmp_path / "cache"))
-    code, listed, _ = run_cli(capsys, "list")  # computed once (torch is imported here anyway), kept
+#: a misspelt name on the command line: exit 2, one line naming it and the valid choices
+NAME_ERRORS = [
+    (["run", "--problem", "nope"], "unknown problem 'nope'; valid choices: digits-mlp, quadratic, zhu"),
+    (["run", "--flows", "gd,nope"], "unknown flow 'nope'; valid choices: gd, midpoint, gradient"),
+    (["run", "--optimizer", "nope"], "unknown optimizer 'nope'; valid choices: gd, scalar-rmsprop"),
+    (
+        ["run", "--flows", "edge", "--option", "edge.nope=1"],
+        "unknown option 'nope' for flow 'edge'; valid options: magnitude, substeps, r0",
+    ),
+    (["run", "--option", "central.substeps=2"], "options given for flow 'central', which is not run"),
+    (
+        ["run", "--problem", "zhu", "--param", "nope=1"],
+        "unknown parameter 'nope' for problem 'zhu'; valid parameters: x0, y0",
+    ),
+    (
+        ["run", "--optimizer", "rmsprop", "--opt", "nope=1"],
+        "unknown option 'nope' for optimizer 'rmsprop'; valid options: beta2, eps, bias_correction",
+    ),
+    (["sweep", "--problem", "nope", "--lrs", "0.1"], "unknown problem 'nope'; valid choices: digits-mlp"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), NAME_ERRORS, ids=[" ".join(argv) for argv, _ in NAME_ERRORS])
+def test_a_misspelt_name_exits_2_naming_it_and_the_valid_choices(capsys, argv, needle):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+
+
+def test_help_list_and_flag_and_name_errors_answer_without_importing_torch(capsys, tmp_path):
+    code, listed, _ = run_cli(capsys, "list")
+    flag_errors = [
+        ["run", "--checkpoint-every", "0"],
+        ["run", "--lr", "x"],
+        ["run", "--threads", "0"],
+        ["sweep", "--problem", "quadratic", "--lrs", "0"],
+        ["run", "--resume", str(tmp_path / "missing")],
+    ]
+    calls = [*flag_errors, *(argv for argv, _ in NAME_ERRORS)]
     script = (
-        "import sys\n"
+        "import json, sys\n"
         "from edgeflow.cli import main\n"
-        "codes = []\n"
-        "for argv in (['run', '--checkpoint-every', '0'], ['run', '--lr', 'x'], ['run', '--threads', '0'],"
-        " ['sweep', '--problem', 'quadratic', '--lrs', '0'], ['run', '--resume', sys.argv[1]]):\n"
-        "    codes.append(main(argv))\n"
+        "codes = [main(argv) for argv in json.loads(sys.argv[1])]\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit as exc:\n"
@@ -93,14 +178,21 @@ def test_help_list_and_flag_errors_answer_without_importing_torch(capsys, tmp_pa
         "codes.append(main(['list']))\n"
         "print(codes, 'torch' in sys.modules, 'h5py' in sys.modules)\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEFLOW_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "missing")], capture_output=True, text=True, env=env
+        [sys.executable, "-c", script, json.dumps(calls)], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[2, 2, 2, 2, 2, 0, 0] False False", proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == f"{[2] * len(calls) + [0, 0]} False False", proc.stdout
     assert listed in proc.stdout and code == 0
-    assert proc.stderr.count("edgeflow: error:") == 5
+    assert proc.stderr.count("edgeflow: error:") == len(calls)
+
+
+def test_the_catalog_is_what_the_registries_declare():
+    from edgeflow import catalog
+
+    # After changing a problem, flow or optimizer: python -m edgeflow.catalog
+    assert catalog.dumps(catalog.build()) == catalog.PATH.read_text(encoding="utf-8")
 
 
 def test_the_cli_defaults_name_the_library_defaults():
@@ -231,3 +323,30 @@ def test_a_flow_pinned_at_the_threshold_has_no_overshoot_and_a_crossing_gd_never
 def test_a_network_too_large_for_memory_is_refused_with_its_size_before_allocating():
     with pytest.raises(ef.ConfigError, match=r"width=1000000000\) has 1e\+18 parameters: .* GiB available"):
         ef.make_problem("digits-mlp", n=20, width=10**9)
+
+
+def test_a_run_whose_vectors_cannot_fit_is_refused_with_its_size_before_it_starts(tmp_path, monkeypatch):
+    from edgeflow import utils
+
+    problem = ef.Problem.from_function(lambda w: (w * w).sum(), torch.zeros(10_000, dtype=torch.float64))
+    # 101 Lanczos vectors and 2 iterates of 10⁴ float64 parameters: 8.2 MB, more than 8 MB
+    monkeypatch.setattr(utils, "available_memory", lambda device: 8 * 10**6)
+    out = tmp_path / "run"
+    with pytest.raises(ef.ConfigError) as info:
+        ef.compare(problem, 0.1, 2, ["gd", "midpoint"], out=out)
+    message = str(info.value)
+    assert "the run's 103 vectors of 1e+04 parameters in float64" in message, message
+    assert "Lanczos basis of 101) need 0.00767 GiB, more than the 0.00745 GiB available on cpu" in message
+    assert "or float32" in message and not out.exists()
+    monkeypatch.setattr(utils, "available_memory", lambda device: 9 * 10**6)
+    assert ef.compare(problem, 0.1, 2, ["gd", "midpoint"]).complete
+
+
+def test_from_module_refuses_a_model_whose_copies_cannot_fit_before_converting_it(monkeypatch):
+    from edgeflow import utils
+
+    model = _mlp().float()  # 43 parameters: w0 and the problem's copy in float64 take 688 bytes
+    monkeypatch.setattr(utils, "available_memory", lambda device: 600)
+    with pytest.raises(ef.ConfigError, match=r"the model has 43 parameters: .* float64 need .* GiB, more"):
+        ef.Problem.from_module(model, (X4.float(), LABELS), dtype="float64")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # refused before model.to()

@@ -192,8 +192,8 @@ def factories(importable_module):
 @pytest.mark.parametrize(
     ("flags", "needles"),
     [
-        (["--param", "width=3"], ["unknown parameter 'width'", "valid: scale"]),
-        (["--download"], ["unknown parameter 'download'", "valid: scale"]),
+        (["--param", "width=3"], ["unknown parameter 'width'", "valid parameters: scale"]),
+        (["--download"], ["unknown parameter 'download'", "valid parameters: scale"]),
         (["--param", "scale=abc"], ["'scale'", "a number", "'abc'"]),
     ],
 )
@@ -205,7 +205,7 @@ def test_factory_with_unknown_or_mistyped_params_is_one_clear_line(
 
 
 def test_factory_signature_is_checked_unless_it_takes_kwargs(factories):
-    with pytest.raises(ef.ConfigError, match=r"unknown parameter 'width'.*valid: scale"):
+    with pytest.raises(ef.ConfigError, match=r"unknown parameter 'width'.*valid parameters: scale"):
         ef.make_problem(f"{factories}:make", width=3)
     with pytest.raises(ef.ConfigError, match=r"must take the keywords seed, dtype and device.*lacks seed"):
         ef.make_problem(f"{factories}:no_seed")

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import hashlib
-import inspect
-import io
 import json
 import logging
 import os
@@ -20,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import edgeflow
-from edgeflow import threads
+from edgeflow import catalog, threads
 from edgeflow.config import DEFAULT_FLOWS, RunConfig, load_toml
 from edgeflow.errors import ConfigError, StorageError
 from edgeflow.rundir import CHECKPOINT, RESULTS, check_resumable, check_run_dir
@@ -252,28 +248,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key, check in numbers:
         if getattr(cfg, key) is not None:
             check("--" + key.replace("_", "-"), getattr(cfg, key))
+    catalog.check_problem(cfg.problem, cfg.params)
+    catalog.check_flows(cfg.flows, cfg.options)
+    catalog.check_optimizer(cfg.optimizer, cfg.optimizer_options)
     if cfg.out:
         check_run_dir(cfg.out, args.force)
 
     import torch
 
     from edgeflow import distributed as parallel
-    from edgeflow.optimizers import make_optimizer, optimizer_class
-    from edgeflow.processes import process_class
+    from edgeflow.optimizers import make_optimizer
     from edgeflow.runner import build_processes, compare, writing
-    from edgeflow.zoo import is_factory, make_problem, problem_params, problem_spec
+    from edgeflow.zoo import make_problem, problem_params, problem_spec
 
     cfg.device = parallel.init_from_env(cfg.device)
-    custom = is_factory(cfg.problem)
+    custom = catalog.is_factory(cfg.problem)
     spec = None if custom else problem_spec(cfg.problem)
-    for f in cfg.flows:
-        process_class(f)
-    if "download" in cfg.params and not custom and "download" not in problem_params(cfg.problem):
-        raise ConfigError(f"problem {cfg.problem!r} has no dataset to download (--download)")
     for key, name in (("lr", "--lr"), ("steps", "--steps")):
         if getattr(cfg, key) is None and spec is None:
             raise ConfigError(f"{name} is required with a custom problem factory ({cfg.problem})")
-    optimizer_class(cfg.optimizer)
     lr = learning_rate("--lr", cfg.lr if cfg.lr is not None else spec.lr_for(cfg.optimizer))
     steps = positive_int("--steps", cfg.steps if cfg.steps is not None else spec.steps, at_most=MAX_STEPS)
     spec_every = (spec.record_every, spec.sharpness_every) if spec else (1, 1)
@@ -536,11 +529,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     seed = 0 if args.seed is None else seed_int("--seed", _int_arg("--seed", args.seed))
     params = parse_pairs(args.param, "--param", "KEY=VALUE (e.g. n=256)")
     requested_threads = threads.request(args.threads)
-    from edgeflow.sweep import sweep
-    from edgeflow.zoo import is_factory
-
-    if steps is None and is_factory(args.problem):
+    catalog.check_problem(args.problem, params)
+    if steps is None and catalog.is_factory(args.problem):
         raise ConfigError(f"--steps is required with a custom problem factory ({args.problem})")
+    from edgeflow.sweep import sweep
+
     out = Path(args.out) if args.out else _default_out("sweep-", args.problem)
     run = functools.partial(
         sweep,
@@ -581,71 +574,30 @@ def _sweep_and_report(run: Callable[..., object], out: Path, quiet: bool) -> int
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Named problems and flows, each parameter and option with its type and default, read from
-    the builders' and the flows' signatures (the same ones that ``--param`` and ``--option`` are
-    checked against). The text is kept in ``$EDGEFLOW_CACHE`` (default ``~/.cache/edgeflow``) under a
-    key of the package's source files, so that a second call answers without importing torch."""
-    cache = _list_cache()
-    if cache is not None and cache.is_file():
-        print(cache.read_text(), end="")
-        return 0
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        _print_list()
-    text = buffer.getvalue()
-    print(text, end="")
-    if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-            tmp.write_text(text)
-            tmp.replace(cache)
-        except OSError:
-            pass  # a read-only home: the list is only slower next time
-    return 0
-
-
-def _list_cache() -> Path | None:
-    """Where the output of ``edgeflow list`` for this exact source tree is kept (None: nowhere)."""
-    root = Path(edgeflow.__file__).parent
-    digest = hashlib.sha256(edgeflow.__version__.encode())
-    try:
-        for path in sorted(root.rglob("*.py")):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}:{stat.st_mtime_ns}:{stat.st_size};".encode())
-    except OSError:
-        return None
-    base = Path(os.environ.get("EDGEFLOW_CACHE") or "~/.cache/edgeflow").expanduser()
-    return base / f"list-{digest.hexdigest()[:16]}.txt"
-
-
-def _print_list() -> None:
-    from edgeflow.optimizers import OPTIMIZERS
-    from edgeflow.processes import PROCESSES, option_names
-    from edgeflow.zoo import PROBLEMS, problem_params
-
+    """Named problems, flows and optimizers, each parameter and option with its type and default,
+    from ``edgeflow.catalog`` (the registries' signatures, read without importing torch)."""
+    entries = catalog.load()
     print("problems (edgeflow run --problem NAME --param KEY=VALUE ...):")
-    for name, spec in PROBLEMS.items():
+    for name, entry in entries["problems"].items():
         mark = " (default)" if name == DEFAULT_PROBLEM else ""
-        print(_described(f"{name}{mark}", spec.description))
+        print(_described(f"{name}{mark}", entry["description"]))
+        settings = entry["settings"]
         print(
-            f"      lr={spec.lr:g} steps={spec.steps} dtype={spec.dtype} "
-            f"record_every={spec.record_every} sharpness_every={spec.sharpness_every}"
+            f"      lr={settings['lr']:g} steps={settings['steps']} dtype={settings['dtype']} "
+            f"record_every={settings['record_every']} sharpness_every={settings['sharpness_every']}"
         )
-        print(_parameters("params", spec.build, problem_params(name)))
+        print(_parameters("params", entry["params"]))
     print("flows (edgeflow run --flows a,b,... --option FLOW.KEY=VALUE ...):")
-    for name, cls in PROCESSES.items():
-        only = f" [{cls.modelled()} only]" if cls.optimizers else ""
-        print(_described(name, cls.description + only))
-        signature = inspect.signature(cls.__init__).parameters
-        print(_parameters("options", cls.__init__, {k: signature[k].default for k in option_names(name)}))
+    for name, entry in entries["flows"].items():
+        print(_described(name, entry["description"]))
+        print(_parameters("options", entry["options"]))
     print("optimizers (edgeflow run --optimizer NAME --opt KEY=VALUE ...):")
-    for name, opt in OPTIMIZERS.items():
+    for name, entry in entries["optimizers"].items():
         mark = " (default)" if name == DEFAULT_OPTIMIZER else ""
-        threshold = opt(1.0).threshold
-        print(_described(f"{name}{mark}", f"{opt.description}; threshold {threshold:g} on λ₁(P⁻¹H)"))
-        print(_parameters("options", opt, opt.option_defaults()))
+        print(_described(f"{name}{mark}", entry["description"]))
+        print(_parameters("options", entry["options"]))
     print("A VALUE is read as JSON where it parses (true, 3, 0.5, null), else as a string.")
+    return 0
 
 
 LIST_WIDTH = 100
@@ -661,14 +613,10 @@ def _described(name: str, description: str) -> str:
     )
 
 
-def _parameters(label: str, fn: Callable, defaults: dict) -> str:
-    """``label: KEY=DEFAULT (type), ...`` wrapped at LIST_WIDTH, the types from ``fn``'s signature;
-    an item is never split across lines (a type like ``int | None`` stays whole)."""
-    signature = inspect.signature(fn).parameters
-    items = [
-        f"{key}={_cli_value(default)} ({_type_name(signature[key].annotation, default)})"
-        for key, default in defaults.items()
-    ] or ["none"]
+def _parameters(label: str, typed: dict[str, list[str]]) -> str:
+    """``label: KEY=DEFAULT (type), ...`` wrapped at LIST_WIDTH; an item is never split across
+    lines (a type like ``int | None`` stays whole)."""
+    items = [f"{key}={default} ({kind})" for key, (default, kind) in typed.items()] or ["none"]
     prefix = f"      {label}: "
     lines = [prefix]
     for i, item in enumerate(items):
@@ -677,21 +625,6 @@ def _parameters(label: str, fn: Callable, defaults: dict) -> str:
             lines.append(" " * len(prefix))
         lines[-1] += piece + " "
     return "\n".join(line.rstrip() for line in lines)
-
-
-def _cli_value(value: object) -> str:
-    """A default as it is written after ``KEY=`` on the command line (JSON for true, false, null)."""
-    if value is inspect.Parameter.empty:
-        return "(required)"
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    return str(value)
-
-
-def _type_name(annotation: object, default: object) -> str:
-    if annotation is not inspect.Parameter.empty:
-        return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    return "any" if default is None or default is inspect.Parameter.empty else type(default).__name__
 
 
 def parse_options(items: Sequence[str]) -> dict[str, dict]:

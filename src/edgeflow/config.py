@@ -25,6 +25,7 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from edgeflow import catalog
 from edgeflow.errors import ConfigError
 from edgeflow.utils import RUN_KEYWORDS, seed_int
 
@@ -179,9 +180,8 @@ def _flow_list(value: object) -> list[str]:
         raise ConfigError(f"flows must be a list of names or a comma-separated string, got {value!r}")
     flows = [f.strip() for f in items if f.strip()]
     if not flows:
-        from edgeflow.processes import PROCESSES
-
-        raise ConfigError(f"flows {value!r} names no flow; valid choices: {', '.join(PROCESSES)}")
+        valid = ", ".join(catalog.load()["flows"])
+        raise ConfigError(f"flows {value!r} names no flow; valid choices: {valid}")
     for i, flow in enumerate(flows):
         if flow in flows[:i]:
             raise ConfigError(f"flow {flow!r} is named twice in flows {value!r}; name each flow once")

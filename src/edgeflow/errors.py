@@ -28,3 +28,9 @@ class StorageError(RuntimeError):
 def invalid_choice(what: str, value: object, choices: Iterable[object]) -> ConfigError:
     listed = ", ".join(str(c) for c in choices)
     return ConfigError(f"unknown {what} {value!r}; valid choices: {listed}")
+
+
+def unknown_key(what: str, key: object, owner: str, valid: Iterable[str]) -> ConfigError:
+    """``unknown option 'x' for flow 'edge'; valid options: ...`` (``owner`` as it reads there)."""
+    listed = ", ".join(valid) or "none"
+    return ConfigError(f"unknown {what} {key!r} for {owner}; valid {what}s: {listed}")

@@ -28,15 +28,17 @@ from tqdm.auto import tqdm
 
 from edgeflow import checkpoint, lock
 from edgeflow import distributed as parallel
+from edgeflow.catalog import not_run
 from edgeflow.errors import ConfigError, IntegrationError, StorageError
 from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
 from edgeflow.optimizers import Optimizer, State, make_optimizer
 from edgeflow.oracle import Counts, Problem
+from edgeflow.oracle.lanczos import MAX_ITER
 from edgeflow.processes import Process, make_process, process_class
 from edgeflow.results import DISTANCES, FlowRecord, Result
 from edgeflow.rundir import check_resumable, check_run_dir, prepare_run_dir
 from edgeflow.storage import RESULTS, MemoryRecords, NoRecords, ResultsWriter, load
-from edgeflow.utils import MAX_STEPS, learning_rate, positive_float, positive_int
+from edgeflow.utils import MAX_STEPS, check_memory, dtype_name, learning_rate, positive_float, positive_int
 
 log = logging.getLogger("edgeflow")
 
@@ -235,6 +237,7 @@ class Run:
         self.procs = build_processes(
             problem, self.lr, self.flows, config["options"], self.optimizer, start_state
         )
+        check_run_memory(problem, self.flows)
         self.cost = {name: Counts() for name in self.flows}
         self.init_cost = {name: Counts() for name in self.flows}
         self.measure = {name: Counts() for name in self.flows}
@@ -500,10 +503,25 @@ def build_processes(
     options = dict(options or {})
     for name in options:
         if name not in flows:
-            raise ConfigError(f"options given for flow {name!r}, which is not run ({', '.join(flows)})")
+            raise not_run(name, flows)
     return {
         name: make_process(name, problem, lr, options.get(name), optimizer, start_state) for name in flows
     }
+
+
+def check_run_memory(problem: Problem, flows: Sequence[str]) -> None:
+    """Refuse (``ConfigError``) a run that could not hold, besides its problem, each flow's iterate and
+    the Lanczos basis that every sharpness measurement allocates: a floor of what it needs (the flows'
+    own buffers come on top), which a problem too large for its device would only meet at step 0."""
+    basis = min(MAX_ITER, problem.dim) + 1
+    vectors = basis + len(flows)
+    check_memory(
+        vectors * problem.dim * problem.dtype.itemsize,
+        problem.device,
+        f"the run's {vectors} vectors of {problem.dim:.3g} parameters in {dtype_name(problem.dtype)} "
+        f"(each flow's iterate and the sharpness measurement's Lanczos basis of {basis})",
+        "use a smaller model" + (", or float32" if problem.dtype.itemsize > 4 else ""),
+    )
 
 
 def run_optimizer(config: dict) -> Optimizer:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeflow.errors import ConfigError, invalid_choice
@@ -136,6 +138,34 @@ def positive_int(name: str, value: object, at_most: int | None = None, text: boo
     return int(x)
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (on a GPU with what torch holds cached but unused; on the CPU,
+    MemAvailable), None where it cannot be read."""
+    import torch
+
+    if device.type == "cuda":
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0]) + cached
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(need: int, device: torch.device, what: str, advice: str) -> None:
+    """``ConfigError`` when ``need`` bytes exceed what ``device`` has free (nothing where that cannot be
+    read), saying "WHAT need N GiB, more than the M GiB available on DEVICE; ADVICE"."""
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise ConfigError(
+            f"{what} need {need / 2**30:.3g} GiB, more than the {have / 2**30:.3g} GiB available "
+            f"on {device}; {advice}"
+        )
+
+
 #: more GD steps than this is a typo (10⁹ steps at 1 ms each take 11 days)
 MAX_STEPS = 10**9
 
@@ -148,6 +178,40 @@ def seed_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
         raise ConfigError(f"{name} must be an integer in [0, 2**63 - 1], got {value!r}")
     return int(value)
+
+
+#: what a declared type accepts, and how to say so
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "true or false"),
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+    "None": ((type(None),), "None"),
+}
+
+
+def declared_type(annotation: object, default: object) -> str:
+    """A parameter's type as its signature declares it (``"int | None"``); without an annotation,
+    its default's type (``"any"`` for a None default)."""
+    if annotation is inspect.Parameter.empty:
+        return "any" if default is None or default is inspect.Parameter.empty else type(default).__name__
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+
+
+def check_type(what: str, value: object, declared: str, default: object = None) -> None:
+    """``ConfigError`` naming ``what`` unless ``value`` is of the ``declared`` type (bool, int, float,
+    str, None, or a union of them; others are left to their owner). bool is never a number, and text
+    is not one either: the command line parses its values before they get here."""
+    kinds = [kind.strip() for kind in declared.split("|")]
+    if not all(kind in _KINDS for kind in kinds):
+        return
+    for kind in kinds:
+        accepted, _ = _KINDS[kind]
+        if isinstance(value, accepted) and (kind == "bool" or not isinstance(value, bool)):
+            return
+    valid = ", or ".join(_KINDS[kind][1] for kind in kinds)
+    like = "" if default is None else f" (like its default {default!r})"
+    raise ConfigError(f"{what} must be {valid}{like}, got {value!r} ({type(value).__name__})")
 
 
 def parse_lrs(value: str | Sequence[float], name: str = "lrs") -> list[float]:

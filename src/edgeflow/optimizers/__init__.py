@@ -2,14 +2,15 @@
 
 Each is a frozen description (the learning rate and its hyper-parameters) with pure functions of
 (w, g, state): see ``edgeflow.optimizers.base``. A new optimizer is one module with an ``Optimizer``
-subclass plus one entry in ``OPTIMIZERS``.
+subclass plus one entry in ``OPTIMIZERS``; then ``python -m edgeflow.catalog`` lets the command line
+know it without importing torch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from edgeflow.errors import ConfigError, invalid_choice
+from edgeflow.errors import ConfigError, invalid_choice, unknown_key
 from edgeflow.optimizers.adam import Adam, AdamW
 from edgeflow.optimizers.base import Optimizer, State, add_states
 from edgeflow.optimizers.gd import GD
@@ -38,9 +39,7 @@ def make_optimizer(name: str, lr: float, options: dict[str, Any] | None = None) 
     valid = cls.option_defaults()
     for key in options:
         if key not in valid:
-            raise ConfigError(
-                f"unknown option {key!r} for optimizer {name!r}; valid options: {', '.join(valid) or 'none'}"
-            )
+            raise unknown_key("option", key, f"optimizer {name!r}", valid)
     return cls(lr, **options)
 
 

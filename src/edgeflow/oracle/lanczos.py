@@ -23,6 +23,8 @@ from torch import Tensor
 from edgeflow.errors import invalid_choice
 
 WHICH = ("LA", "LM")  # largest algebraic (sharpness), largest magnitude (stiffness)
+#: the default cap on products; ``lanczos`` allocates a basis of this many vectors plus one up front
+MAX_ITER = 100
 
 
 @dataclass
@@ -53,7 +55,7 @@ def lanczos(
     *,
     which: str = "LA",
     tol: float | None = None,
-    max_iter: int = 100,
+    max_iter: int = MAX_ITER,
     min_iter: int = 1,
     generator: torch.Generator | None = None,
 ) -> Eigenpairs:

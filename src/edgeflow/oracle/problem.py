@@ -19,8 +19,8 @@ from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
 from edgeflow import distributed as parallel
 from edgeflow.errors import ConfigError, invalid_choice
-from edgeflow.oracle.lanczos import Eigenpairs, lanczos, tracking_tol
-from edgeflow.utils import DTYPES, dtype_name, positive_int, resolve_device, resolve_dtype
+from edgeflow.oracle.lanczos import MAX_ITER, Eigenpairs, lanczos, tracking_tol
+from edgeflow.utils import DTYPES, check_memory, dtype_name, positive_int, resolve_device, resolve_dtype
 
 Term = Callable[[Tensor], Tensor]
 LOSSES = ("mse", "ce")
@@ -157,6 +157,16 @@ class Problem:
                 )
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, first.dtype)
+        count = sum(p.numel() for p in model.parameters())
+        # The model is the user's, already in memory; what this makes is the flat w0 and the
+        # problem's own copy of it (a converted model and data come on top where dtype or device change).
+        check_memory(
+            2 * count * dt.itemsize,
+            dev,
+            f"the model has {count:.3g} parameters: its flat vector w0 and the problem's copy in "
+            f"{dtype_name(dt)}",
+            "use a smaller model",
+        )
         model = model.to(device=dev, dtype=dt)
         X = X.to(device=dev, dtype=dt) if X.is_floating_point() else X.to(device=dev)
         try:
@@ -331,7 +341,7 @@ class Problem:
         v0: Tensor | None = None,
         which: str = "LA",
         tol: float | None = None,
-        max_iter: int = 100,
+        max_iter: int = MAX_ITER,
         min_iter: int = 1,
         generator: torch.Generator | None = None,
         scale: Tensor | float | None = None,

@@ -1,13 +1,14 @@
 """Processes: GD and the continuous-time models compared with it, one module each.
 
-A new process is one module with a ``Process`` subclass plus one entry in ``PROCESSES``.
+A new process is one module with a ``Process`` subclass plus one entry in ``PROCESSES``; then
+``python -m edgeflow.catalog`` lets the command line know it without importing torch.
 """
 
 from __future__ import annotations
 
 import inspect
 
-from edgeflow.errors import ConfigError, invalid_choice
+from edgeflow.errors import ConfigError, invalid_choice, unknown_key
 from edgeflow.optimizers import Optimizer, State
 from edgeflow.oracle import Problem
 from edgeflow.processes.base import Process
@@ -18,6 +19,7 @@ from edgeflow.processes.gradient import GradientFlow
 from edgeflow.processes.midpoint import Midpoint
 from edgeflow.processes.mitigated import Mitigated
 from edgeflow.processes.modified import ModifiedFlow
+from edgeflow.utils import check_type, declared_type
 
 PROCESSES: dict[str, type[Process]] = {
     cls.name: cls for cls in (GD, Midpoint, GradientFlow, ModifiedFlow, EdgeFlow, CentralFlow, Mitigated)
@@ -52,13 +54,20 @@ def make_process(
             f"got {type(options).__name__}: {options!r}"
         )
     options = dict(options or {})
+    signature = inspect.signature(cls.__init__).parameters
     valid = option_names(name)
     for key in options:
         if key not in valid:
-            raise ConfigError(
-                f"unknown option {key!r} for flow {name!r}; valid options: {', '.join(valid) or 'none'}"
-            )
-    proc = cls(problem, lr, **options)
+            raise unknown_key("option", key, f"flow {name!r}", valid)
+    try:
+        for key, value in options.items():
+            declared = declared_type(signature[key].annotation, signature[key].default)
+            # A str option is a choice among names, which its flow checks and lists.
+            if declared != "str":
+                check_type(f"option {key!r}", value, declared, signature[key].default)
+        proc = cls(problem, lr, **options)
+    except ConfigError as err:
+        raise ConfigError(f"flow {name!r}: {err}") from None
     if optimizer is not None or start_state is not None:
         proc.use_optimizer(optimizer if optimizer is not None else proc.optimizer, start_state)
     return proc

@@ -8,10 +8,11 @@
   problem parameters against their defaults;
 * ``data.py``, ``cifar10.py``, ``models.py``: the data sets and the architectures.
 
-A new problem is one builder function plus one ``ProblemSpec`` entry in ``PROBLEMS``.
+A new problem is one builder function plus one ``ProblemSpec`` entry in ``PROBLEMS``; then
+``python -m edgeflow.catalog`` lets the command line know it without importing torch.
 """
 
-from edgeflow.zoo.factory import is_factory
+from edgeflow.catalog import is_factory
 from edgeflow.zoo.registry import (
     DEFAULT_PROBLEM,
     PROBLEMS,

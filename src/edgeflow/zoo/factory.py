@@ -19,11 +19,6 @@ from edgeflow.utils import RUN_KEYWORDS, resolve_device, resolve_dtype
 from edgeflow.zoo.params import check_params
 
 
-def is_factory(name: str) -> bool:
-    """Whether ``name`` points at a user's problem factory (``module:function``)."""
-    return isinstance(name, str) and ":" in name
-
-
 def build_from_factory(path: str, *, dtype, device, seed: int, **params) -> Problem:
     """Import the factory ``path`` (its module may also lie in the current directory), check
     ``params`` against its signature, call it and check that it returned a ``Problem``."""

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from edgeflow.errors import ConfigError
 from edgeflow.oracle import Problem
-from edgeflow.utils import RUN_KEYWORDS, dtype_name, resolve_device, resolve_dtype
+from edgeflow.utils import RUN_KEYWORDS, check_memory, dtype_name, resolve_device, resolve_dtype
 from edgeflow.zoo.models import seeded_init
 
 #: a builder's description of its problem: a constructor of the network and the data (X, Y)
@@ -76,28 +74,13 @@ def check_fits(make_network: Callable[[], nn.Module], dtype, device, params: dic
     except Exception:  # an architecture that cannot be built without data: the real build will tell
         return
     dt = resolve_dtype(dtype, torch.float32)
-    need = count * dt.itemsize * MIN_COPIES
-    have = available_memory(resolve_device(device))
-    if have is not None and need > have:
-        given = ", ".join(f"{k}={v}" for k, v in params.items())
-        raise ConfigError(
-            f"the network ({given or 'default sizes'}) has {count:.3g} parameters: {need / 2**30:.3g} GiB "
-            f"for {MIN_COPIES} copies in {dtype_name(dt)}, more than the {have / 2**30:.3g} GiB available; "
-            "choose smaller sizes"
-        )
-
-
-def available_memory(device: torch.device) -> int | None:
-    """Bytes free on ``device`` (MemAvailable on the CPU), None where it cannot be read."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    given = ", ".join(f"{k}={v}" for k, v in params.items()) or "default sizes"
+    check_memory(
+        count * dt.itemsize * MIN_COPIES,
+        resolve_device(device),
+        f"the network ({given}) has {count:.3g} parameters: {MIN_COPIES} copies in {dtype_name(dt)}",
+        "choose smaller sizes",
+    )
 
 
 def image_classifier(

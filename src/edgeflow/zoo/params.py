@@ -3,30 +3,16 @@ against the parameter's default in the builder's signature, so every builder dec
 
 from __future__ import annotations
 
-from edgeflow.errors import ConfigError
-
-# What a parameter's default says about the values it takes; a None default takes anything.
-_KINDS: list[tuple[type, tuple[type, ...], str]] = [
-    (bool, (bool,), "true or false"),
-    (int, (int,), "an integer"),
-    (float, (int, float), "a number"),
-    (str, (str,), "a string"),
-]
+from edgeflow.errors import unknown_key
+from edgeflow.utils import check_type
 
 
 def check_params(problem: str, params: dict, defaults: dict) -> None:
-    """Unknown names, and values of another type than the parameter's default."""
+    """Unknown names, and values of another type than the parameter's default (a None default
+    takes anything)."""
     for key, value in params.items():
         if key not in defaults:
-            valid = ", ".join(defaults) or "none"
-            raise ConfigError(f"unknown parameter {key!r} for problem {problem!r}; valid: {valid}")
-        default = defaults[key]
-        for kind, accepted, what in _KINDS:
-            # bool before int: a bool default takes only bools, and no number takes a bool
-            if isinstance(default, kind):
-                if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
-                    raise ConfigError(
-                        f"parameter {key!r} of problem {problem!r} must be {what} "
-                        f"(like its default {default!r}), got {value!r}"
-                    )
-                break
+            raise unknown_key("parameter", key, f"problem {problem!r}", defaults)
+        if defaults[key] is not None:
+            what = f"parameter {key!r} of problem {problem!r}"
+            check_type(what, value, type(defaults[key]).__name__, defaults[key])

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from edgeflow.catalog import is_factory
 from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.oracle import Problem
 from edgeflow.utils import RUN_KEYWORDS, resolve_device, resolve_dtype, seed_int
 from edgeflow.zoo import regression, sequence, toys, vision
-from edgeflow.zoo.factory import build_from_factory, is_factory
+from edgeflow.zoo.factory import build_from_factory
 from edgeflow.zoo.params import check_params
 
 
