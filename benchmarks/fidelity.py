@@ -180,7 +180,8 @@ def refined_options(row: Row, doublings: int) -> dict:
         name: p.default for name, p in inspect.signature(process_class(row.flow).__init__).parameters.items()
     }
     if "substeps" in defaults:
-        return {**row.options, "substeps": row.options.get("substeps", defaults["substeps"] or 2) * 2**doublings}
+        base = row.options.get("substeps", defaults["substeps"] or 2)  # None: Edge Flow's GD default, 2
+        return {**row.options, "substeps": base * 2**doublings}
     if "substep_rate" in defaults:  # RK4 sub-steps are sized so that rate·Δt ≤ substep_rate
         rate = row.options.get("substep_rate", defaults["substep_rate"])
         return {**row.options, "substep_rate": rate / 2**doublings}

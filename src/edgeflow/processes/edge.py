@@ -218,7 +218,8 @@ class EdgeFlow(Process):
         "Edge Flow: center, direction and magnitude of GD's oscillation "
         "(3 grads + 2 HVPs per sub-step; 2 + 1 with center='gradient'; "
         "2 grads, no HVP with hvp='pair'; 3 with hvp='pair+center'; "
-        "implicit='secant' for a smooth center at substeps=1)"
+        "implicit='secant' for a smooth center at substeps=1; with a momentum optimizer 2 grads + "
+        "1 HVP per step, substeps=1)"
     )
     fields = (
         "train_loss",
@@ -241,7 +242,7 @@ class EdgeFlow(Process):
         noise: float = 1.0,
         probe_rounding: bool = True,
         warm_start: int = 0,
-        center: str = "modified",
+        center: str | None = None,
         delay_magnitude: bool | None = None,
         hvp: str = "exact",
         implicit: str = "u",
@@ -249,7 +250,7 @@ class EdgeFlow(Process):
         super().__init__(problem, lr)
         if magnitude not in MAGNITUDES:
             raise invalid_choice("Edge Flow magnitude", magnitude, MAGNITUDES)
-        if center not in CENTERS:
+        if center is not None and center not in CENTERS:
             raise invalid_choice("Edge Flow center", center, CENTERS)
         if hvp not in HVPS:
             raise invalid_choice("Edge Flow hvp", hvp, HVPS)
@@ -258,13 +259,15 @@ class EdgeFlow(Process):
         if hvp != "exact" and magnitude == "rayleigh":
             raise ConfigError(f"Edge Flow magnitude='rayleigh' needs hvp='exact' ({hvp!r} gives the secant)")
         self.magnitude_rule = magnitude
-        self.center = center
+        # None: "modified", or with a momentum the optimizer's own step (``_momentum_substep``)
+        self.center_option = center
+        self.center = center or "modified"
         self.hvp = hvp
         self.implicit = implicit
         if delay_magnitude is not None and not isinstance(delay_magnitude, bool):
             raise ConfigError(f"delay_magnitude must be true, false or None, got {delay_magnitude!r}")
         # default: with the center (half a step of delay in both, or in neither)
-        self.delay_magnitude = center == "modified" if delay_magnitude is None else delay_magnitude
+        self.delay_magnitude = self.center == "modified" if delay_magnitude is None else delay_magnitude
         self.substeps = None if substeps is None else positive_int("substeps", substeps)
         self.r0 = None if r0 is None else positive_float("r0 (r = 0 is invariant)", r0)
         self.noise = nonnegative_float("noise", noise)
@@ -283,6 +286,11 @@ class EdgeFlow(Process):
                 "implicit": (self.implicit, "u"),
                 "warm_start": (self.warm_start, 0),
             }
+            if optimizer.momentum_key is not None and self.center_option is not None:
+                raise ConfigError(
+                    f"Edge Flow's center option ({self.center_option!r}) is GD's and RMSProp's; with "
+                    f"optimizer {optimizer.name!r} the center runs the optimizer itself: leave it unset"
+                )
             if optimizer.momentum_key is not None and self.magnitude_rule == "linear":
                 raise ConfigError(
                     f"Edge Flow magnitude='linear' is GD's linearization ηκ − 2; with optimizer "
@@ -580,7 +588,9 @@ class EdgeFlow(Process):
         if settled and gain * rho > opt.center_curvature():
             c, g_mean = self._hand_over_along_u(c, u, scale, g_mean, rho, gain)
         # the state sees this point's gradients (the first sub-step's has seen ∇L(w0) already)
-        state = self.opt_state if self.state_seen else opt.relax_state(self.opt_state, g_mean, g_sq, self.dt_prev)
+        state = self.opt_state
+        if not self.state_seen:
+            state = opt.relax_state(state, g_mean, g_sq, self.dt_prev)
         kappa = rho if self.magnitude_rule == "rayleigh" else secant
         growth = self._growth(gain * kappa)
         if self.delay_magnitude and math.isfinite(self.kappa_prev):

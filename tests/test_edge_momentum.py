@@ -1,0 +1,129 @@
+"""Edge Flow with a momentum (heavy-ball, Nesterov, Adam) against closed forms: its state's IMEX step
+is the optimizer's update at Δt = 1, its center is the optimizer itself while the top curvature is
+below the center curvature, and past it the magnitude grows by the step map's period-2 root."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import edgeflow as ef
+from edgeflow.errors import ConfigError
+from edgeflow.optimizers import OPTIMIZERS, make_optimizer
+from edgeflow.processes import make_process
+
+MOMENTUM = ("momentum", "nesterov", "adam", "adamw")
+
+
+def quadratic(eigenvalues: list[float]) -> ef.Problem:
+    """½ Σ λᵢ wᵢ² in float64 from w = (1, …, 1), rotated so that no coordinate is an eigenvector."""
+    d = len(eigenvalues)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    A = q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+    return ef.Problem.from_function(lambda w: 0.5 * w @ (A @ w), torch.ones(d, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in OPTIMIZERS if n != "gd"))
+def test_relax_state_at_a_unit_step_is_the_update(name):
+    """s ← (s + Δt·rate·target)/(1 + Δt·rate) at Δt = 1 is β·s + (1 − β)·feed: the optimizer's update,
+    for every entry of every stateful optimizer, over several steps."""
+    opt = make_optimizer(name, 0.01)
+    gen = torch.Generator().manual_seed(1)
+    state = opt.init(torch.zeros(6, dtype=torch.float64))
+    for _ in range(4):
+        g = torch.randn(6, generator=gen, dtype=torch.float64)
+        update, relaxed = opt.update(state, g), opt.relax_state(state, g, g * g, 1.0)
+        assert update.keys() == relaxed.keys()
+        for key in update:
+            torch.testing.assert_close(
+                torch.as_tensor(relaxed[key]), torch.as_tensor(update[key]), rtol=1e-12, atol=1e-15
+            )
+        state = update
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("momentum", 1.9), ("nesterov", 1.0), ("adam", 19.0), ("rmsprop", math.inf), ("gd", math.inf)],
+)
+def test_center_curvature_is_where_the_map_turns_a_quarter(name, expected):
+    """T(a_c) = 0: the roots ±i√D turn by 90° per step (β = β₁ = 0.9): 1 + β, 1 and (1 + β₁)/(1 − β₁)."""
+    opt = make_optimizer(name, 0.01)
+    a_c = opt.center_curvature()
+    assert a_c == pytest.approx(expected, rel=1e-12)
+    if math.isfinite(a_c):
+        assert opt.map_coefficients(a_c)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", MOMENTUM)
+def test_center_is_the_optimizer_below_the_center_curvature(name):
+    """With every curvature of P⁻¹H below the center curvature and no rounding noise, the symmetrized
+    loss of a quadratic is the loss plus a constant: Edge Flow's center at its default Δt = 1 is the
+    discrete optimizer's iterate, step for step."""
+    lr = {"momentum": 0.15, "nesterov": 0.08, "adam": 0.01, "adamw": 0.01}[name]
+    prob = quadratic([0.5, 1.0, 2.0, 4.0, 8.0])
+    opt = make_optimizer(name, lr)
+    gd = make_process("gd", prob, lr, optimizer=opt)
+    edge = make_process("edge", prob, lr, {"noise": 0.0}, optimizer=opt)
+    for p in (gd, edge):
+        p.init(prob.w0, 0)
+    for k in range(40):
+        assert edge.rho * opt.momentum_gain(edge.opt_state) < opt.center_curvature() or k == 0
+        torch.testing.assert_close(edge.position, gd.position, rtol=1e-12, atol=1e-14)
+        gd.step()
+        edge.step()
+
+
+@pytest.mark.parametrize("beta, over", [(0.9, 1.1), (0.5, 1.3), (0.9, 0.99)])
+def test_magnitude_grows_by_the_period2_root_on_a_quadratic(beta, over):
+    """Heavy-ball with the top curvature ``over`` × the threshold 2 + 2β: once the center's motion
+    along u is handed over (it sits at the minimum along u after one step), r changes by exactly
+    |z₋(ηλ₁)| per step — above the threshold the real root below −1, below it (β = 0.9, inside the
+    complex range) √β."""
+    lr = 0.1
+    a = over * (2 + 2 * beta)
+    prob = quadratic([1.0, 2.0, a / lr])
+    opt = make_optimizer("momentum", lr, {"beta": beta})
+    edge = make_process("edge", prob, lr, {"noise": 0.0}, optimizer=opt)
+    edge.init(prob.w0, 0)
+    for _ in range(3):
+        edge.step()
+    start = edge.log_r
+    for _ in range(20):
+        edge.step()
+    factor = abs(opt.period2_factor(a))
+    assert (edge.log_r - start) / 20 == pytest.approx(math.log(factor), rel=1e-6)
+    if over < 1:
+        assert factor == pytest.approx(math.sqrt(beta), rel=1e-12)
+    assert abs(float(edge.u @ torch.linalg.eigh(prob.hessian(edge.c))[1][:, -1])) == pytest.approx(
+        1.0, abs=1e-9
+    )
+
+
+def test_adam_bias_correction_transient_runs_the_optimizer():
+    """While Adam's bias correction k = 1/(1 − β₁ᵗ) exceeds 1.5 the frozen-P map does not hold (P moves
+    within a step): Edge Flow's magnitude does not grow and its center is Adam itself, even with the
+    top curvature far above the threshold (here ~k·λ₁(P⁻¹H) ≫ 38 at the first steps)."""
+    lr = 0.05
+    prob = quadratic([1.0, 10.0, 400.0])
+    opt = make_optimizer("adam", lr)
+    gd = make_process("gd", prob, lr, optimizer=opt)
+    edge = make_process("edge", prob, lr, {"noise": 0.0}, optimizer=opt)
+    for p in (gd, edge):
+        p.init(prob.w0, 0)
+    steps = 0
+    while opt.momentum_gain(edge.opt_state) > 1.5:
+        torch.testing.assert_close(edge.position, gd.position, rtol=1e-12, atol=1e-14)
+        assert edge.r < 1e-300  # r = 0 at the start stays at the floor (frame rescalings aside)
+        gd.step()
+        edge.step()
+        steps += 1
+    assert steps == 11  # k = 1/(1 − 0.9ᵗ) ≤ 1.5 from t = 11 (after step k the state has seen k gradients)
+
+
+@pytest.mark.parametrize("option", [{"center": "modified"}, {"magnitude": "linear"}, {"hvp": "pair"}])
+def test_gd_only_options_are_refused_with_a_momentum(option):
+    prob = quadratic([1.0, 2.0])
+    with pytest.raises(ConfigError, match="momentum"):
+        make_process("edge", prob, 0.1, option, optimizer=make_optimizer("momentum", 0.1))
