@@ -490,7 +490,8 @@ def test_list_shows_the_optimizers_with_their_options(capsys):
     assert "rmsprop: RMSProp" in out and "beta2=0.99 (float)" in out and "bias_correction=true (bool)" in out
     assert "central: " in out and "[optimizer gd only]" in out
     flat = " ".join(out.split())
-    assert "[optimizers gd, scalar-rmsprop, rmsprop only]" in flat  # Edge Flow and the central flow
+    assert "[optimizers gd, scalar-rmsprop, rmsprop only]" in flat  # the central flow
+    assert "edge: Edge Flow" in flat and "with a momentum optimizer" in flat  # every optimizer
     assert "momentum: heavy-ball" in flat and "beta=0.9 (float)" in flat and "threshold 3.8 on" in flat
     assert "nesterov: Nesterov" in flat and "threshold 1.35714 on" in flat
     assert "adam: Adam" in flat and "threshold 38 on" in flat
