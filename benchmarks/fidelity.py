@@ -32,6 +32,7 @@ import torch
 
 import edgeflow as ef
 from edgeflow.metrics import REFERENCE, fidelity, summarize
+from edgeflow.optimizers import make_optimizer
 from edgeflow.processes import process_class
 from edgeflow.results import FlowRecord
 from edgeflow.zoo import problem_params
@@ -174,13 +175,21 @@ def case_lr(case: Case) -> float:
     return case.lr or ef.PROBLEMS[case.problem].lr_for(case.optimizer)
 
 
-def refined_options(row: Row, doublings: int) -> dict:
-    """The row's options with its flow's sub-steps doubled ``doublings`` times."""
-    defaults = {
-        name: p.default for name, p in inspect.signature(process_class(row.flow).__init__).parameters.items()
-    }
+def fixed_step(case: Case, row: Row) -> bool:
+    """Whether the row runs at its own sub-steps whatever the case asks: Edge Flow with a momentum
+    is the optimizer's own step at Δt = 1 (docs/edge_flow.md); more sub-steps are another model
+    (the stable flow's ODE on the symmetrized loss), not a finer one."""
+    return row.flow == "edge" and make_optimizer(case.optimizer, 1.0).momentum_key is not None
+
+
+def refined_options(row: Row, doublings: int, fixed: bool = False) -> dict:
+    """The row's options with its flow's sub-steps doubled ``doublings`` times (``fixed``: as given,
+    Edge Flow's default one sub-step with a momentum)."""
+    if fixed:
+        return {**row.options, "substeps": row.options.get("substeps", 1)}
+    defaults = _defaults(row.flow)
     if "substeps" in defaults:
-        base = row.options.get("substeps", defaults["substeps"] or 2)  # None: Edge Flow's GD default, 2
+        base = row.options.get("substeps", defaults["substeps"])
         return {**row.options, "substeps": base * 2**doublings}
     if "substep_rate" in defaults:  # RK4 sub-steps are sized so that rate·Δt ≤ substep_rate
         rate = row.options.get("substep_rate", defaults["substep_rate"])
@@ -211,9 +220,15 @@ def trajectory_change(a: ef.Result, b: ef.Result, flow: str) -> tuple[float, flo
     return float(np.median(rel)), float(np.max(rel))
 
 
+#: options whose default (None) the flow resolves per optimizer, at their values for GD and RMSProp:
+#: the values every row measured before they became optimizer-dependent ran with
+RESOLVED_DEFAULTS = {"edge": {"center": "modified", "substeps": 2}}
+
+
 def _defaults(flow: str) -> dict:
     params = inspect.signature(process_class(flow).__init__).parameters
-    return {name: p.default for name, p in params.items() if name not in ("self", "problem", "lr")}
+    defaults = {name: p.default for name, p in params.items() if name not in ("self", "problem", "lr")}
+    return {**defaults, **RESOLVED_DEFAULTS.get(flow, {})}
 
 
 def model_options(row: Row) -> dict:
@@ -258,7 +273,9 @@ def run_case(case: Case, rows: list[Row], dtype: str | None, start: dict[str, in
                 lr,
                 case.steps,
                 ("gd", REFERENCE, *(row.flow for row in group)),
-                options={row.flow: refined_options(row, level[row.key]) for row in group},
+                options={
+                    row.flow: refined_options(row, level[row.key], fixed_step(case, row)) for row in group
+                },
                 record_every=case.every,
                 sharpness_every=case.every,
                 save_params=True,
@@ -273,7 +290,7 @@ def run_case(case: Case, rows: list[Row], dtype: str | None, start: dict[str, in
     current = run(rows, level)  # each row's result at its finest level so far
     base = next(iter(current.values()))
     changes: dict[str, list[tuple[float, float]]] = {row.key: [] for row in rows}
-    pending = [row for row in rows if row.refine]
+    pending = [row for row in rows if row.refine and not fixed_step(case, row)]
     for _ in range(case.max_doublings):
         if not pending:
             break
@@ -293,13 +310,13 @@ def run_case(case: Case, rows: list[Row], dtype: str | None, start: dict[str, in
         res = current[row.key]
         rec = res[row.flow]
         done = max(rec.info["steps_completed"], 1)
-        options = refined_options(row, level[row.key])
-        checked = row.refine and case.max_doublings > 0
+        options = refined_options(row, level[row.key], fixed_step(case, row))
+        checked = row.refine and case.max_doublings > 0 and not fixed_step(case, row)
         flows[row.key] = {
             **fidelity(res)[row.flow],
             "flow": row.flow,
             "label": row.name,
-            "model": model_options(row),
+            "model": model_options(row) if not fixed_step(case, row) else {**model_options(row), **options},
             "doublings": level[row.key],
             "options": options,
             "resolution": resolution(rec, options),
@@ -467,13 +484,13 @@ def goals_table(cases: list[dict]) -> list[str]:
     ]
     for case in cases:
         flows = case["flows"]
-        if not {"edge", "gradient", "central"} <= flows.keys():
+        if not {"edge", "gradient"} <= flows.keys():
             continue
         for window, suffix in (("run", "median"), ("EoS", "eos_median")):
             edge = flows["edge"].get(f"distance_{suffix}")
             gradient = flows["gradient"].get(f"distance_{suffix}")
             half = None if gradient is None else 0.5 * gradient
-            central = flows["central"].get(f"distance_{suffix}")
+            central = flows.get("central", {}).get(f"distance_{suffix}")  # none for a momentum
             lines.append(f"| {_name(case)} | {window} | {_verdict(edge, half)} | {_verdict(edge, central)} |")
     return lines
 

@@ -60,8 +60,10 @@ def test_case_and_report(fid, tmp_path):
     fid.write_report([result], out, "2026-01-01 00:00", None)
     text = out.read_text()
     assert "| quartic | edge, one sub-step (K = 1) |" in text
-    assert "## Goals" in text  # the goal rows need the central flow: none here
-    assert "| quartic | run |" not in text
+    assert "## Goals" in text  # without the central flow (a momentum's cases) its column reads "–"
+    assert "| quartic | run | " in text and text.split("| quartic | run | ")[1].split("\n")[0].endswith(
+        "| – |"
+    )
     assert json.loads(out.with_suffix(".json").read_text())["cases"][0]["name"] == "quartic"
 
 
@@ -138,3 +140,15 @@ def test_an_rmsprop_case_runs_the_rows_that_model_it_against_its_threshold(fid, 
     assert "| quadratic | rmsprop, warm start 2 | 0.3 (2) |" in out.read_text()
     limited = fid.Case("quadratic", 6, optimizer="rmsprop", rows=("gradient",), lr=0.3)
     assert [row.key for row in fid.case_rows(limited, list(fid.ROWS))] == ["gradient"]
+
+
+def test_edge_flow_with_a_momentum_runs_at_its_own_step(fid):
+    """With a momentum Edge Flow's one sub-step is its model, not a coarse level: it is not doubled,
+    and the row records the sub-step it ran at."""
+    case = fid.Case("quartic", 12, max_doublings=1, lr=0.05, optimizer="momentum", rows=("edge", "gradient"))
+    chosen = fid.case_rows(case, rows(fid, "edge", "central", "gradient"))
+    assert [row.key for row in chosen] == ["edge", "gradient"]  # the central flow does not model it
+    flows = fid.run_case(case, chosen, None, {})["flows"]
+    assert flows["edge"]["options"] == {"substeps": 1} and flows["edge"]["model"]["substeps"] == 1
+    assert flows["edge"]["converged"] is None and flows["edge"]["doubling_changes"] == []
+    assert len(flows["gradient"]["doubling_changes"]) == 1
