@@ -4,13 +4,17 @@ GD's sharpness is 10 everywhere, so 2/η is never crossed for η < 0.2 and GD di
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
+import tomllib
 
 import edgeflow as ef
 from conftest import run_cli
-from edgeflow.sweep import BLOWUP
+from edgeflow.runner import Run
+from edgeflow.sweep import BLOWUP, STATE, read_state
 from edgeflow.zoo import toys
 
 LAMBDAS = np.diag(toys.quadratic_matrix().numpy())  # the quadratic's eigenvalues; w0 = ones
@@ -92,6 +96,12 @@ BAD_INPUTS = [
     (["--lrs", "0.1", "--sharpness-every", "0"], ["--sharpness-every", "'0'"]),
     (["--lrs", "0.1", "--seed", "x"], ["--seed", "'x'"]),
     (["--lrs", "0.1", "--dtype", "float16"], ["'float16'", "float64"]),
+    (["--lrs", "0.1", "--optimizer", "nope"], ["unknown optimizer 'nope'", "gd", "momentum", "adam"]),
+    (["--lrs", "0.1", "--optimizer", "adam", "--opt", "beta=0.5"], ["'beta'", "beta1", "beta2", "eps"]),
+    (["--lrs", "0.1", "--optimizer", "adam", "--opt", "beta1=2"], ["adam option beta1", "(0, 1)"]),
+    (["--lrs", "0.1", "--opt", "beta2"], ["--opt", "KEY=VALUE"]),
+    (["--lrs", "0.1", "--warm-start", "x"], ["--warm-start", "'x'"]),
+    (["--lrs", "0.1", "--warm-start", "-1"], ["warm_start", "-1"]),
     ([], ["--lrs"]),
 ]
 
@@ -137,3 +147,110 @@ def test_api_returns_rows_and_results(tmp_path):
     res = ef.sweep(prob, "0.3,0.5", 30, out=tmp_path / "all-diverge")
     assert [row["diverged_at"] for row in res.rows] == [first_blowup(0.3, 30), first_blowup(0.5, 30)]
     assert (tmp_path / "all-diverge" / "sweep.png").stat().st_size > 20_000
+
+
+@pytest.mark.filterwarnings("error")
+def test_adam_sweep_holds_the_preconditioned_sharpness_against_38_over_eta(capsys, tmp_path):
+    """Cohen et al. 2022's figure: λ₁(P⁻¹H)/η (the run's effective sharpness over η) against 38/η."""
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--problem", "quadratic", "--lrs", "0.02,0.005", "--steps", "25", "--quiet"]
+    argv += ["--optimizer", "adam", "--opt", "beta2=0.99", "--warm-start", "3", "--out", str(out)]
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert (out / "sweep.png").stat().st_size > 20_000
+    summary = strict_json((out / "sweep.json").read_text())
+    assert summary["optimizer"] == "adam" and summary["warm_start"] == 3
+    assert summary["optimizer_options"] == {"beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "bias_correction": True}
+    assert summary["optimizer_label"] == "Adam (β₁ = 0.9)" and summary["threshold_label"] == "38/η"
+    for row in summary["rows"]:
+        lr = row["lr"]
+        res = ef.load(out / row["run_dir"])
+        assert (res.optimizer, res.config["warm_start"], res.threshold) == ("adam", 3, pytest.approx(38))
+        config = tomllib.loads((out / row["run_dir"] / "config.toml").read_text())
+        assert (config["optimizer"], config["optimizer_options"]["beta2"]) == ("adam", 0.99)
+        assert config["warm_start"] == 3
+        assert row["threshold"] == pytest.approx(38 / lr)
+        s = res["midpoint"]["effective_sharpness"] / lr
+        measured = s[np.isfinite(s)]
+        assert row["initial_sharpness"] == pytest.approx(measured[0], rel=1e-12)
+        assert row["last_sharpness"] == pytest.approx(measured[-1], rel=1e-12)
+        late = s[(res["midpoint"]["step"] >= 0.75 * 25) & np.isfinite(s)]
+        assert row["late_sharpness_ratio"] == pytest.approx(np.median(late) / (38 / lr), rel=1e-12)
+        assert f"η = {lr:g}: 25 steps, " in err and "38/η = " in err
+    table = (out / "sweep.md").read_text()
+    assert table in stdout
+    assert "adam (beta1=0.9, beta2=0.99, eps=1e-08, bias_correction=True)" in table
+    assert "| η | 38/η | initial S | crosses 38/η |" in table and "late S / (38/η)" in table
+    assert "each η after 3 warm-start steps" in table and "| 1900 |" in table  # 38/0.02
+
+
+@pytest.mark.filterwarnings("error")
+def test_momentum_sweep_on_the_quadratic_matches_the_closed_form(capsys, tmp_path):
+    """Heavy-ball's P⁻¹ is η: S is the sharpness, 10 everywhere, against (2 + 2β)/η = 3/η at β = 0.5;
+    η = 0.1 stays below it and converges, η = 0.4 (ηλ = 4 > 3) starts above it and diverges."""
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--problem", "quadratic", "--lrs", "0.1,0.4", "--steps", "30", "--quiet"]
+    code, _, err = run_cli(capsys, *argv, "--optimizer", "momentum", "--opt", "beta=0.5", "--out", str(out))
+    assert code == 0, err
+    summary = strict_json((out / "sweep.json").read_text())
+    assert summary["optimizer_label"] == "heavy-ball momentum (β = 0.5)"
+    assert summary["threshold_label"] == "3/η"
+    below, above = summary["rows"]
+    for row in summary["rows"]:
+        assert row["threshold"] == pytest.approx(3 / row["lr"])
+        assert row["initial_sharpness"] == pytest.approx(10, rel=1e-6)
+    assert below["cross_step"] is None and below["diverged_at"] is None
+    assert below["late_sharpness_ratio"] == pytest.approx(10 * 0.1 / 3, rel=1e-6)
+    assert above["cross_step"] == 0 and above["diverged_at"] is not None
+    assert "η = 0.1: 30 steps, sharpness stayed below 3/η = 30" in err
+    assert "| η | 3/η |" in (out / "sweep.md").read_text()
+    assert (out / "sweep.png").stat().st_size > 20_000
+
+
+def test_resumed_sweep_keeps_its_optimizer(capsys, tmp_path, monkeypatch):
+    argv = ["sweep", "--problem", "quadratic", "--lrs", "0.01,0.02", "--steps", "10", "--quiet"]
+    argv += ["--optimizer", "adam", "--opt", "beta1=0.8", "--warm-start", "2"]
+    code, _, err = run_cli(capsys, *argv, "--out", str(tmp_path / "full"))
+    assert code == 0, err
+    out = tmp_path / "split"
+    original = Run.step_all
+
+    def step_all(self, k):  # Ctrl-C in the first η: the second starts afresh from the saved settings
+        if self.lr == 0.01 and k == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        original(self, k)
+
+    monkeypatch.setattr(Run, "step_all", step_all)
+    code, _, err = run_cli(capsys, *argv, "--out", str(out))
+    assert code == 130 and not (out / "lr-0.02").exists(), err
+    monkeypatch.setattr(Run, "step_all", original)
+    code, _, err = run_cli(capsys, "sweep", "--resume", str(out), "--optimizer", "gd")
+    assert code == 2 and "remove --optimizer" in err
+    code, _, err = run_cli(capsys, "sweep", "--resume", str(out), "--quiet")
+    assert code == 0, err
+    full, split = (strict_json((d / "sweep.json").read_text()) for d in (tmp_path / "full", out))
+    assert split["optimizer"] == "adam" and split["optimizer_options"]["beta1"] == 0.8
+    assert split["warm_start"] == 2 and split["threshold_label"] == "18/η"  # (2 + 1.6)/0.2
+    for a, b in zip(full["rows"], split["rows"], strict=True):
+        assert {k: v for k, v in a.items() if k != "wall_time_s"} == {
+            k: v for k, v in b.items() if k != "wall_time_s"
+        }
+    assert [ef.load(out / f"lr-{lr}").optimizer for lr in ("0.01", "0.02")] == ["adam", "adam"]
+
+
+def test_api_takes_the_optimizer(tmp_path):
+    res = ef.sweep("quadratic", [0.1], 5, optimizer="momentum", optimizer_options={"beta": 0.5})
+    assert res.optimizer == "momentum" and res.results[0.1].optimizer == "momentum"
+    assert res.to_dict()["threshold_label"] == "3/η" and res.rows[0]["threshold"] == pytest.approx(30)
+    with pytest.raises(ef.ConfigError, match="valid options: beta"):
+        ef.sweep("quadratic", [0.1], 5, optimizer="momentum", optimizer_options={"beta1": 0.5})
+    with pytest.raises(ef.ConfigError, match="warm_start"):
+        ef.sweep("quadratic", [0.1], 5, warm_start=True)
+    # a sweep from before the optimizer option ran GD
+    (tmp_path / STATE).write_text(json.dumps({"settings": {"lrs": [0.1]}, "walls": {}}))
+    assert read_state(tmp_path)["settings"] | {"lrs": 0} == {
+        "lrs": 0,
+        "optimizer": "gd",
+        "optimizer_options": {},
+        "warm_start": 0,
+    }

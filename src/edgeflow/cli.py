@@ -68,22 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--download", action="store_true", help="let the problem download its dataset")
     r.add_argument("--lr", help="learning rate η (default: the problem's, for the optimizer)")
-    r.add_argument(
-        "--optimizer",
-        help=f"the optimizer GD's process runs and every model models (`edgeflow list` shows them; "
-        f"default {DEFAULT_OPTIMIZER})",
-    )
-    r.add_argument(
-        "--opt",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an optimizer hyper-parameter, e.g. beta2=0.99 (repeatable; `edgeflow list` shows them)",
-    )
-    r.add_argument(
-        "--warm-start",
-        help="plain optimizer steps from the initialization before every flow starts (default 0)",
-    )
+    add_optimizer_arguments(r, "the optimizer GD's process runs and every model models", "every flow")
     r.add_argument("--steps", help="number of GD steps (default: the problem's)")
     r.add_argument("--flows", help=f"comma-separated flows to run (default {','.join(DEFAULT_FLOWS)})")
     r.add_argument("--out", help="run directory (default runs/<problem>-<time>)")
@@ -128,13 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser(
         "sweep",
-        help="GD at several learning rates from one initialization: sharpness against 2/η, final loss",
-        description="Runs GD and its midpoints at each η into DIR/lr-<η>/, then writes sweep.png, "
-        "sweep.md and sweep.json into DIR.",
+        help="GD (or --optimizer) at several learning rates from one initialization: sharpness against "
+        "2/η (λ₁(P⁻¹H)/η against threshold/η), final loss",
+        description="Runs GD (or --optimizer) and its midpoints at each η into DIR/lr-<η>/, then writes "
+        "sweep.png, sweep.md and sweep.json into DIR.",
     )
     sw.add_argument("--problem", default=DEFAULT_PROBLEM, help=PROBLEM_HELP)
     sw.add_argument("--lrs", help="comma-separated learning rates, e.g. 0.05,0.1,0.2 (required)")
-    sw.add_argument("--steps", help="number of GD steps per η (default: the problem's)")
+    sw.add_argument("--steps", help="number of optimizer steps per η (default: the problem's)")
+    add_optimizer_arguments(sw, "the optimizer run at each η", "each η's run")
     sw.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="a problem parameter (repeatable)"
     )
@@ -154,6 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--threads", help=THREADS_HELP)
     sw.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def add_optimizer_arguments(parser: argparse.ArgumentParser, runs: str, starts: str) -> None:
+    """``--optimizer``, ``--opt`` and ``--warm-start``, the same for ``run`` and ``sweep``."""
+    parser.add_argument(
+        "--optimizer", help=f"{runs} (`edgeflow list` shows them; default {DEFAULT_OPTIMIZER})"
+    )
+    parser.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an optimizer hyper-parameter, e.g. beta2=0.99 (repeatable; `edgeflow list` shows them)",
+    )
+    parser.add_argument(
+        "--warm-start",
+        help=f"plain optimizer steps from the initialization before {starts} starts (default 0)",
+    )
+
+
+def parse_opt(items: Sequence[str]) -> dict:
+    """``--opt`` pairs as the optimizer's options."""
+    return parse_pairs(items, "--opt", "KEY=VALUE (e.g. beta2=0.99)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,7 +241,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if args.option:
         flags["options"] = parse_options(args.option)
     if args.opt:
-        flags["optimizer_options"] = parse_pairs(args.opt, "--opt", "KEY=VALUE (e.g. beta2=0.99)")
+        flags["optimizer_options"] = parse_opt(args.opt)
     layers = [load_toml(args.config)] if args.config else []
     return RunConfig.merged(*layers, flags)
 
@@ -528,8 +538,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     every = None if args.sharpness_every is None else positive_int("--sharpness-every", args.sharpness_every)
     seed = 0 if args.seed is None else seed_int("--seed", _int_arg("--seed", args.seed))
     params = parse_pairs(args.param, "--param", "KEY=VALUE (e.g. n=256)")
+    optimizer = args.optimizer if args.optimizer is not None else DEFAULT_OPTIMIZER
+    optimizer_options = parse_opt(args.opt)
+    warm_start = 0 if args.warm_start is None else _int_arg("--warm-start", args.warm_start)
     requested_threads = threads.request(args.threads)
     catalog.check_problem(args.problem, params)
+    catalog.check_optimizer(optimizer, optimizer_options)
     if steps is None and catalog.is_factory(args.problem):
         raise ConfigError(f"--steps is required with a custom problem factory ({args.problem})")
     from edgeflow.sweep import sweep
@@ -548,12 +562,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
         force=args.force,
         threads=requested_threads,
+        optimizer=optimizer,
+        optimizer_options=optimizer_options,
+        warm_start=warm_start,
     )
     return _sweep_and_report(run, out, args.quiet)
 
 
 #: flags that set what a sweep computes: a resumed sweep keeps its own
 _SWEEP_SETTINGS = ("lrs", "steps", "param", "seed", "dtype", "device", "sharpness_every", "out", "force")
+_SWEEP_SETTINGS += ("optimizer", "opt", "warm_start")
 
 
 def _sweep_and_report(run: Callable[..., object], out: Path, quiet: bool) -> int:

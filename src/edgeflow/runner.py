@@ -127,9 +127,7 @@ def compare(
     settings["optimizer"] = opt.name
     settings["optimizer_options"] = opt.options()
     settings["threshold"] = opt.threshold
-    if isinstance(warm_start, bool) or not isinstance(warm_start, int) or not 0 <= warm_start <= MAX_STEPS:
-        raise ConfigError(f"warm_start must be a number of steps in [0, {MAX_STEPS}], got {warm_start!r}")
-    settings["warm_start"] = warm_start
+    settings["warm_start"] = check_warm_start(warm_start)
     w0 = _start_point(problem, w0)
     w0, start_state = _warm_start(problem, opt, w0, warm_start)
     cfg = _plain({**settings, **(config or {})})
@@ -164,6 +162,13 @@ def compare(
             run.sink = writer
         _execute_with_signals(run, progress, fresh=True)
     return run.result() if load_result else None
+
+
+def check_warm_start(warm_start: object) -> int:
+    """``warm_start`` if it is a number of steps in [0, MAX_STEPS], else ``ConfigError``."""
+    if isinstance(warm_start, bool) or not isinstance(warm_start, int) or not 0 <= warm_start <= MAX_STEPS:
+        raise ConfigError(f"warm_start must be a number of steps in [0, {MAX_STEPS}], got {warm_start!r}")
+    return warm_start
 
 
 @contextmanager

@@ -4,6 +4,11 @@
 sharpness is measured) at each η, each into its own run directory ``DIR/lr-<η>/`` (streamed,
 checkpointed, readable with ``ef.load``), then writes into DIR the per-η table (``sweep.md``,
 ``sweep.json``) and ``sweep.png``: sharpness against 2/η for every η, and the final loss against η.
+
+With ``optimizer="adam"`` (or any of ``edgeflow.optimizers``) each η runs that optimizer instead, and
+its sharpness is Cohen et al. 2022's preconditioned sharpness λ₁(P⁻¹H)/η against threshold/η (38/η
+for Adam): the effective sharpness λ₁(P⁻¹H) of the run, whose P⁻¹ includes η, divided by η. For
+GD both are the sharpness and 2/η.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from edgeflow.config import RunConfig
 from edgeflow.errors import ConfigError
 from edgeflow.metrics import field as flow_field
 from edgeflow.metrics import fmt_at, onset_profile, record_steps
+from edgeflow.optimizers import DEFAULT as DEFAULT_OPTIMIZER
+from edgeflow.optimizers import Optimizer, make_optimizer
 from edgeflow.oracle import Problem
 from edgeflow.results import Result, load
 from edgeflow.rundir import RUN_FILES, check_run_dir, empty_dir
-from edgeflow.runner import compare, resume, writing
+from edgeflow.runner import check_warm_start, compare, resume, writing
 from edgeflow.utils import MAX_STEPS, dtype_name, parse_lrs, positive_int
 from edgeflow.zoo import is_factory, make_problem, problem_spec
 
@@ -55,11 +62,33 @@ class SweepResult:
     rows: list[dict]
     results: dict[float, Result] = field(repr=False)
     out: Path | None = None
+    optimizer: str = DEFAULT_OPTIMIZER
+    optimizer_options: dict = field(default_factory=dict)
+    warm_start: int = 0
+
+    def build_optimizer(self) -> Optimizer:
+        """The optimizer of the sweep, at its smallest η."""
+        return make_optimizer(self.optimizer, self.rows[0]["lr"], self.optimizer_options)
+
+    @property
+    def optimizer_label(self) -> str:
+        """``GD``, ``Adam (β₁ = 0.9)``: the title with the hyper-parameters that set the threshold."""
+        return self.build_optimizer().label()
+
+    @property
+    def threshold_label(self) -> str:
+        """``2/η``, ``38/η``: the level S is held against (``threshold(η)/η`` where, as for AdamW, the
+        optimizer's threshold depends on η)."""
+        levels = {threshold_name(res) for res in self.results.values()}
+        return levels.pop() if len(levels) == 1 else "threshold(η)/η"
 
     def to_dict(self) -> dict:
-        keys = ("problem", "steps", "sharpness_every", "seed")
+        keys = ("problem", "steps", "sharpness_every", "seed", "optimizer", "optimizer_options")
         return {
             **{k: getattr(self, k) for k in keys},
+            "optimizer_label": self.optimizer_label,
+            "warm_start": self.warm_start,
+            "threshold_label": self.threshold_label,
             "flows": list(FLOWS),
             "blowup": BLOWUP,
             "rows": self.rows,
@@ -125,8 +154,15 @@ def sweep(
     progress: bool = False,
     say: Callable[[str], None] | None = None,
     threads: int | str | None = None,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    optimizer_options: dict | None = None,
+    warm_start: int = 0,
 ) -> SweepResult:
     """GD (with its midpoints) at every η in ``lrs`` for ``steps`` steps from the same initialization.
+
+    ``optimizer``, ``optimizer_options`` and ``warm_start`` are those of ``edgeflow.compare``: each η
+    runs that optimizer at that η, and the table and figure hold its λ₁(P⁻¹H)/η against its
+    threshold/η.
 
     ``problem`` is a name (built once with ``params``, ``dtype``, ``device`` and ``seed``; ``steps``
     and ``sharpness_every`` default to the problem's) or a ``Problem`` (``steps`` required). With
@@ -147,10 +183,14 @@ def sweep(
     steps = positive_int("steps", steps if steps is not None else spec.steps, at_most=MAX_STEPS)
     default_every = spec.sharpness_every if spec else 1
     every = positive_int("sharpness_every", sharpness_every if sharpness_every is not None else default_every)
+    for lr in lrs:  # each run's own checks, before anything is written
+        opt = make_optimizer(optimizer, lr, optimizer_options)
+    warm_start = check_warm_start(warm_start)
     if out is not None:
         out = check_sweep_dir(out, lrs, force)
     name = None if built else problem
     settings = {"problem": name, "lrs": lrs, "steps": steps, "sharpness_every": every, "seed": seed}
+    settings |= {"optimizer": opt.name, "optimizer_options": opt.options(), "warm_start": warm_start}
     # as text, so that they go into sweep-state.json (a torch.dtype or torch.device would not)
     text_dtype = dtype if dtype is None or isinstance(dtype, str) else dtype_name(dtype)
     settings |= {"params": dict(params or {}), "dtype": text_dtype, "device": device and str(device)}
@@ -210,6 +250,8 @@ def read_state(out: Path) -> dict:
         state = json.loads(path.read_text())
         settings = state["settings"]
         settings["lrs"] = parse_lrs(settings["lrs"])
+        for key, value in {"optimizer": DEFAULT_OPTIMIZER, "optimizer_options": {}, "warm_start": 0}.items():
+            settings.setdefault(key, value)  # a sweep from before the optimizer option ran GD
         return state
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{path} is damaged ({type(err).__name__}: {err})") from None
@@ -233,6 +275,7 @@ def _run_all(
     """Every η of ``settings`` in turn; ``resuming`` an earlier attempt, the runs it finished are read
     back (their wall times from ``walls``) and an interrupted one is resumed."""
     name, steps, every, seed = (settings[k] for k in ("problem", "steps", "sharpness_every", "seed"))
+    optimizer = {k: settings[k] for k in ("optimizer", "optimizer_options", "warm_start")}
     if out is not None:
         _write_state(out, settings, walls)
     rows, results = [], {}
@@ -248,7 +291,7 @@ def _run_all(
         else:
             files = None
             if name:
-                files = {"config.toml": _run_toml(name, problem, lr, steps, every, seed, settings["params"])}
+                files = {"config.toml": _run_toml(name, problem, lr, settings)}
             res = compare(
                 problem,
                 lr,
@@ -256,6 +299,7 @@ def _run_all(
                 FLOWS,
                 sharpness_every=every,
                 seed=seed,
+                **optimizer,
                 out=sub,
                 force=resuming,  # an η that stopped before its first checkpoint starts again
                 files=files,
@@ -269,8 +313,8 @@ def _run_all(
         rows.append(row)
         results[lr] = res
         if say is not None:
-            say(progress_line(row, steps))
-    result = SweepResult(problem.name, steps, every, seed, rows, results, out)
+            say(progress_line(row, steps, threshold_name(res)))
+    result = SweepResult(problem.name, steps, every, seed, rows, results, out, **optimizer)
     if out is not None:
         write_sweep(result, out)
     return result
@@ -283,11 +327,11 @@ def _finished(run_dir: Path) -> bool:
     return load(run_dir, params=False).complete
 
 
-def _run_toml(name: str, problem: Problem, lr: float, steps: int, every: int, seed: int, params) -> str:
+def _run_toml(name: str, problem: Problem, lr: float, sweep_settings: dict) -> str:
     """The settings of one η's run: ``edgeflow run --config DIR/lr-<η>/config.toml`` repeats it."""
-    settings = {"problem": name, "lr": lr, "steps": steps, "flows": list(FLOWS), "seed": seed}
-    settings |= {"device": str(problem.device), "dtype": dtype_name(problem.dtype)}
-    settings |= {"record_every": 1, "sharpness_every": every, "params": dict(params or {})}
+    keys = ("steps", "seed", "sharpness_every", "params", "optimizer", "optimizer_options", "warm_start")
+    settings = {k: sweep_settings[k] for k in keys} | {"problem": name, "lr": lr, "flows": list(FLOWS)}
+    settings |= {"device": str(problem.device), "dtype": dtype_name(problem.dtype), "record_every": 1}
     return RunConfig.merged(settings).to_toml()
 
 
@@ -302,11 +346,32 @@ def diverged_at(res: Result) -> int | None:
     return min((s for s in stops if s is not None), default=None)
 
 
+def center_sharpness(res: Result) -> tuple[np.ndarray, np.ndarray, float]:
+    """The midpoints' steps, their sharpness S and the threshold S is held against: for GD the
+    sharpness against 2/η; for another optimizer λ₁(P⁻¹H)/η against threshold/η. The run's P⁻¹
+    includes η, which makes its threshold a constant (38 for Adam); without it S is Cohen et al.
+    2022's preconditioned sharpness, whose level falls as η grows, as in their figures."""
+    rec = res["midpoint"]
+    if not res.preconditioned:
+        return record_steps(rec), flow_field(rec, "sharpness"), res.threshold
+    return record_steps(rec), flow_field(rec, "effective_sharpness") / res.lr, res.threshold / res.lr
+
+
+def _optimizer_threshold(res: Result) -> float:
+    """The optimizer's threshold on λ₁(P⁻¹H): 2 for GD."""
+    return res.threshold if res.preconditioned else 2.0
+
+
+def threshold_name(res: Result) -> str:
+    """``2/η``, ``38/η``: how the table and the figure name S's threshold."""
+    return f"{_optimizer_threshold(res):.4g}/η"
+
+
 def sweep_row(res: Result, wall_time: float | None) -> dict:
-    """One η's line of the table, from GD's loss and its midpoints' sharpness (JSON-ready: no NaN)."""
-    threshold = res.threshold
+    """One η's line of the table, from the loss of flow ``gd`` and its midpoints' sharpness S
+    (``center_sharpness``; JSON-ready: no NaN)."""
     k_div = diverged_at(res)
-    steps, s = record_steps(res["midpoint"]), flow_field(res["midpoint"], "sharpness")
+    steps, s, threshold = center_sharpness(res)
     if k_div is not None:  # after a blow-up the "sharpness" is that of a meaningless point
         s = np.where(steps < k_div, s, np.nan)
     onset = onset_profile(steps, s, threshold)
@@ -326,7 +391,7 @@ def sweep_row(res: Result, wall_time: float | None) -> dict:
         "last_loss_step": int(gd_steps[ok[-1]]) if ok.size else None,
         "last_sharpness": _num(s[finite[-1]]) if finite.size else None,
         "last_sharpness_step": int(steps[finite[-1]]) if finite.size else None,
-        # how close GD sits to 2/η at the end: ≈ 1 at EoS, < 1 while it has not reached it
+        # how close the run sits to its threshold at the end: ≈ 1 at EoS, < 1 while it has not reached it
         "late_sharpness_ratio": _num(np.median(late) / threshold) if late.size else None,
         "diverged_at": k_div,
         "wall_time_s": None if wall_time is None else round(wall_time, 3),
@@ -337,12 +402,13 @@ def _num(x: object) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def progress_line(row: dict, steps: int) -> str:
-    """``η = 0.1: 300 steps, crossed 2/η at step 120`` (or where it stayed, or where it diverged)."""
+def progress_line(row: dict, steps: int, level: str = "2/η") -> str:
+    """``η = 0.1: 300 steps, crossed 2/η = 20 at step 120`` (or where it stayed, or where it diverged);
+    ``level`` names the threshold."""
     head = f"η = {row['lr']:g}: "
     if row["diverged_at"] is not None:
         return head + f"diverged at step {row['diverged_at']}"
-    cross, t = row["cross_step"], f"2/η = {row['threshold']:.4g}"
+    cross, t = row["cross_step"], f"{level} = {fmt_level(row['threshold'], 4)}"
     if cross is None:
         return head + f"{steps} steps, sharpness stayed below {t}"
     if cross == 0:
@@ -359,36 +425,47 @@ def write_sweep(result: SweepResult, out: str | Path) -> list[Path]:
     return [out / "sweep.json", out / "sweep.md", plot_sweep(result, out / "sweep.png")]
 
 
-COLUMNS = [
-    ("η", "lr", None),
-    ("2/η", "threshold", None),
-    ("initial S", "initial_sharpness", None),
-    ("crosses 2/η", "cross_step", None),
-    ("first peak (step)", "peak_sharpness", "peak_step"),
-    ("last loss (step)", "last_loss", "last_loss_step"),
-    ("last S (step)", "last_sharpness", "last_sharpness_step"),
-    ("late S / (2/η)", "late_sharpness_ratio", None),
-    ("diverged at", "diverged_at", None),
-    ("wall (s)", "wall_time_s", None),
-]
+def columns(level: str = "2/η") -> list[tuple[str, str, str | None]]:
+    """The table's (heading, key, key of its step) with the threshold named ``level``."""
+    return [
+        ("η", "lr", None),
+        (level, "threshold", None),
+        ("initial S", "initial_sharpness", None),
+        (f"crosses {level}", "cross_step", None),
+        ("first peak (step)", "peak_sharpness", "peak_step"),
+        ("last loss (step)", "last_loss", "last_loss_step"),
+        ("last S (step)", "last_sharpness", "last_sharpness_step"),
+        (f"late S / ({level})", "late_sharpness_ratio", None),
+        ("diverged at", "diverged_at", None),
+        ("wall (s)", "wall_time_s", None),
+    ]
 
 
 def sweep_markdown(summary: dict) -> str:
+    level, name = summary["threshold_label"], summary["optimizer"]
+    warm = f", each η after {summary['warm_start']} warm-start steps" if summary["warm_start"] else ""
+    if name == DEFAULT_OPTIMIZER:
+        run, s, who = "GD", "sharpness at GD's midpoints", "GD's"
+    else:
+        hyper = ", ".join(f"{k}={v}" for k, v in summary["optimizer_options"].items())
+        run, who = f"{name} ({hyper})", "the run's"
+        s = f"λ₁(P⁻¹H)/η at its midpoints, P⁻¹ the step's (η included), against {level}"
+    cols = columns(level)
     lines = [
-        f"Learning-rate sweep on {summary['problem']}: GD for {summary['steps']} steps from the same "
-        f"initialization; S = sharpness at GD's midpoints, {_every(summary['sharpness_every'])}",
+        f"Learning-rate sweep on {summary['problem']}: {run} for {summary['steps']} steps from the same "
+        f"initialization{warm}; S = {s}, {_every(summary['sharpness_every'])}",
         "",
-        "| " + " | ".join(c for c, _, _ in COLUMNS) + " |",
-        "|" + "|".join("---" for _ in COLUMNS) + "|",
+        "| " + " | ".join(c for c, _, _ in cols) + " |",
+        "|" + "|".join("---" for _ in cols) + "|",
     ]
     for row in summary["rows"]:
-        cells = [fmt_at(row[key], row[at] if at else None) for _, key, at in COLUMNS]
+        cells = [fmt_at(row[key], row[at] if at else None) for _, key, at in cols]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "crosses 2/η: first measured step with S ≥ 2/η (0: it started above); late S / (2/η): median S "
-        "over the last quarter of the run (≈ 1 at the edge of stability); diverged: GD's loss non-finite "
-        f"or above {summary['blowup']:g}× its initial value.",
+        f"crosses {level}: first measured step with S ≥ {level} (0: it started above); late S / ({level}): "
+        f"median S over the last quarter of the run (≈ 1 at the edge of stability); diverged: {who} loss "
+        f"non-finite or above {summary['blowup']:g}× its initial value.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -399,9 +476,11 @@ def _every(n: int) -> str:
 
 # ---------------------------------------------------------------------------------------- figure
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:
-    """Left: GD's midpoint sharpness over the steps for every η, each with its 2/η line; right: the
-    final loss against η, each diverged η marked with a red × at the top of the axis. In the style
-    of every figure of the package (``edgeflow.plots.paper_style``)."""
+    """Left: the midpoints' sharpness S over the steps for every η, each with its own threshold line
+    (``center_sharpness``: GD's sharpness against 2/η, another optimizer's λ₁(P⁻¹H)/η against
+    threshold/η, Cohen et al. 2022's figure); right: the final loss against η, each diverged η marked
+    with a red × at the top of the axis. In the style of every figure of the package
+    (``edgeflow.plots.paper_style``)."""
     import matplotlib.pyplot as plt
 
     from edgeflow.plots import add_caption, new_figure, paper_style, save_figure
@@ -409,25 +488,38 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     n = len(result.rows)
     # viridis without its palest end, which vanishes on white
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, n) if n > 1 else [0.4])
+    gd, label, level = result.optimizer == DEFAULT_OPTIMIZER, result.optimizer_label, result.threshold_label
+    warm = f", after {result.warm_start} warm-start steps" if result.warm_start else ""
+    midpoint = "$w^*_k = \\frac{1}{4}(w_{k-1} + 2w_k + w_{k+1})$"
     with paper_style():
         fig, axes = new_figure(1, 2, panel=(4.8, 3.6), extra_height=0.8)
         left, right = axes[0]
         _plot_sharpness(left, result, colors)
         _plot_final_loss(right, result, colors)
-        fig.suptitle(f"{result.problem}: full-batch GD at {n} learning rates, {result.steps} steps")
-        add_caption(
-            fig,
-            "S: top Hessian eigenvalue at GD's midpoint $w^*_k = \\frac{1}{4}(w_{k-1} + 2w_k + w_{k+1})$; "
-            "GD is stable while S < 2/η (dashed, one line per η). ×: where GD diverged (its loss "
-            f"non-finite or above {BLOWUP:g}× the initial loss).",
-        )
+        heading = f"{result.problem}: full-batch {label} at {n} learning rates, {result.steps} steps"
+        fig.suptitle(heading + warm)
+        if gd:
+            text = (
+                f"S: top Hessian eigenvalue at GD's midpoint {midpoint}; GD is stable while S < 2/η "
+                "(dashed, one line per η). ×: where GD diverged (its loss "
+            )
+        else:
+            title = result.build_optimizer().title
+            text = (
+                f"S = λ₁(P⁻¹H)/η: top eigenvalue of the Hessian H preconditioned by {title}'s step "
+                "$w_{k+1} = w_k - P^{-1}d_k$, divided by η, which P⁻¹ includes: the preconditioned "
+                f"sharpness of Cohen et al. 2022, at the midpoint {midpoint} with the state of step k. "
+                f"{_capital(title)} is stable while S < {level} (dashed, one line per η). "
+                f"×: where {title} "
+                "diverged (its loss "
+            )
+        add_caption(fig, text + f"non-finite or above {BLOWUP:g}× the initial loss).")
         return save_figure(fig, path)
 
 
 def _sharpness_before_divergence(result: SweepResult, row: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Finite, positive (log axis) sharpness of one η, up to its divergence."""
-    rec = result.results[row["lr"]]["midpoint"]
-    steps, s = record_steps(rec), flow_field(rec, "sharpness")
+    """Finite, positive (log axis) S of one η, up to its divergence."""
+    steps, s, _ = center_sharpness(result.results[row["lr"]])
     keep = np.isfinite(s) & (s > 0)
     if row["diverged_at"] is not None:
         keep &= steps < row["diverged_at"]
@@ -439,7 +531,7 @@ def _plot_sharpness(ax, result: SweepResult, colors) -> None:
 
     from edgeflow.plots import add_legend, finish_axes
 
-    rows = result.rows
+    rows, level = result.rows, result.threshold_label
     curves = [_sharpness_before_divergence(result, row) for row in rows]
     # The y-range holds every 2/η and the runs that ran on; a diverging run's blow-up is clipped.
     # Log scale: a sweep's η are usually spaced geometrically, and so then are their 2/η lines.
@@ -454,7 +546,7 @@ def _plot_sharpness(ax, result: SweepResult, colors) -> None:
         ax.axhline(row["threshold"], color=color, lw=1.0, ls="--")
         # in the margin right of the axis, where no curve runs
         ax.annotate(
-            f"2/η = {row['threshold']:.3g}",
+            f"{level} = {fmt_level(row['threshold'])}",
             (1.0, row["threshold"]),
             xycoords=("axes fraction", "data"),
             xytext=(3, 0),
@@ -472,13 +564,33 @@ def _plot_sharpness(ax, result: SweepResult, colors) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_locator(NullLocator())
     ax.set_xlim(0, result.steps)
+    if result.optimizer == DEFAULT_OPTIMIZER:
+        finish_axes(
+            ax,
+            title="Sharpness against 2/η (dashed)",
+            xlabel="step k (GD iterations)",
+            ylabel="sharpness at GD's midpoint  S = λ_max(∇²L)",
+        )
+        add_legend(ax, ncols=min(len(rows), 4))
+        return
     finish_axes(
         ax,
-        title="Sharpness against 2/η (dashed)",
-        xlabel="step k (GD iterations)",
-        ylabel="sharpness at GD's midpoint  S = λ_max(∇²L)",
+        title=f"Preconditioned sharpness against {level} (dashed)",
+        xlabel=f"step k ({result.build_optimizer().title} iterations)",
+        ylabel="S = λ₁(P⁻¹H)/η at the midpoint",
     )
-    add_legend(ax, ncols=min(len(rows), 4))
+    label = f"λ₁(P⁻¹H)/η, {result.optimizer_label}: threshold {level}"
+    add_legend(ax, ncols=min(len(rows), 4), title=label)
+
+
+def _capital(title: str) -> str:
+    """``heavy-ball momentum`` → ``Heavy-ball momentum``, at the start of a sentence (GD stays GD)."""
+    return title[:1].upper() + title[1:]
+
+
+def fmt_level(x: float, digits: int = 3) -> str:
+    """A threshold to ``digits`` significant digits, 38000 rather than 3.8e+04 (Adam's 38/η at η = 0.001)."""
+    return f"{float(f'{x:.{digits}g}'):.0f}" if 1e3 <= x < 1e6 else f"{x:.{digits}g}"
 
 
 def _plot_final_loss(ax, result: SweepResult, colors) -> None:
@@ -492,12 +604,14 @@ def _plot_final_loss(ax, result: SweepResult, colors) -> None:
         for row, color in zip(result.rows, colors, strict=True)
         if row["diverged_at"] is None and row["last_loss"] is not None and row["last_loss"] > 0
     ]
-    # every η starts from the same point: its loss is the reference for the final ones
+    # every η starts from the same point (after a warm start, each from its own: the smallest η's is
+    # shown): its loss is the reference for the final ones
     first = flow_field(result.results[lrs[0]]["gd"], "train_loss")[:1]
     start = float(first[0]) if first.size and np.isfinite(first[0]) and first[0] > 0 else None
     ref = [loss for _, loss, _ in ran] + ([start] if start is not None else [])
     if start is not None:
-        ax.axhline(start, color="0.5", lw=0.8, ls=":", label=f"initial loss {start:.3g}")
+        text = f"loss after η = {lrs[0]:g}'s warm start" if result.warm_start else "initial loss"
+        ax.axhline(start, color="0.5", lw=0.8, ls=":", label=f"{text} {start:.3g}")
     if len(ran) > 1:
         ax.plot([x for x, _, _ in ran], [y for _, y, _ in ran], color="0.6", lw=1.0, zorder=2)
     for x, y, color in ran:
@@ -525,7 +639,7 @@ def _plot_final_loss(ax, result: SweepResult, colors) -> None:
         ax,
         title="Final loss against η",
         xlabel="learning rate η",
-        ylabel=f"GD's training loss at step {result.steps}",
+        ylabel=f"{_capital(result.build_optimizer().title)}'s training loss at step {result.steps}",
     )
     add_legend(ax)
 

@@ -35,6 +35,8 @@ from edgeflow.optimizers.rmsprop import RMSProp
 @dataclasses.dataclass(frozen=True)
 class Adam(RMSProp):
     name: ClassVar[str] = "adam"
+    title: ClassVar[str] = "Adam"
+    threshold_keys: ClassVar[tuple[str, ...]] = ("beta1",)
     description: ClassVar[str] = (
         "Adam: m, ν ← EMAs of g and g⊙g, w ← w − ηm̂/(√ν̂ + ε) per coordinate (torch.optim.Adam)"
     )
@@ -109,6 +111,8 @@ class Adam(RMSProp):
 @dataclasses.dataclass(frozen=True)
 class AdamW(Adam):
     name: ClassVar[str] = "adamw"
+    title: ClassVar[str] = "AdamW"
+    threshold_keys: ClassVar[tuple[str, ...]] = ("beta1", "weight_decay")
     description: ClassVar[str] = (
         "AdamW: Adam with decoupled weight decay, w ← (1 − ηλ)w − ηm̂/(√ν̂ + ε) (torch.optim.AdamW); its "
         "threshold (1 + β₁)(2 − ηλ)/(1 − β₁) depends on η, shown at η = 1"

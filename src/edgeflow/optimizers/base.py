@@ -39,6 +39,10 @@ State = dict[str, Any]
 class Optimizer(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    #: how figures and tables name it ("Adam"; its ``name`` when empty)
+    title: ClassVar[str] = ""
+    #: the hyper-parameters its threshold depends on, named with it in a figure's label
+    threshold_keys: ClassVar[tuple[str, ...]] = ()
     #: whether the state is always empty (GD): processes then keep their original, GD-only code paths
     stateless: ClassVar[bool] = False
 
@@ -176,8 +180,18 @@ class Optimizer(ABC):
     def options(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.option_defaults()}
 
+    def label(self) -> str:
+        """``Adam (β₁ = 0.9)``: the title with the hyper-parameters that set the threshold."""
+        keys = ", ".join(f"{SYMBOLS.get(k, k)} = {getattr(self, k):g}" for k in self.threshold_keys)
+        title = self.title or self.name
+        return f"{title} ({keys})" if keys else title
+
     def with_lr(self, lr: float) -> Optimizer:
         return dataclasses.replace(self, lr=lr)
+
+
+#: how labels write the hyper-parameters
+SYMBOLS = {"beta": "β", "beta1": "β₁", "beta2": "β₂", "eps": "ε", "weight_decay": "λ"}
 
 
 def map_roots(trace: float, det: float) -> tuple[complex, complex]:

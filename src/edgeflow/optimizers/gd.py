@@ -13,6 +13,7 @@ from edgeflow.optimizers.base import Optimizer, State
 @dataclasses.dataclass(frozen=True)
 class GD(Optimizer):
     name: ClassVar[str] = "gd"
+    title: ClassVar[str] = "GD"
     description: ClassVar[str] = "gradient descent w ← w − η∇L(w)"
     stateless: ClassVar[bool] = True
 

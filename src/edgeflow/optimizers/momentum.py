@@ -31,6 +31,8 @@ from edgeflow.optimizers.base import Optimizer, State, map_roots
 @dataclasses.dataclass(frozen=True)
 class Momentum(Optimizer):
     name: ClassVar[str] = "momentum"
+    title: ClassVar[str] = "heavy-ball momentum"
+    threshold_keys: ClassVar[tuple[str, ...]] = ("beta",)
     description: ClassVar[str] = "heavy-ball momentum b ← βb + g, w ← w − ηb (torch.optim.SGD, momentum=β)"
 
     beta: float = 0.9
@@ -83,6 +85,7 @@ class Momentum(Optimizer):
 @dataclasses.dataclass(frozen=True)
 class Nesterov(Momentum):
     name: ClassVar[str] = "nesterov"
+    title: ClassVar[str] = "Nesterov momentum"
     description: ClassVar[str] = (
         "Nesterov momentum b ← βb + g, w ← w − η(g + βb) (torch.optim.SGD, momentum=β, nesterov=True)"
     )

@@ -101,6 +101,7 @@ class _RMSPropFamily(Optimizer):
 @dataclasses.dataclass(frozen=True)
 class ScalarRMSProp(_RMSPropFamily):
     name: ClassVar[str] = "scalar-rmsprop"
+    title: ClassVar[str] = "scalar RMSProp"
     description: ClassVar[str] = "scalar RMSProp: ν ← EMA of ‖g‖², w ← w − ηg/(√ν̂ + ε)"
     scalar: ClassVar[bool] = True
 
@@ -111,6 +112,7 @@ class ScalarRMSProp(_RMSPropFamily):
 @dataclasses.dataclass(frozen=True)
 class RMSProp(_RMSPropFamily):
     name: ClassVar[str] = "rmsprop"
+    title: ClassVar[str] = "RMSProp"
     description: ClassVar[str] = "RMSProp: ν ← EMA of g⊙g, w ← w − ηg/(√ν̂ + ε) per coordinate"
 
     def statistic(self, g_sq: Tensor) -> Tensor:
