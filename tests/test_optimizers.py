@@ -460,8 +460,8 @@ def test_cli_and_toml_take_the_optimizer(capsys, tmp_path):
         (["--optimizer", "momentum", "--opt", "beta=1.2"], ["momentum option beta", "(0, 1)", "1.2"]),
         (["--optimizer", "adam", "--opt", "beta=0.9"], ["'beta'", "beta1", "beta2"]),
         (
-            ["--optimizer", "adam", "--flows", "gd,edge"],
-            ["'edge'", "gd, scalar-rmsprop, rmsprop only", "adam"],
+            ["--optimizer", "adam", "--flows", "gd,edge", "--option", "edge.center=modified"],
+            ["center option ('modified')", "'adam'", "leave it unset"],
         ),
         (["--optimizer", "nesterov", "--flows", "gd,central"], ["'central'", "rmsprop only", "'nesterov'"]),
         (["--optimizer", "rmsprop", "--opt", "beta1=0.9"], ["'beta1'", "beta2"]),
