@@ -161,6 +161,49 @@ SUITE = (
 )
 
 
+#: the models of a momentum optimizer: Edge Flow and the stable flow (no central flow)
+MOMENTUM_ROWS = ("edge", "gradient")
+MOMENTUM_SUITE = (
+    # (problem, optimizer, steps, η (None: the registry's), warm start, what the discrete run does)
+    ("digits-mlp", "momentum", 300, None, 0, "crosses at ~160 and overshoots by 4%"),
+    ("mnist5k-cnn", "momentum", 200, 0.19, 0, "crosses at ~110, overshoots by 9%, then falls to 0.6×"),
+    ("mnist5k-vit", "momentum", 200, None, 0, "crosses at ~170 and overshoots by 13%"),
+    ("sort-transformer", "momentum", 300, None, 0, "crosses at ~25 and overshoots by 50%"),
+    ("digits-mlp", "adam", 300, 0.003, 20, "starts at 0.1× and crosses at ~145, overshoots by 8%"),
+    ("mnist5k-cnn", "adam", 200, 0.01, 20, "starts at 0.37× and crosses at ~90, overshoots by 8%"),
+    ("mnist5k-vit", "adam", 200, 0.095, 20, "starts at 0.15×, crosses at ~55 and overshoots to 2.2×"),
+    (
+        "sort-transformer",
+        "adam",
+        300,
+        0.04,
+        20,
+        "starts at the threshold, catapults to 2.6× at ~35, then learns the task (0.01× over the last third)",
+    ),
+)
+SUITE = (
+    *SUITE,
+    *(
+        Case(
+            problem,
+            steps,
+            every=5,
+            max_doublings=1,
+            label=f"{problem}-{optimizer}",
+            lr=lr,
+            optimizer=optimizer,
+            warm_start=warm,
+            rows=MOMENTUM_ROWS,
+            why=(
+                f"{'heavy-ball momentum (β = 0.9)' if optimizer == 'momentum' else 'Adam (torch defaults)'}"
+                f"{f' after {warm} warm-up steps' if warm else ''}: λ₁(P⁻¹H) {why}"
+            ),
+        )
+        for problem, optimizer, steps, lr, warm, why in MOMENTUM_SUITE
+    ),
+)
+
+
 def case_rows(case: Case, rows: list[Row]) -> list[Row]:
     """The rows of ``rows`` this case runs: those it names (default all), whose flows model its optimizer."""
     return [

@@ -51,14 +51,15 @@ class ProblemSpec:
 #: default steps: chosen by ``benchmarks/optimizer_lrs.py`` (docs/optimizer_lrs.md and .json, which a
 #: test holds this table to). Problems absent here were not searched (see that page).
 OPTIMIZER_LRS: dict[str, dict[str, float]] = {
-    "digits-mlp": {"scalar-rmsprop": 0.075, "rmsprop": 0.0032},
-    "quadratic": {"scalar-rmsprop": 0.67, "rmsprop": 0.59},
+    "digits-mlp": {"scalar-rmsprop": 0.075, "rmsprop": 0.0032, "momentum": 0.38, "adam": 0.03},
+    "quadratic": {"scalar-rmsprop": 0.67, "rmsprop": 0.59, "momentum": 0.33},
     "zhu": {"scalar-rmsprop": 0.021, "rmsprop": 0.027},
     "scalar": {"scalar-rmsprop": 0.09, "rmsprop": 0.085},
-    "mnist5k-cnn": {"scalar-rmsprop": 0.05, "rmsprop": 0.0036},
-    "mnist5k-vit": {"scalar-rmsprop": 0.075, "rmsprop": 0.00065},
-    "sort-transformer": {"scalar-rmsprop": 0.19, "rmsprop": 0.0019},
-    "teacher-deep-linear": {"scalar-rmsprop": 0.22, "rmsprop": 0.0095},
+    "mnist5k-cnn": {"scalar-rmsprop": 0.05, "rmsprop": 0.0036, "momentum": 0.27},
+    "mnist5k-vit": {"scalar-rmsprop": 0.075, "rmsprop": 0.00065, "momentum": 0.087, "adam": 0.095},
+    "sort-transformer": {"scalar-rmsprop": 0.19, "rmsprop": 0.0019, "momentum": 0.33},
+    "copy-transformer": {"momentum": 0.95},
+    "teacher-deep-linear": {"scalar-rmsprop": 0.22, "rmsprop": 0.0095, "adam": 44.0},
     "quartic": {"scalar-rmsprop": 0.13, "rmsprop": 0.13},
 }
 
