@@ -242,7 +242,7 @@ def test_adam_run_resumes_bit_for_bit_with_its_momentum_in_the_checkpoint(tmp_pa
     from test_resume import RunInterrupted, interrupt_at
 
     prob = ef.make_problem("quadratic", d=5)
-    flows = ["gd", "midpoint", "gradient"]
+    flows = ["gd", "midpoint", "gradient", "edge"]
     kw = dict(optimizer="adam", optimizer_options={"beta1": 0.8}, warm_start=2, checkpoint_every=3)
     full = ef.compare(prob, 0.02, 10, flows, out=tmp_path / "full", **kw)
     interrupt_at(monkeypatch, 6)
@@ -259,7 +259,7 @@ def test_adam_run_resumes_bit_for_bit_with_its_momentum_in_the_checkpoint(tmp_pa
 def test_adam_runs_from_the_cli_with_figures_and_its_threshold(capsys, tmp_path):
     out = tmp_path / "run"
     argv = ["run", "--problem", "quadratic", "--param", "d=4", "--lr", "0.05", "--steps", "8"]
-    argv += ["--flows", "gd,midpoint,gradient", "--optimizer", "adam", "--opt", "beta1=0.8", "--quiet"]
+    argv += ["--flows", "gd,midpoint,gradient,edge", "--optimizer", "adam", "--opt", "beta1=0.8", "--quiet"]
     code, _, err = run_cli(capsys, *argv, "--out", str(out))
     assert code == 0, err
     assert "adam (beta1=0.8, beta2=0.999, eps=1e-08, bias_correction=True)" in err and "threshold 18" in err
