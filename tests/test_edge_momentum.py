@@ -77,15 +77,14 @@ def test_center_is_the_optimizer_below_the_center_curvature(name):
 
 @pytest.mark.parametrize("beta, over", [(0.9, 1.1), (0.5, 1.3), (0.9, 0.99)])
 def test_magnitude_grows_by_the_period2_root_on_a_quadratic(beta, over):
-    """Heavy-ball with the top curvature ``over`` × the threshold 2 + 2β: once the center's motion
-    along u is handed over (it sits at the minimum along u after one step), r changes by exactly
+    """Heavy-ball with the top curvature ``over`` × the threshold 2 + 2β: r changes by exactly
     |z₋(ηλ₁)| per step — above the threshold the real root below −1, below it (β = 0.9, inside the
-    complex range) √β."""
+    complex range) √β. (The run starts above the center curvature: no hand-over, below.)"""
     lr = 0.1
     a = over * (2 + 2 * beta)
     prob = quadratic([1.0, 2.0, a / lr])
     opt = make_optimizer("momentum", lr, {"beta": beta})
-    edge = make_process("edge", prob, lr, {"noise": 0.0}, optimizer=opt)
+    edge = make_process("edge", prob, lr, {"noise": 0.0, "r0": 1e-3}, optimizer=opt)
     edge.init(prob.w0, 0)
     for _ in range(3):
         edge.step()
@@ -99,6 +98,47 @@ def test_magnitude_grows_by_the_period2_root_on_a_quadratic(beta, over):
     assert abs(float(edge.u @ torch.linalg.eigh(prob.hessian(edge.c))[1][:, -1])) == pytest.approx(
         1.0, abs=1e-9
     )
+
+
+def test_the_center_hands_its_motion_along_u_over_once_the_curvature_passes_the_center_curvature():
+    """L = ½λ(1 + y²)x² + ½(y − 3)²: heavy-ball's curvature along x, ηλ(1 + y²), rises from 0.25 to 2.5
+    as y moves to 3, past the center curvature 1.9 (below the threshold 3.8). Before, Edge Flow's
+    center is the optimizer's iterate (noise 0, r = 0: L_r = L); after, the center sits at its
+    equilibrium along u (x = 0, to the local quadratic model's accuracy) and r carries the handed-over
+    motion, decaying by √β per step. A run that starts past the center curvature hands nothing over
+    (its first momentum is the first gradient, not an oscillation): the center stays the optimizer."""
+    lr, lam = 0.1, 2.5
+
+    def loss(w):
+        return 0.5 * lam * (1 + w[1] ** 2) * w[0] ** 2 + 0.5 * (w[1] - 3) ** 2
+
+    prob = ef.Problem.from_function(loss, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    opt = make_optimizer("momentum", lr)
+    gd = make_process("gd", prob, lr, optimizer=opt)
+    edge = make_process("edge", prob, lr, {"noise": 0.0}, optimizer=opt)
+    for p in (gd, edge):
+        p.init(prob.w0, 0)
+    handed = None
+    for k in range(120):
+        if edge.r == 0.0 or edge.r < 1e-300:
+            torch.testing.assert_close(edge.position, gd.position, rtol=1e-12, atol=1e-14)
+        elif handed is None:
+            handed = k
+        gd.step()
+        edge.step()
+    assert handed is not None and lr * lam * (1 + float(edge.c[1]) ** 2) > 1.9
+    assert abs(float(edge.c[0])) < 1e-3 * abs(float(gd.position[0])) + 1e-12
+    assert edge.r > 1e-300
+
+    started_above = ef.Problem.from_function(loss, torch.tensor([0.1, 2.9], dtype=torch.float64))
+    gd = make_process("gd", started_above, lr, optimizer=opt)
+    edge = make_process("edge", started_above, lr, {"noise": 0.0}, optimizer=opt)
+    for p in (gd, edge):
+        p.init(started_above.w0, 0)
+    for _ in range(30):
+        gd.step()
+        edge.step()
+    torch.testing.assert_close(edge.position, gd.position, rtol=1e-12, atol=1e-14)
 
 
 def test_adam_bias_correction_transient_runs_the_optimizer():

@@ -335,6 +335,7 @@ class EdgeFlow(Process):
         self.inverse_prev: Tensor | None = None  # P⁻¹ at the last sub-step, for its delay
         self.dt_prev = math.nan  # the last sub-step's length (the sub-steps adapt, ``_substeps_now``)
         self.state_seen = True  # the state has seen the gradient at the center (momentum sub-step)
+        self.handover_armed = False
         scale = self._scale()
         gen = torch.Generator(device=w0.device).manual_seed(self.seed)
         u = self.problem.eigs(w0, generator=gen, scale=scale).vectors[0]
@@ -585,7 +586,11 @@ class EdgeFlow(Process):
         # the frozen-P map says nothing: the center (at Δt = 1 the optimizer itself) carries
         # everything, as a warm start would
         settled = gain <= MAX_MOMENTUM_GAIN
-        if settled and gain * rho > opt.center_curvature():
+        below = gain * rho <= opt.center_curvature()
+        # a run that starts past the center curvature hands nothing over until it has been below it:
+        # its first momentum is its first gradient, not an oscillation (edge_flow.md)
+        self.handover_armed = self.handover_armed or below
+        if settled and not below and self.handover_armed:
             c, g_mean = self._hand_over_along_u(c, u, scale, g_mean, rho, gain)
         # the state sees this point's gradients (the first sub-step's has seen ∇L(w0) already)
         state = self.opt_state
