@@ -61,6 +61,7 @@ OPTIMIZER_LRS: dict[str, dict[str, float]] = {
     "copy-transformer": {"momentum": 0.95},
     "teacher-deep-linear": {"scalar-rmsprop": 0.22, "rmsprop": 0.0095, "adam": 44.0},
     "quartic": {"scalar-rmsprop": 0.13, "rmsprop": 0.13},
+    "mnist5k-resnet": {"scalar-rmsprop": 0.1},
 }
 
 PROBLEMS: dict[str, ProblemSpec] = {
