@@ -32,7 +32,7 @@ from edgeflow.processes import make_process
 
 VARIANTS: list[tuple[str, str, dict]] = [
     ("gd", "gd", {}),
-    ("edge (default K = 2)", "edge", {}),
+    ("edge (default: K = 2; 1 with a momentum)", "edge", {}),
     ("edge K = 1", "edge", {"substeps": 1}),
     ("edge K = 4", "edge", {"substeps": 4}),
     ("edge K = 2, hvp = pair", "edge", {"hvp": "pair"}),
