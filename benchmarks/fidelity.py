@@ -630,7 +630,12 @@ def write_report(
         "its midpoints are the reference, the sharpness is the effective sharpness λ₁(P⁻¹H) with "
         "P = (√ν̂ + ε)/η, the threshold is the optimizer's (2 for RMSProp) and 'gradient' is the "
         "stable flow dw/dt = −P⁻¹∇L with ν's own ODE (see [optimizers.md](optimizers.md)); the "
-        "modified flow models GD alone and has no row there.",
+        "modified flow models GD alone and has no row there. Heavy-ball momentum (threshold 2 + 2β "
+        "= 3.8 on ηS) and Adam ((2 + 2β₁)/(1 − β₁) = 38 on λ₁(P⁻¹H), P = diag(√ν̂ + ε)/η) read the "
+        "same; their stable flow carries the momentum's ODE too, the central flow has no row (not "
+        "derived for a momentum), and Edge Flow runs at its own step, one per optimizer step (its "
+        "center is the optimizer on the symmetrized loss, [edge_flow.md](edge_flow.md#with-a-momentum-"
+        "heavy-ball-nesterov-and-adam)), not refined.",
         "",
         "## Problems",
         "",
