@@ -89,11 +89,9 @@ class Optimizer(ABC):
         explicit in its feed, s ← (s + Δt·rate·target)/(1 + Δt·rate). At Δt = 1 with g_sq = g⊙g it
         is ``update`` exactly (β·s + (1 − β)·feed), so a process stepped this way at Δt = 1 runs
         the discrete optimizer; for smaller Δt it is a consistent step of the stable flow's ODE."""
-        velocity, rates = self.state_velocity(state, g, g_sq), self.state_rates()
-        return {
-            key: value + dt * velocity[key] / (1 + dt * rates.get(key, 0.0)) if key in velocity else value
-            for key, value in state.items()
-        }
+        rates = self.state_rates()
+        velocity = self.state_velocity(state, g, g_sq)
+        return add_states(state, dt, {key: v / (1 + dt * rates.get(key, 0.0)) for key, v in velocity.items()})
 
     def variance_velocity(self, state: State, g_sq_extra: Tensor) -> State:
         """The part of d(state)/dt that an extra mean elementwise square of the gradient adds

@@ -162,6 +162,12 @@ def _log_share(growth: float, dt: float) -> float:
     return 2 * growth * (dt - 1) + math.log(part / whole)
 
 
+def _log_add(a: float, b: float) -> float:
+    """log(eᵃ + eᵇ) without overflow: r² sums of two parts kept as logs."""
+    high, low = max(a, b), min(a, b)
+    return high + math.log1p(math.exp(low - high))
+
+
 def difference_scale(c: Tensor) -> float:
     """√ε·max(1, ‖c‖), where the secant ``uᵀ(g₊ − g₋)/2r`` at c ± ru starts to stand clear of the
     rounding of the gradients (``secant_resolves``)."""
@@ -192,17 +198,6 @@ def gradient_pair(
     points = [c + r_pair * u, c - r_pair * u, c] if center else [c + r_pair * u, c - r_pair * u]
     g = problem.grads(torch.stack(points))
     return 0.5 * (g[0] + g[1]), (g[0] - g[1]) / (2 * r_pair), (g[2] if center else None)
-
-
-def implicit_step(field: tuple[float, float], jacobian, dt: float) -> tuple[float, float]:
-    """The linearly implicit (Rosenbrock–Euler) step Δ = Δt·(I − Δt·J)⁻¹F of a 2-D field F with
-    Jacobian J: backward Euler on the local linear model, damped for every Δt where J is stable
-    (a stiff or fast-rotating pair is relaxed, never amplified)."""
-    (p, q), (s, t) = jacobian
-    a, b, c, d = 1 - dt * p, -dt * q, -dt * s, 1 - dt * t
-    det = a * d - b * c
-    f, h = field
-    return dt * (d * f - b * h) / det, dt * (a * h - c * f) / det
 
 
 def secant_resolves(r: float, c: Tensor) -> bool:
@@ -434,9 +429,7 @@ class EdgeFlow(Process):
         grown = 2 * (self.log_r + growth * dt)
         kicks = self.rounding_noise(self.c, self.u)
         if kicks > 0:
-            kicks_log = math.log(kicks) + _log_share(growth, dt)
-            high, low = max(grown, kicks_log), min(grown, kicks_log)
-            grown = high + math.log1p(math.exp(low - high))
+            grown = _log_add(grown, math.log(kicks) + _log_share(growth, dt))
         self.log_r = max(0.5 * grown, math.log(_TINY))
 
     @property
@@ -479,11 +472,9 @@ class EdgeFlow(Process):
         1 − Δt·λ(1 + ½(1 − Δt)λ) (the modified center; 1 − Δtλ without the correction). Δt is cut
         until that factor stays above −1 for every λ ≤ ρ. At EoS (ρ ≈ 2) two sub-steps suffice;
         adaptive RMSProp overshoots to twice the threshold at the onset. GD keeps its fixed count."""
-        if self.optimizer.stateless or not math.isfinite(self.rho):
-            return self._base_substeps
-        if self.optimizer.momentum_key is not None:
-            # at Δt = 1 the momentum sub-step is the optimizer's own step, stable wherever the
-            # optimizer is; a smaller Δt only damps more
+        # with a momentum the sub-step at Δt = 1 is the optimizer's own step, stable wherever the
+        # optimizer is: nothing to raise
+        if self.optimizer.stateless or self.optimizer.momentum_key is not None or not math.isfinite(self.rho):
             return self._base_substeps
         rho = max(self.rho, 0.0)
         correction = 0.5 if self.center == "modified" else 0.0
@@ -566,10 +557,9 @@ class EdgeFlow(Process):
         square ½(g₊⊙g₊ + g₋⊙g₋), in the discrete optimizer's order: the state sees this point's ḡ
         (an IMEX Euler step of its ODE over the last sub-step, ``Optimizer.relax_state``), then c
         steps with it. At Δt = 1 that is the optimizer itself on the symmetrized loss; a smaller Δt
-        is a consistent step of its stable flow. Along u, where at EoS the step's map has both roots
-        near −1 (the oscillation and a second period-2 mode that decays like β per step), the pair
-        (x·u, μ·u) is stepped linearly implicitly (``implicit_step``) with the flow's 2×2 Jacobian
-        at curvature ρ: the center does not oscillate."""
+        is a consistent step of its stable flow. Along u, where past the center curvature the step's
+        modes are the oscillation's (at EoS both roots are near −1), the center's motion is handed
+        over to r (``_hand_over_along_u``): the center does not oscillate."""
         opt, c, u, r = self.optimizer, self.c, self.u, self.r
         scale = self._scale()
         frame = PreconditionedFrame(self.problem, c, scale)
@@ -635,8 +625,7 @@ class EdgeFlow(Process):
         self.c = c = c - (force / rho) * (scale * u)
         self.opt_state = {**self.opt_state, key: self.opt_state[key] - (momentum / gain) * along_u}
         if deviation > 0:
-            high, low = max(2 * self.log_r, math.log(deviation)), min(2 * self.log_r, math.log(deviation))
-            self.log_r = 0.5 * (high + math.log1p(math.exp(low - high)))
+            self.log_r = 0.5 * _log_add(2 * self.log_r, math.log(deviation))
         return c, g_mean - force * along_u
 
     def _follow_frame(self, u: Tensor, old_scale: Tensor) -> None:
