@@ -94,7 +94,8 @@ def test_module_monitor_reads_the_model(tiny_data):
     mon = ef.StabilityMonitor.from_module(model, tiny_data, lr=0.5, sharpness_every=1)
     problem = ef.Problem.from_module(build_mlp(), tiny_data)
     rep = mon.update(model)
-    assert rep["sharpness"] == pytest.approx(problem.sharpness(problem.w0), rel=1e-6)
+    # the monitor's Lanczos stops at a 3e-2 relative residual: eigenvalues within about 1%
+    assert rep["sharpness"] == pytest.approx(problem.sharpness(problem.w0), rel=1e-2)
     with pytest.raises(ef.ConfigError, match="flat tensor"):
         mon.update(torch.zeros(3))
 

@@ -34,42 +34,62 @@ import torch
 from torch import Tensor, nn
 
 from edgeflow.errors import ConfigError
+from edgeflow.optimizers import GD_NAME, Optimizer, State, make_optimizer
+from edgeflow.optimizers.torch_optim import read_torch_optimizer, read_torch_state
 from edgeflow.oracle import Problem, SharpnessTracker
 from edgeflow.processes.edge import NOISE_FLOOR, unit_roundoff
 from edgeflow.utils import learning_rate, positive_float, positive_int
 
 #: differences of orders 1, 3, 5 within this ratio: the iterates resolve the oscillation
 RESOLVED = 0.7
+#: from this fraction of the threshold on the effective sharpness is measured every ``near_every`` steps
+NEAR = 0.9
+#: Lanczos's relative residual: eigenvalues within about 1%, in 4–6 warm-started HVPs 10–50 steps apart
+#: on the digits MLP at η = 0.4 (1e-3: within 1e-5, in 11–16)
+TRACKING_TOL = 3e-2
 
 
 class StabilityMonitor:
-    """Watches a GD (or any) training loop and forecasts its next loss spike.
+    """Watches a training loop (GD, momentum, RMSProp or Adam) and forecasts its next loss spike.
 
-    ``rep = mon.update(w)`` after each step, with the current iterate (a flat tensor, or the model for
-    a monitor made by ``from_module``) and optionally its loss (saves one loss evaluation). Returns:
+    ``rep = mon.update(w, state=...)`` after each step, with the current iterate (a flat tensor, or the
+    model for a monitor made by ``from_module``), the optimizer's state in edgeflow's form where its
+    preconditioner depends on it (RMSProp, Adam), and optionally the loss there (else it is evaluated
+    at the steps that need it). A monitor made by ``for_optimizer`` reads all of that from the model
+    and a live ``torch.optim`` optimizer: ``rep = mon.update()``. Returns:
 
-    * ``sharpness``: λ_max(∇²L(w)), NaN at steps where it is not measured (every ``sharpness_every``);
-    * ``oscillation``: GD's oscillation amplitude along the tracked top eigenvector (one step back),
-      measured or tracked as above;
-    * ``growth``: the per-step growth factor of the oscillation: measured where the iterates resolve
-      it, |ηS − 1| at the last sharpness before;
-    * ``spike_in``: forecast steps until ½·S·r² reaches ``spike_ratio`` × the center's loss (inf if
-      the oscillation is not on course to get there within ``max_forecast`` steps);
+    * ``effective_sharpness``: λ₁(P⁻¹H) (ηS for GD and momentum), NaN at steps where it is not
+      measured (adaptively: rarely far below the threshold, every ``near_every`` steps near it;
+      every ``sharpness_every`` steps if that is given);
+    * ``threshold``: the optimizer's stability threshold on it (2 for GD, 2 + 2β for heavy-ball,
+      (2 + 2β₁)/(1 − β₁) for Adam, lower while Adam's bias correction of m is large);
+    * ``sharpness``: λ_max(∇²L(w)) where P is a multiple of the identity (GD, momentum), else NaN;
+    * ``oscillation``: the oscillation's amplitude along the tracked eigenvector (one step back), in
+      the parameters' units, measured or tracked as above;
+    * ``growth``: its per-step growth factor: measured where the iterates resolve it, the optimizer's
+      period-2 factor |z₋| at the last effective sharpness before (|ηS − 1| for GD);
+    * ``spike_in``: forecast steps until the oscillation's share of the loss reaches ``spike_ratio``
+      × the center's loss (inf if it is not on course to get there within ``max_forecast`` steps);
     * ``warning``: ``spike_in <= horizon`` (at each of the last ``confirm`` steps where the
       forecast comes from the measured amplitude).
 
-    Cost: one Lanczos solve (a few warm-started HVPs) every ``sharpness_every`` steps, on average
-    at most one HVP per step at the default, plus one loss evaluation when ``loss`` is not given.
+    The oscillation is followed in the frame x = P^{1/2}w, where the step is the optimizer's with
+    P = I and the tracked direction is the top eigenvector ũ of P^{-1/2}HP^{-1/2}; its share of
+    the loss is ½·λ₁(P⁻¹H)·r_x².
     """
 
     def __init__(
         self,
         problem: Problem,
-        lr: float,
+        lr: float | None = None,
         horizon: int = 50,
         *,
-        sharpness_every: int = 15,
-        trend_window: int = 5,
+        optimizer: Optimizer | str | None = None,
+        optimizer_options: dict | None = None,
+        sharpness_every: int | None = None,
+        near_every: int = 30,
+        max_every: int = 100,
+        trend_window: int = 2,
         growth_window: int = 10,
         confirm: int = 5,
         spike_ratio: float = 1.0,
@@ -79,15 +99,26 @@ class StabilityMonitor:
         if not isinstance(problem, Problem):
             raise ConfigError(f"problem must be an edgeflow.Problem, got {type(problem).__name__}")
         self.problem = problem
-        self.lr = learning_rate("lr", lr, text=False)
+        self.optimizer = _resolve_optimizer(lr, optimizer, optimizer_options)
+        self.l2 = 0.0  # SGD's coupled weight decay (for_optimizer)
+        state = self.optimizer.init(problem.w0)
+        # an optimizer whose P is a number whatever its state needs no state from the caller
+        self.needs_state = not isinstance(self.optimizer.inverse_preconditioner(state), float)
         self.horizon = positive_int("horizon", horizon)
-        self.sharpness_every = positive_int("sharpness_every", sharpness_every)
+        self.sharpness_every = (
+            None if sharpness_every is None else positive_int("sharpness_every", sharpness_every)
+        )
+        self.near_every = positive_int("near_every", near_every)
+        self.max_every = positive_int("max_every", max_every)
         self.spike_ratio = positive_float("spike_ratio", spike_ratio)
         self.max_forecast = positive_int("max_forecast", max_forecast)
-        self.tracker = SharpnessTracker(problem, seed=seed, tol=1e-3, min_iter=2)
+        self.tracker = SharpnessTracker(problem, seed=seed, tol=TRACKING_TOL, min_iter=2)
         self.model: nn.Module | None = None
+        self._torch: tuple[torch.optim.Optimizer, list[Tensor]] | None = None
         self.step = -1
+        self.next_measurement = 0
         self.iterates: deque[Tensor] = deque(maxlen=6)  # for the fifth difference
+        # (step, λ₁(P⁻¹H)) at the measured steps
         self.sharpness_history: deque[tuple[int, float]] = deque(
             maxlen=positive_int("trend_window", trend_window)
         )
@@ -99,64 +130,118 @@ class StabilityMonitor:
         self.shown_history: deque[tuple[int, float]] = deque(maxlen=growth_window)
         # a warning is confirmed by ``confirm`` consecutive forecasts within the horizon
         self._due: deque[bool] = deque(maxlen=positive_int("confirm", confirm))
-        self.u: Tensor | None = None
-        self.amplitude = math.nan  # the tracked oscillation r
+        self.projector: Tensor | None = None  # ũ/P^{-1/2}: the x-coordinate along ũ of an iterate w
+        self.mode_norm = math.nan  # ‖P^{-1/2}ũ‖: the parameters' length of a unit step of x along ũ
+        self.amplitude = math.nan  # the tracked oscillation r_x
+        self.loss = math.nan  # the last loss given or evaluated
         self._last_growth = 1.0
         self._floor = NOISE_FLOOR * unit_roundoff(problem.dtype)
 
     @classmethod
     def from_module(
-        cls, model: nn.Module, data: tuple[Tensor, Tensor], lr: float, loss: str = "mse", **kwargs
+        cls,
+        model: nn.Module,
+        data: tuple[Tensor, Tensor],
+        lr: float | None = None,
+        loss: str = "mse",
+        **kwargs,
     ) -> StabilityMonitor:
         """A monitor for an ``nn.Module`` trained on ``data``: ``update(model)`` reads its parameters."""
-        dtype = next(model.parameters()).dtype
-        problem = Problem.from_module(
-            model, data, loss=loss, dtype=dtype, device=next(model.parameters()).device
-        )
-        monitor = cls(problem, lr, **kwargs)
+        monitor = cls(_module_problem(model, data, loss), lr, **kwargs)
         monitor.model = model
         return monitor
 
-    def update(self, w: Tensor | nn.Module, loss: float | None = None) -> dict:
-        w = self._flat(w)
+    @classmethod
+    def for_optimizer(
+        cls,
+        optimizer: torch.optim.Optimizer,
+        model: nn.Module,
+        data: tuple[Tensor, Tensor],
+        loss: str = "mse",
+        **kwargs,
+    ) -> StabilityMonitor:
+        """A monitor for ``model`` trained by the live ``torch.optim`` ``optimizer`` (SGD with or
+        without momentum and Nesterov, RMSprop, Adam, AdamW) with the full-batch ``loss`` on ``data``
+        (or the sample of it the monitor should measure on). ``mon.update()`` after each
+        ``optimizer.step()`` reads the parameters, the learning rate, the hyper-parameters and the
+        optimizer's state; nothing else in the loop changes."""
+        described = read_torch_optimizer(optimizer)
+        params = list(model.parameters())
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [i for i, p in enumerate(params) if id(p) not in stepped]
+        if missing or len(stepped) != len(params):
+            raise ConfigError(
+                "the optimizer must step exactly the model's parameters (the monitor's Hessian is over "
+                f"all of them); the model's parameters {missing} are not in it"
+                if missing
+                else "the optimizer steps parameters that are not the model's"
+            )
+        monitor = cls(_module_problem(model, data, loss), optimizer=described.optimizer, **kwargs)
+        monitor.model = model
+        monitor.l2 = described.l2
+        monitor._torch = (optimizer, params)
+        return monitor
+
+    def update(
+        self, w: Tensor | nn.Module | None = None, loss: float | None = None, state: State | None = None
+    ) -> dict:
+        if self._torch is not None:
+            if w is not None or state is not None:
+                raise ConfigError(
+                    "a monitor made by for_optimizer reads the model and the optimizer: call update() "
+                    "(optionally with loss=)"
+                )
+            opt, params = self._torch
+            self.optimizer = read_torch_optimizer(opt).optimizer
+            w = self._flat(self.model)
+            state = read_torch_state(opt, params, self.optimizer, w)
+        else:
+            if w is None:
+                raise ConfigError("update needs the current iterate: update(w) or update(model)")
+            w = self._flat(w)
+            if state is None:
+                if self.needs_state:
+                    raise ConfigError(
+                        f"update needs the optimizer's state for {self.optimizer.name} (its preconditioner "
+                        "depends on it): update(w, state=...), or use StabilityMonitor.for_optimizer"
+                    )
+                state = self.optimizer.init(w)
         self.step += 1
         self.iterates.append(w.detach().clone())
-        sharpness = math.nan
-        loss = float(self.problem.loss(w)) if loss is None else float(loss)
-        if not (math.isfinite(loss) and bool(torch.isfinite(w).all())):
-            # A forecast from NaN would be noise; the training loop must hear of the divergence.
-            what = f"the loss is {loss}" if not math.isfinite(loss) else "the parameters are not finite"
-            raise FloatingPointError(
-                f"StabilityMonitor.update at step {self.step}: {what}; training has diverged and there "
-                "is nothing left to forecast"
-            )
-        if self.step % self.sharpness_every == 0:
-            try:
-                sharpness, self.u = self.tracker(w)
-                self.sharpness_history.append((self.step, sharpness))
-            except FloatingPointError:
-                sharpness = math.nan
-        oscillation = self._track_amplitude(w)
+        if not bool(torch.isfinite(w).all()):
+            self._diverged("the parameters are not finite")
+        if loss is not None:
+            self._set_loss(float(loss))
         report = {
             "step": self.step,
-            "sharpness": sharpness,
-            "oscillation": oscillation,
+            "sharpness": math.nan,
+            "effective_sharpness": math.nan,
+            "threshold": self.optimizer.threshold / self.optimizer.momentum_gain(state),
+            "oscillation": math.nan,
             "growth": math.nan,
             "spike_in": math.inf,
             "warning": False,
         }
-        if not self.sharpness_history or not math.isfinite(oscillation) or not math.isfinite(loss):
+        if self.step >= self.next_measurement and state.get("t", 1.0) > 0:  # Adam's P needs a step
+            if loss is None:
+                self._set_loss(float(self.problem.loss(w)))
+            report.update(self._measure(w, state))
+        oscillation_x = self._track_amplitude(w)
+        report["oscillation"] = oscillation_x * self.mode_norm
+        if not self.sharpness_history or not math.isfinite(oscillation_x) or not math.isfinite(self.loss):
             return report
-        s_now, slope = self._sharpness_trend()
-        self._last_growth = abs(self.lr * s_now - 1.0)
+        a_now, slope = self._sharpness_trend()
+        self._last_growth = abs(float(self.optimizer.period2_factors(self._gain(state, 0.0) * a_now)))
         measured = self._measured_rate()
         report["growth"] = self._last_growth if measured is None else math.exp(measured[0])
-        report["spike_in"] = self._forecast(oscillation, loss, s_now, slope, measured)
+        report["spike_in"] = self._forecast(oscillation_x, a_now, slope, state, measured)
         # a forecast from the measured amplitude is as noisy as the amplitude: it warns when
-        # confirmed; one from the model (a smooth function of S) warns at once
+        # confirmed; one from the model (a smooth function of λ₁(P⁻¹H)) warns at once
         self._due.append(report["spike_in"] <= self.horizon)
         confirmed = len(self._due) == self._due.maxlen and all(self._due)
         report["warning"] = self._due[-1] and (measured is None or confirmed)
+        if measured is None and report["spike_in"] <= 2 * self.horizon:
+            self.next_measurement = min(self.next_measurement, self.step + self._near_interval())
         return report
 
     # ------------------------------------------------------------------ measurements
@@ -168,15 +253,74 @@ class StabilityMonitor:
             raise ConfigError(f"update needs the {self.problem.dim} parameters as a flat tensor, got {shape}")
         return w.to(dtype=self.problem.dtype, device=self.problem.device)
 
+    def _diverged(self, what: str) -> None:
+        # A forecast from NaN would be noise; the training loop must hear of the divergence.
+        raise FloatingPointError(
+            f"StabilityMonitor.update at step {self.step}: {what}; training has diverged and there "
+            "is nothing left to forecast"
+        )
+
+    def _set_loss(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            self._diverged(f"the loss is {loss}")
+        self.loss = loss
+
+    def _gain(self, state: State, ahead: np.ndarray | float) -> np.ndarray | float:
+        """k, by which the momentum's curvature is k·λ₁(P⁻¹H) (Adam's bias correction), ``ahead`` steps on."""
+        return self.optimizer.momentum_gains(state, ahead) if state else 1.0
+
+    def _measure(self, w: Tensor, state: State) -> dict:
+        """λ₁(P⁻¹H) and the tracked direction in the frame x = P^{1/2}w, by warm-started Lanczos on
+        P^{-1/2}HP^{-1/2}; schedules the next measurement."""
+        p_inv = self.optimizer.inverse_preconditioner(state)
+        scale = math.sqrt(p_inv) if isinstance(p_inv, float) else p_inv.sqrt()
+        try:
+            value, vector = self.tracker(w, scale=scale)
+        except FloatingPointError:
+            self.next_measurement = self.step + 1
+            return {}
+        if isinstance(p_inv, float):
+            value += self.l2 * p_inv  # SGD's L2 term adds λ to every eigenvalue of H
+            self.projector, self.mode_norm = vector / scale, scale
+            sharpness = value / p_inv - self.l2
+        else:
+            # coordinates with P⁻¹ = 0 are frozen (edgeflow.optimizers.rmsprop): no oscillation there
+            self.projector = torch.where(scale > 0, vector / scale, torch.zeros_like(vector))
+            self.mode_norm = float((scale * vector).norm())
+            sharpness = math.nan
+        previous = self.sharpness_history[-1] if self.sharpness_history else None
+        self.sharpness_history.append((self.step, value))
+        self.next_measurement = self.step + self._interval(value, previous, state)
+        return {"sharpness": sharpness, "effective_sharpness": value}
+
+    def _interval(self, value: float, previous: tuple[int, float] | None, state: State) -> int:
+        """Steps to the next measurement: ``sharpness_every`` if given; else ``near_every`` from 90% of
+        the threshold on, and below it half the steps the recent trend needs to get there (at least
+        ``near_every``, at most ``max_every``)."""
+        if self.sharpness_every is not None:
+            return self.sharpness_every
+        if self._measured_rate() is not None:
+            return self.max_every  # the iterates show the oscillation's growth; ũ changes slowly
+        threshold = self.optimizer.threshold / self._gain(state, 0.0)
+        if value >= NEAR * threshold or previous is None:
+            return self.near_every
+        slope = (value - previous[1]) / max(self.step - previous[0], 1)
+        if slope <= 0:
+            return self.max_every
+        return int(min(max(0.5 * (NEAR * threshold - value) / slope, self.near_every), self.max_every))
+
+    def _near_interval(self) -> int:
+        return self.sharpness_every or self.near_every
+
     def _track_amplitude(self, w: Tensor) -> float:
-        """Edge Flow's magnitude, one GD step on: the amplitude the iterates show where they
+        """Edge Flow's magnitude r_x, one step on: the amplitude the iterates show where they
         resolve the oscillation, else the model's, held between the rounding floor and the
         amplitude the iterates show (an upper bound while the center's motion dominates)."""
         shown, resolved = self._oscillation()
         if not math.isfinite(shown):
             return math.nan
         self.shown_history.append((self.step, shown if resolved else math.nan))
-        floor = self._floor * float(w.norm())
+        floor = self._floor * float(w.norm()) / self.mode_norm
         if resolved or not math.isfinite(self.amplitude):
             self.amplitude = shown
         else:
@@ -184,16 +328,16 @@ class StabilityMonitor:
         return self.amplitude
 
     def _oscillation(self) -> tuple[float, bool]:
-        """GD's oscillation amplitude along u, and whether the iterates resolve it.
+        """The oscillation's amplitude along ũ in the frame x, and whether the iterates resolve it.
 
         A period-2 component s_k·r contributes 2ⁿ·r to the n-th difference of the iterates along
-        u, the same r for every n; the center's smooth motion contributes less the higher the
+        ũ, the same r for every n; the center's smooth motion contributes less the higher the
         order. The amplitude is the third difference / 8; it is resolved (the oscillation, not the
         center, is what the differences show) where the first, third and fifth agree within
         ``RESOLVED``. Before the edge of stability they differ by orders of magnitude."""
-        if len(self.iterates) < 4 or self.u is None:
+        if len(self.iterates) < 4 or self.projector is None:
             return math.nan, False
-        a = np.array([float(self.u @ w) for w in self.iterates])
+        a = np.array([float(self.projector @ w) for w in self.iterates])
         first, third = (abs(float(np.diff(a[-(n + 1) :], n)[0])) / 2**n for n in (1, 3))
         if len(a) < 6:  # from the fourth iterate on the model can start; the test needs six
             return third, False
@@ -201,10 +345,10 @@ class StabilityMonitor:
         return third, third >= RESOLVED * first and fifth >= RESOLVED * third
 
     def _measured_rate(self) -> tuple[float, float] | None:
-        """GD's own growth rate of the oscillation (log per step, least squares over the last
+        """The run's own growth rate of the oscillation (log per step, least squares over the last
         ``growth_window`` steps) where the iterates resolve it throughout; None elsewhere. After
-        a first spike GD self-stabilizes: its sharpness hovers just above 2/η, so |ηS − 1|
-        says the oscillation grows while the iterates show it does not."""
+        a first spike the run self-stabilizes: its effective sharpness hovers just above the
+        threshold, so |z₋| says the oscillation grows while the iterates show it does not."""
         if len(self.shown_history) < self.shown_history.maxlen:
             return None
         steps = np.array([k for k, _ in self.shown_history], dtype=float)
@@ -215,8 +359,8 @@ class StabilityMonitor:
         return float(rate), float(curvature)
 
     def _sharpness_trend(self) -> tuple[float, float]:
-        """The sharpness now and its change per step, by least squares over the recent
-        measurements (extrapolated to the current step)."""
+        """λ₁(P⁻¹H) now and its change per step, by least squares over the recent measurements
+        (extrapolated to the current step)."""
         steps = np.array([k for k, _ in self.sharpness_history], dtype=float)
         values = np.array([s for _, s in self.sharpness_history])
         if len(steps) < 2:
@@ -225,21 +369,22 @@ class StabilityMonitor:
         return float(intercept + slope * self.step), float(slope)
 
     def _forecast(
-        self, r: float, loss: float, s_now: float, slope: float, measured: tuple[float, float] | None = None
+        self, r: float, a_now: float, slope: float, state: State, measured: tuple[float, float] | None = None
     ) -> float:
-        """Steps until r reaches the spike amplitude, integrating d log r/dt = log|ηS(t) − 1| with
-        S(t) = s_now + slope·t, held at the spike's own scale (the loss of the center stays)."""
-        share = 0.5 * s_now * r * r
-        center = max(loss - share, 0.0)
-        if s_now <= 0:
+        """Steps until r_x reaches the spike amplitude, integrating d log r/dt = log|z₋(k·a(t))| with
+        a(t) = a_now + slope·t, held at the spike's own scale (the loss of the center stays)."""
+        share = 0.5 * a_now * r * r
+        center = max(self.loss - share, 0.0)
+        if a_now <= 0:
             return math.inf
+        t = np.arange(1, self.max_forecast + 1, dtype=float)
+        factors = np.abs(self.optimizer.period2_factors(self._gain(state, t) * (a_now + slope * t)))
+        growth = np.log(np.maximum(factors, 1e-300))
         if share >= self.spike_ratio * center:
             # at the spike's scale already: a spike if it still grows, one dying out if not
-            rate = math.log(max(abs(self.lr * s_now - 1.0), 1e-300)) if measured is None else measured[0]
+            rate = math.log(max(self._last_growth, 1e-300)) if measured is None else measured[0]
             return 0.0 if rate > 0 else math.inf
-        log_target = 0.5 * math.log(2 * self.spike_ratio * center / s_now)
-        t = np.arange(1, self.max_forecast + 1, dtype=float)
-        growth = np.log(np.maximum(np.abs(self.lr * (s_now + slope * t) - 1.0), 1e-300))
+        log_target = 0.5 * math.log(2 * self.spike_ratio * center / a_now)
         log_r = math.log(max(r, 1e-300)) + np.cumsum(growth)
         if measured is not None:
             rate, curvature = measured
@@ -254,3 +399,26 @@ class StabilityMonitor:
         reached = np.flatnonzero(log_r >= log_target)
         # r was measured one step back, so the count starts a step early.
         return max(float(t[reached[0]]) - 1.0, 0.0) if reached.size else math.inf
+
+
+def _resolve_optimizer(
+    lr: float | None, optimizer: Optimizer | str | None, options: dict | None
+) -> Optimizer:
+    """The monitored optimizer: GD at ``lr`` by default, an edgeflow ``Optimizer``, or one by name."""
+    if isinstance(optimizer, Optimizer):
+        if options is not None:
+            raise ConfigError("optimizer_options go with an optimizer given by name, not with an Optimizer")
+        if lr is not None and learning_rate("lr", lr, text=False) != optimizer.lr:
+            raise ConfigError(f"lr={lr!r} differs from the optimizer's lr={optimizer.lr!r}; give one of them")
+        return optimizer
+    if lr is None:
+        raise ConfigError("the monitor needs the learning rate: StabilityMonitor(problem, lr)")
+    name = GD_NAME if optimizer is None else optimizer
+    return make_optimizer(name, learning_rate("lr", lr, text=False), options)
+
+
+def _module_problem(model: nn.Module, data: tuple[Tensor, Tensor], loss: str) -> Problem:
+    first = next(model.parameters(), None)
+    if first is None:
+        raise ConfigError("the model has no parameters to monitor")
+    return Problem.from_module(model, data, loss=loss, dtype=first.dtype, device=first.device)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -93,6 +94,11 @@ class Adam(RMSProp):
 
     def momentum_gain(self, state: State) -> float:
         return 1 / self._momentum_correction(state["t"])
+
+    def momentum_gains(self, state: State, ahead: np.ndarray) -> np.ndarray | float:
+        if not self.bias_correction:
+            return 1.0
+        return 1 / (1 - self.beta1 ** (state["t"] + np.asarray(ahead, dtype=float)))
 
     def flow_matrix(self, a: float, state: State | None = None) -> tuple[tuple[float, float], ...]:
         # on (x, μ), μ = kP^{-1/2}m: dx/dt = −μ − ηλx, dμ/dt = c(k·a·x − μ), c = (1 − β₁)/β₁

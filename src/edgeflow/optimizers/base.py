@@ -28,6 +28,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import Tensor
 
 from edgeflow.errors import ConfigError
@@ -119,6 +120,18 @@ class Optimizer(ABC):
         coefficients = self.map_coefficients(a)
         return 1.0 - a if coefficients is None else root_nearest_minus_one(*coefficients)
 
+    def period2_factors(self, a: np.ndarray) -> np.ndarray:
+        """``period2_factor`` over an array of curvatures, vectorized (T and D are linear in a)."""
+        a = np.asarray(a, dtype=float)
+        if self.map_coefficients(0.0) is None:
+            return 1.0 - a
+        (t0, d0), (t1, d1) = self.map_coefficients(0.0), self.map_coefficients(1.0)
+        trace, det = t0 + (t1 - t0) * a, d0 + (d1 - d0) * a
+        discriminant = trace * trace - 4 * det
+        smaller = 0.5 * (trace - np.sqrt(np.maximum(discriminant, 0.0)))
+        # a complex pair has det > trace²/4 ≥ 0
+        return np.where(discriminant >= 0, smaller, np.copysign(np.sqrt(np.abs(det)), trace))
+
     def map_coefficients(self, a: float) -> tuple[float, float] | None:
         """(T, D) of the characteristic polynomial z² − Tz + D of the linearized step of (w, momentum)
         along curvature ``a`` of P⁻¹H (P frozen); None without a momentum (the step is z = 1 − a)."""
@@ -144,6 +157,10 @@ class Optimizer(ABC):
         the stable flow reads dx/dt = −μ (+ the terms of ``flow_matrix``): Adam's bias correction of
         m; 1 for heavy-ball's b. Curvature a of P⁻¹H acts on the momentum as k·a."""
         return 1.0
+
+    def momentum_gains(self, state: State, ahead: np.ndarray) -> np.ndarray | float:
+        """``momentum_gain`` ``ahead`` steps after ``state`` (Adam's bias correction wears off)."""
+        return self.momentum_gain(state)
 
     def flow_matrix(self, a: float, state: State | None = None) -> tuple[tuple[float, float], ...] | None:
         """The stable flow's linear field on (x, μ) along curvature ``a`` of P⁻¹H (P frozen), in GD-step
