@@ -34,7 +34,7 @@ def test_forecast_matches_the_closed_form_spike():
     """ηλ₁ = 2.2: GD's x-oscillation grows by exactly 1.2 per step from 1e-6; the spike (the
     oscillation's share of the loss reaching the rest) comes at a step known in closed form."""
     lr = 0.22
-    reports = run_gd(quadratic(), lr, 70, horizon=20, sharpness_every=5)
+    reports = run_gd(quadratic(), lr, 70, horizon=20, sharpness_every=5, spike_ratio=1.0)
     spike = next(r["step"] for r in reports if r["share"] >= r["loss"] - r["share"])
     # x_k = 1e-6·1.2^k against the slowly decaying y: ½λ₁x² = ½λ₂y² near k = 57
     assert 55 <= spike <= 59

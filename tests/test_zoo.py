@@ -240,8 +240,10 @@ def test_merged_rejects_unknown_keys():
 
 @pytest.mark.slow
 def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
-    """benchmarks/gpu_check.sh end to end with DEVICE=cpu at a tiny size on 2 processes (the GPU run
-    is the same path, NCCL instead of gloo)."""
+    """benchmarks/gpu_check.sh end to end with DEVICE=cpu at a tiny size, one process (the GPU run is
+    the same path). Its data-parallel branch is `edgeflow run` under torchrun, which
+    tests/test_distributed.py runs, and benchmarks/scaling.py, whose three launches took half of
+    this test's minute: docs/scaling.md holds its measurements."""
     import os
     import subprocess
     from pathlib import Path
@@ -250,7 +252,7 @@ def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
     env = {
         **os.environ,
         "DEVICE": "cpu",
-        "NPROC": "2",
+        "NPROC": "1",
         "OMP_NUM_THREADS": "1",
         "STEPS": "2",
         "N": "10",
@@ -269,7 +271,6 @@ def test_gpu_check_script_runs_its_path_on_cpu(tmp_path):
     assert "| central |" in done.stdout and "wall vs GD" in done.stdout
     assert "digits-mlp (d = 8970, float64, cpu)" in done.stdout  # the default MLP's cost table
     assert "| edge K = 2, hvp = pair+center |" in done.stdout
-    assert "2 processes" in done.stderr and "efficiency" in done.stdout
     assert (tmp_path / "run" / "results.h5").is_file()
 
 

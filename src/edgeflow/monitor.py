@@ -92,7 +92,7 @@ class StabilityMonitor:
         trend_window: int = 2,
         growth_window: int = 10,
         confirm: int = 5,
-        spike_ratio: float = 1.0,
+        spike_ratio: float = 0.2,
         max_forecast: int = 10_000,
         seed: int = 0,
     ) -> None:
@@ -133,6 +133,12 @@ class StabilityMonitor:
         self.projector: Tensor | None = None  # ũ/P^{-1/2}: the x-coordinate along ũ of an iterate w
         self.mode_norm = math.nan  # ‖P^{-1/2}ũ‖: the parameters' length of a unit step of x along ũ
         self.amplitude = math.nan  # the tracked oscillation r_x
+        # (pull, sharpening rate) of the self-stabilization model, measured near the threshold
+        self.stabilization: tuple[float, float | None] = (0.0, None)
+        self.a_model = math.nan  # a between measurements (``_follow_sharpness``)
+        self._pulled = 0.0  # Σ pull·r² since the last measurement
+        self._pull_velocity = 0.0  # the pull through the optimizer's momentum, per step
+        self.amplitude_at_loss = 0.0  # r_x when the last loss was given or evaluated
         self.loss = math.nan  # the last loss given or evaluated
         self._last_growth = 1.0
         self._floor = NOISE_FLOOR * unit_roundoff(problem.dtype)
@@ -222,27 +228,48 @@ class StabilityMonitor:
             "spike_in": math.inf,
             "warning": False,
         }
+        loss_now = loss is not None
         if self.step >= self.next_measurement and state.get("t", 1.0) > 0:  # Adam's P needs a step
             if loss is None:
                 self._set_loss(float(self.problem.loss(w)))
+                loss_now = True
             report.update(self._measure(w, state))
-        oscillation_x = self._track_amplitude(w)
+        oscillation_x = min(self._track_amplitude(w), 1e100)  # larger: diverging, and squares overflow
+        if loss_now and math.isfinite(oscillation_x):
+            self.amplitude_at_loss = oscillation_x
         report["oscillation"] = oscillation_x * self.mode_norm
         if not self.sharpness_history or not math.isfinite(oscillation_x) or not math.isfinite(self.loss):
             return report
-        a_now, slope = self._sharpness_trend()
+        sharpening = self._sharpening_rate()
+        a_now = self._follow_sharpness(oscillation_x, sharpening)
         self._last_growth = abs(float(self.optimizer.period2_factors(self._gain(state, 0.0) * a_now)))
         measured = self._measured_rate()
         report["growth"] = self._last_growth if measured is None else math.exp(measured[0])
-        report["spike_in"] = self._forecast(oscillation_x, a_now, slope, state, measured)
+        report["spiking"] = 0.5 * a_now * min(
+            oscillation_x, 1e150
+        ) ** 2 >= self.spike_ratio * self._center_loss(a_now)
+        report["spike_in"] = self._forecast(oscillation_x, a_now, sharpening, state, measured)
         # a forecast from the measured amplitude is as noisy as the amplitude: it warns when
-        # confirmed; one from the model (a smooth function of λ₁(P⁻¹H)) warns at once
-        self._due.append(report["spike_in"] <= self.horizon)
+        # confirmed; one from the model (a smooth function of λ₁(P⁻¹H)) warns at once. A spike under
+        # way is reported as such, not warned of; nor is one that needs a rising sharpening rate to
+        # carry a past the threshold: the oscillation must be growing now (from the rounding floor
+        # that takes tens of steps, so little lead is lost and no long extrapolation trusted).
+        self._due.append(
+            report["spike_in"] <= self.horizon and report["growth"] > 1 and not report["spiking"]
+        )
         confirmed = len(self._due) == self._due.maxlen and all(self._due)
         report["warning"] = self._due[-1] and (measured is None or confirmed)
         if measured is None and report["spike_in"] <= 2 * self.horizon:
             self.next_measurement = min(self.next_measurement, self.step + self._near_interval())
+        if self.sharpness_every is None and report["growth"] > 1 and self._last_measured_growth(state) <= 1:
+            # the model has carried a past the threshold: a measurement confirms it (or not) first
+            self.next_measurement = self.step + 1
+            report["warning"] = False
         return report
+
+    def _last_measured_growth(self, state: State) -> float:
+        value = self.sharpness_history[-1][1]
+        return abs(float(self.optimizer.period2_factors(self._gain(state, 0.0) * value)))
 
     # ------------------------------------------------------------------ measurements
     def _flat(self, w: Tensor | nn.Module) -> Tensor:
@@ -288,10 +315,33 @@ class StabilityMonitor:
             self.projector = torch.where(scale > 0, vector / scale, torch.zeros_like(vector))
             self.mode_norm = float((scale * vector).norm())
             sharpness = math.nan
+        if value >= NEAR * self.optimizer.threshold / self._gain(state, 0.0):
+            self._stabilization(w, scale * vector, p_inv, value)
+        else:  # far below the threshold the trend is the sharpening rate
+            self.stabilization = (self.stabilization[0], None)
         previous = self.sharpness_history[-1] if self.sharpness_history else None
         self.sharpness_history.append((self.step, value))
+        self._pulled = 0.0
         self.next_measurement = self.step + self._interval(value, previous, state)
         return {"sharpness": sharpness, "effective_sharpness": value}
+
+    def _stabilization(self, w: Tensor, mode: Tensor, p_inv: float | Tensor, value: float) -> None:
+        """The two rates of the self-stabilization model, ``da/dt = sharpening − pull·r_x²``.
+
+        With a = vᵀH(w)v along the mode v = P^{-1/2}ũ, ∇a = ∇³L[v, v] (one third-derivative
+        contraction). The oscillation adds ½a·r_x² to the loss the center descends (Edge Flow's
+        symmetrized loss), whose gradient ½r_x²∇a pushes the center along −P⁻¹·½r_x²∇a, through the
+        optimizer's momentum (``Optimizer.velocity_filter``): a falls at the filtered ``pull``·r_x²,
+        pull = ½·∇aᵀP⁻¹∇a. The sharpening
+        rate is the change of a since the last measurement plus the pull the oscillation exerted
+        over those steps, per step."""
+        gradient = self.problem.third(w, mode, mode)
+        pull = 0.5 * float(gradient @ (p_inv * gradient))
+        sharpening = None
+        if self.sharpness_history:
+            step, previous = self.sharpness_history[-1]
+            sharpening = (value - previous + self._pulled) / max(self.step - step, 1)
+        self.stabilization = (pull, sharpening)
 
     def _interval(self, value: float, previous: tuple[int, float] | None, state: State) -> int:
         """Steps to the next measurement: ``sharpness_every`` if given; else ``near_every`` from 90% of
@@ -321,8 +371,10 @@ class StabilityMonitor:
             return math.nan
         self.shown_history.append((self.step, shown if resolved else math.nan))
         floor = self._floor * float(w.norm()) / self.mode_norm
-        if resolved or not math.isfinite(self.amplitude):
+        if resolved:
             self.amplitude = shown
+        elif not math.isfinite(self.amplitude):
+            self.amplitude = min(floor, shown)  # Edge Flow's start: the rounding every step injects
         else:
             self.amplitude = min(max(self.amplitude * self._last_growth, floor), shown)
         return self.amplitude
@@ -358,6 +410,30 @@ class StabilityMonitor:
         curvature, rate, _ = np.polyfit(steps - steps[-1], np.log(values), 2)
         return float(rate), float(curvature)
 
+    def _sharpening_rate(self) -> float:
+        """da/dt without the oscillation's pull: measured from the center's drift near the threshold,
+        else the trend of the last measurements."""
+        sharpening = self.stabilization[1]
+        return self._sharpness_trend()[1] if sharpening is None else sharpening
+
+    def _follow_sharpness(self, r: float, sharpening: float) -> float:
+        """a between measurements, by the self-stabilization model: the measured value at a
+        measurement, then ``a += sharpening − pull·r²`` per step (the pull brings a down after a
+        spike, where a trend would carry it on up)."""
+        step, value = self.sharpness_history[-1]
+        if step == self.step or not math.isfinite(self.a_model):
+            self.a_model = value
+        else:
+            decay, gain = self.optimizer.velocity_filter()
+            self._pull_velocity = decay * self._pull_velocity + gain * self.stabilization[0] * r * r
+            self._pulled += self._pull_velocity
+            self.a_model += sharpening - self._pull_velocity
+        return self.a_model
+
+    def _center_loss(self, a: float) -> float:
+        """The loss of the center: the last loss less the oscillation's share ½a·r² then."""
+        return max(self.loss - 0.5 * a * self.amplitude_at_loss**2, 0.0)
+
     def _sharpness_trend(self) -> tuple[float, float]:
         """λ₁(P⁻¹H) now and its change per step, by least squares over the recent measurements
         (extrapolated to the current step)."""
@@ -369,36 +445,66 @@ class StabilityMonitor:
         return float(intercept + slope * self.step), float(slope)
 
     def _forecast(
-        self, r: float, a_now: float, slope: float, state: State, measured: tuple[float, float] | None = None
+        self,
+        r: float,
+        a_now: float,
+        sharpening: float,
+        state: State,
+        measured: tuple[float, float] | None = None,
     ) -> float:
-        """Steps until r_x reaches the spike amplitude, integrating d log r/dt = log|z₋(k·a(t))| with
-        a(t) = a_now + slope·t, held at the spike's own scale (the loss of the center stays)."""
+        """Steps until r_x reaches the spike amplitude, by the self-stabilization model stepped one
+        training step at a time:
+
+            log r ← log r + log|z₋(k·a)|,    a ← a + sharpening − pull·r²
+
+        (z₋ the optimizer's period-2 root, k Adam's bias correction; ``_stabilization``). As r grows
+        the pull brings a back under the threshold and the oscillation peaks: a spike is forecast only
+        where that peak reaches the spike amplitude, the loss of the center being held. Far from
+        the threshold (no pull measured yet) the sharpening rate is the recent trend of a; where the
+        iterates resolve the oscillation, a starts from the value whose |z₋| is the measured growth.
+        inf if the oscillation peaks below the spike amplitude, or has not reached it in
+        ``max_forecast`` steps."""
         share = 0.5 * a_now * r * r
-        center = max(self.loss - share, 0.0)
-        if a_now <= 0:
+        center = self._center_loss(a_now)
+        if a_now <= 0 or r <= 0:
             return math.inf
-        t = np.arange(1, self.max_forecast + 1, dtype=float)
-        factors = np.abs(self.optimizer.period2_factors(self._gain(state, t) * (a_now + slope * t)))
-        growth = np.log(np.maximum(factors, 1e-300))
+        rate_now = math.log(max(self._last_growth, 1e-300)) if measured is None else measured[0]
         if share >= self.spike_ratio * center:
             # at the spike's scale already: a spike if it still grows, one dying out if not
-            rate = math.log(max(self._last_growth, 1e-300)) if measured is None else measured[0]
-            return 0.0 if rate > 0 else math.inf
-        log_target = 0.5 * math.log(2 * self.spike_ratio * center / a_now)
-        log_r = math.log(max(r, 1e-300)) + np.cumsum(growth)
-        if measured is not None:
-            rate, curvature = measured
-            if curvature < 0:
-                # decelerating: self-stabilization is catching the oscillation; it peaks at
-                # t = −rate/(2·curvature) and decays after
-                peak = max(-rate / (2 * curvature), 0.0)
-                tt = np.minimum(t, peak)
-                log_r = math.log(max(r, 1e-300)) + rate * tt + curvature * tt * tt
-            else:
-                log_r = log_r + (rate - growth[0]) * t
-        reached = np.flatnonzero(log_r >= log_target)
-        # r was measured one step back, so the count starts a step early.
-        return max(float(t[reached[0]]) - 1.0, 0.0) if reached.size else math.inf
+            return 0.0 if rate_now > 0 else math.inf
+        pull = self.stabilization[0]
+        a = a_now if measured is None else self._curvature_of_rate(measured[0], a_now, state)
+        log_r, grew, velocity = math.log(r), False, self._pull_velocity
+        decay, gain = self.optimizer.velocity_filter()
+        log_scale = math.log(2 * self.spike_ratio * center)
+        for t in range(1, self.max_forecast + 1):
+            factor = abs(self.optimizer.period2_factor(float(self._gain(state, t)) * a))
+            step = math.log(max(factor, 1e-300))
+            log_r += step
+            if 2 * log_r >= log_scale - math.log(max(a, 1e-300)):
+                return float(t - 1)  # r was measured one step back: the count starts a step early
+            velocity = decay * velocity + gain * pull * math.exp(min(2 * log_r, 600.0))
+            a += sharpening - velocity
+            if step > 0:
+                grew = True
+            elif grew and sharpening <= velocity:
+                return math.inf  # past its peak, below the spike amplitude, a still falling
+        return math.inf
+
+    def _curvature_of_rate(self, rate: float, a_guess: float, state: State) -> float:
+        """The a whose period-2 factor grows the oscillation at ``rate`` per step (Newton steps on
+        log|z₋(k·a)| from ``a_guess``, a numerical derivative)."""
+        k = float(self._gain(state, 0.0))
+        a = a_guess
+        for _ in range(4):
+            value = math.log(max(abs(self.optimizer.period2_factor(k * a)), 1e-300))
+            h = 1e-6 * max(abs(a), 1.0)
+            up = math.log(max(abs(self.optimizer.period2_factor(k * (a + h))), 1e-300))
+            derivative = (up - value) / h
+            if derivative == 0 or not math.isfinite(derivative):
+                return a_guess
+            a -= (value - rate) / derivative
+        return a
 
 
 def _resolve_optimizer(

@@ -92,6 +92,9 @@ class Adam(RMSProp):
         k = 1 / self._momentum_correction(state["t"])
         return max(c + decay, *(abs(z) for z in map_roots(-c - decay, c * decay + k * c * radius)))
 
+    def velocity_filter(self) -> tuple[float, float]:
+        return self.beta1, 1 - self.beta1
+
     def momentum_gain(self, state: State) -> float:
         return 1 / self._momentum_correction(state["t"])
 

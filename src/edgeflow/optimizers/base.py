@@ -158,6 +158,12 @@ class Optimizer(ABC):
         m; 1 for heavy-ball's b. Curvature a of P⁻¹H acts on the momentum as k·a."""
         return 1.0
 
+    def velocity_filter(self) -> tuple[float, float]:
+        """(decay, gain) of the filter through which a steady force f on the center becomes its
+        velocity in P's frame, v ← decay·v + gain·f: (0, 1) without a momentum, (β, 1) for heavy-ball and
+        Nesterov (steady state f/(1 − β)), (β₁, 1 − β₁) for Adam (steady state f)."""
+        return 0.0, 1.0
+
     def momentum_gains(self, state: State, ahead: np.ndarray) -> np.ndarray | float:
         """``momentum_gain`` ``ahead`` steps after ``state`` (Adam's bias correction wears off)."""
         return self.momentum_gain(state)

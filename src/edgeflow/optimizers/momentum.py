@@ -77,6 +77,9 @@ class Momentum(Optimizer):
     def map_coefficients(self, a: float) -> tuple[float, float]:
         return 1 + self.beta - a, self.beta
 
+    def velocity_filter(self) -> tuple[float, float]:
+        return self.beta, 1.0
+
     @property
     def threshold(self) -> float:
         return 2 + 2 * self.beta
