@@ -95,7 +95,7 @@ class StabilityCallback(pl.Callback):
     effective sharpness carried to the current learning rate (λ₁(P⁻¹H) is proportional to η for every
     supported optimizer); ``scale`` is logged as ``prefix + "lr_scale"`` at each warning, and the
     monitor measures again at the next step. A scheduler that sets the rate from bounds of its own
-    (``OneCycleLR``'s ``max_lr``, ``ReduceLROnPlateau``) overrides the cap at its next step, and the
+    (the ``max_lr`` of ``OneCycleLR`` and ``CyclicLR``) overrides the cap at its next step, and the
     next warning caps again. ``lr_scale`` on the callback is the product of the scales applied.
 
     Args:
