@@ -14,7 +14,7 @@ Part 2 trains the same network with ``StabilityCallback(..., remedy="lr_cap")``:
 callback scales the learning rate so that the effective sharpness is at most (1 − margin) × the
 threshold, and logs the scale as ``stability/lr_scale``.
 
-    python examples/lightning_monitor.py        # about 30 s on 2 CPU cores, 10 of them importing Lightning
+    python examples/lightning_monitor.py        # about 20 s on 2 CPU cores, 5 of them importing Lightning
 """
 
 from __future__ import annotations
