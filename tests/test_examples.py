@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -27,7 +29,14 @@ def run_example(name: str, *args: str, cwd: Path) -> str:
 
 
 def test_every_example_is_tested():
-    tested = {"own_model.py", "lr_sweep.py", "read_results.py", "stability_monitor.py", "edge_flow_toy.py"}
+    tested = {
+        "own_model.py",
+        "lr_sweep.py",
+        "read_results.py",
+        "stability_monitor.py",
+        "lightning_monitor.py",
+        "edge_flow_toy.py",
+    }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -89,6 +98,15 @@ def test_stability_monitor(tmp_path):
     out = run_example("stability_monitor.py", cwd=tmp_path)
     assert "Part 1" in out and "Part 2" in out
     assert "EdgeStableGD: last step size" in out and "largest spike" in out
+
+
+@pytest.mark.slow  # importing Lightning takes 4–10 s
+def test_lightning_monitor(tmp_path):
+    if not os.environ.get("CI"):  # CI installs the test extra, which has Lightning
+        pytest.importorskip("pytorch_lightning", reason="pip install 'edgeflow[lightning]'")
+    out = run_example("lightning_monitor.py", cwd=tmp_path)
+    assert "Part 1" in out and "Part 2" in out
+    assert "ηS measured at" in out and "lr_cap: final η = " in out and "largest spike" in out
 
 
 def test_edge_flow_toy_uses_plain_torch_only(tmp_path):
