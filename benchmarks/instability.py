@@ -394,6 +394,11 @@ def main() -> None:
         "--reuse", help="a JSON written by an earlier run: its problems are not run again (tables redrawn)"
     )
     ap.add_argument(
+        "--monitor-only",
+        action="store_true",
+        help="with --reuse: run the monitor's part again on every problem of it, keep its remedies",
+    )
+    ap.add_argument(
         "--max-share",
         help="comma-separated max_share values: run only edge_capped at each (and GD) and write "
         "docs/instability_max_share.md",
@@ -413,6 +418,14 @@ def main() -> None:
     out = Path(args.out)
     results: dict = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
     results = {p: {float(lr): row for lr, row in rows.items()} for p, rows in results.items()}
+    if args.monitor_only:
+        if not args.reuse:
+            ap.error("--monitor-only needs --reuse (the remedies' rows it keeps)")
+        for problem_name, rows in results.items():
+            for lr, row in rows.items():
+                row["monitor"] = monitor_case(ef.make_problem(problem_name), lr, args.steps, args.horizon)
+                print(f"{problem_name} η = {lr:g}: monitor done", flush=True)
+            write(results, out, args.steps, args.horizon)
     for problem_name in args.problems.split(","):
         if problem_name in results:
             continue

@@ -80,7 +80,7 @@ def watched_gd(X: torch.Tensor, y: torch.Tensor) -> list[float]:
         loss = mse(model, X, y)
         losses.append(loss.item())
         report = monitor.update(model, loss=losses[-1])  # the iterate this step starts from
-        if math.isfinite(report["sharpness"]):  # measured every 15 steps, NaN in between
+        if math.isfinite(report["sharpness"]):  # measured now and then (adaptively), NaN in between
             sharpness = report["sharpness"]
         if report["warning"] and warned is None:
             warned = step

@@ -240,3 +240,55 @@ def test_for_optimizer_follows_a_live_training_loop(tiny_data, key):
     assert (mon.problem.counts.loss, mon.problem.counts.grad) == (len(measured), 0)
     with pytest.raises(ef.ConfigError, match="reads the model and the optimizer"):
         mon.update(model)
+
+
+def test_a_new_learning_rate_is_measured_at_once_and_the_history_rescaled(tiny_data):
+    """P⁻¹ ∝ η: halving η (a schedule, or the Lightning callback's cap) halves the effective sharpness;
+    the monitor re-measures at the next update and carries its history over in the new units."""
+    model = build_mlp(width=4, depth=1).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.5)
+    mon = ef.StabilityMonitor.for_optimizer(opt, model, tiny_data, sharpness_every=50)
+    first = mon.update()["effective_sharpness"]
+    for group in opt.param_groups:
+        group["lr"] = 0.1
+    again = mon.update()
+    assert again["effective_sharpness"] == pytest.approx(0.5 * first, rel=1e-2)  # the same parameters
+    assert mon.sharpness_history[0][1] == pytest.approx(0.5 * first, rel=1e-12)
+    assert math.isnan(mon.update()["effective_sharpness"])  # then back to its schedule
+
+
+@pytest.mark.parametrize("name", ["gd", "momentum", "nesterov", "adam"])
+def test_velocity_filter_steady_state_is_the_optimizers_drift(name):
+    """A constant gradient g: the optimizer's steps settle to −gain/(1 − decay)·P⁻¹g per step, the
+    steady state of ``velocity_filter`` (heavy-ball 1/(1 − β), Adam 1)."""
+    optimizer = make_optimizer(name, 0.01)
+    g = torch.tensor([0.3, -1.2], dtype=torch.float64)
+    w, state = torch.zeros(2, dtype=torch.float64), optimizer.init(torch.zeros(2, dtype=torch.float64))
+    for _ in range(3000):
+        state = optimizer.update(state, g)
+        step = optimizer.step(w, g, state) - w
+        w = w + step
+    decay, gain = optimizer.velocity_filter()
+    expected = -gain / (1 - decay) * optimizer.inverse_preconditioner(state) * g
+    torch.testing.assert_close(step, expected, rtol=1e-6, atol=0.0)
+
+
+def test_self_stabilization_pull_is_half_the_curvature_drop_along_the_preconditioned_gradient(mlp_problem):
+    """pull = ½∇aᵀP⁻¹∇a with a = vᵀH(w)v along the mode v: moving w by −δP⁻¹∇a lowers a by
+    δ·∇aᵀP⁻¹∇a = 2δ·pull (central finite difference of a through HVPs)."""
+    optimizer = make_optimizer("momentum", 0.05, {"beta": 0.9})
+    mon = ef.StabilityMonitor(mlp_problem, optimizer=optimizer, sharpness_every=1)
+    w = mlp_problem.w0
+    mon.update(w)
+    p_inv = optimizer.inverse_preconditioner({})
+    v = math.sqrt(p_inv) * mon.tracker.vector
+    mon._stabilization(w, v, p_inv, mon.sharpness_history[-1][1])
+    pull = mon.stabilization[0]
+    gradient = mlp_problem.third(w, v, v)
+    delta = 1e-4 / float(gradient.norm())
+
+    def a(x: torch.Tensor) -> float:
+        return float(v @ mlp_problem.hvp(x, v))
+
+    drop = (a(w + delta * p_inv * gradient) - a(w - delta * p_inv * gradient)) / 2
+    assert drop == pytest.approx(2 * delta * pull, rel=1e-5)

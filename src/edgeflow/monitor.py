@@ -47,6 +47,10 @@ NEAR = 0.9
 #: Lanczos's relative residual: eigenvalues within about 1%, in 4–6 warm-started HVPs 10–50 steps apart
 #: on the digits MLP at η = 0.4 (1e-3: within 1e-5, in 11–16)
 TRACKING_TOL = 3e-2
+#: steps of resolved oscillation the self-stabilization rates are fitted over (two EoS cycles or so)
+CYCLE_WINDOW = 80
+#: the fewest of them a fit needs
+CYCLE_FIT_MIN = 30
 
 
 class StabilityMonitor:
@@ -138,6 +142,8 @@ class StabilityMonitor:
         self.a_model = math.nan  # a between measurements (``_follow_sharpness``)
         self._pulled = 0.0  # Σ pull·r² since the last measurement
         self._pull_velocity = 0.0  # the pull through the optimizer's momentum, per step
+        # (step, r_x, measured growth rate) at the steps where the iterates resolve the oscillation
+        self.cycle_history: deque[tuple[int, float, float]] = deque(maxlen=CYCLE_WINDOW)
         self.amplitude_at_loss = 0.0  # r_x when the last loss was given or evaluated
         self.loss = math.nan  # the last loss given or evaluated
         self._last_growth = 1.0
@@ -198,7 +204,10 @@ class StabilityMonitor:
                     "(optionally with loss=)"
                 )
             opt, params = self._torch
-            self.optimizer = read_torch_optimizer(opt).optimizer
+            optimizer = read_torch_optimizer(opt).optimizer
+            if optimizer.lr != self.optimizer.lr:  # a schedule or a cap: P⁻¹ ∝ η
+                self._rescale(optimizer.lr / self.optimizer.lr)
+            self.optimizer = optimizer
             w = self._flat(self.model)
             state = read_torch_state(opt, params, self.optimizer, w)
         else:
@@ -244,6 +253,8 @@ class StabilityMonitor:
         a_now = self._follow_sharpness(oscillation_x, sharpening)
         self._last_growth = abs(float(self.optimizer.period2_factors(self._gain(state, 0.0) * a_now)))
         measured = self._measured_rate()
+        if measured is not None:
+            self.cycle_history.append((self.step, oscillation_x, measured[0]))
         report["growth"] = self._last_growth if measured is None else math.exp(measured[0])
         report["spiking"] = 0.5 * a_now * min(
             oscillation_x, 1e150
@@ -270,6 +281,24 @@ class StabilityMonitor:
     def _last_measured_growth(self, state: State) -> float:
         value = self.sharpness_history[-1][1]
         return abs(float(self.optimizer.period2_factors(self._gain(state, 0.0) * value)))
+
+    def _rescale(self, ratio: float) -> None:
+        """The learning rate changed by ``ratio``: P⁻¹ ∝ η, so the effective sharpness scales by it and
+        the frame x = P^{1/2}w by its inverse square root. The measured history is carried over in the
+        new units; the self-stabilization rates are measured again, at this step."""
+        self.sharpness_history = deque(
+            ((k, a * ratio) for k, a in self.sharpness_history), self.sharpness_history.maxlen
+        )
+        root = math.sqrt(ratio)
+        self.shown_history = deque(((k, r / root) for k, r in self.shown_history), self.shown_history.maxlen)
+        self.a_model *= ratio
+        self.amplitude /= root
+        self.amplitude_at_loss /= root
+        self.mode_norm *= root
+        if self.projector is not None:
+            self.projector = self.projector / root
+        self.stabilization, self._pull_velocity, self._pulled = (0.0, None), 0.0, 0.0
+        self.next_measurement = self.step + 1  # the step about to be counted
 
     # ------------------------------------------------------------------ measurements
     def _flat(self, w: Tensor | nn.Module) -> Tensor:
@@ -472,10 +501,42 @@ class StabilityMonitor:
         if share >= self.spike_ratio * center:
             # at the spike's scale already: a spike if it still grows, one dying out if not
             return 0.0 if rate_now > 0 else math.inf
+        modelled = self._modelled_forecast(r, a_now, sharpening, state, center, measured)
+        if measured is None:
+            return modelled
+        # Where the iterates resolve the oscillation its own recent course is a second forecast: log r
+        # extrapolated with its curvature (a decelerating growth peaks). After a first spike the run
+        # rises and falls about the threshold, and a bump it survives is a spike to whichever of the
+        # two reads it worse; a warning needs both.
+        rate, curvature = measured
+        t = np.arange(1, self.max_forecast + 1, dtype=float)
+        if curvature < 0:
+            t_peak = np.minimum(t, max(-rate / (2 * curvature), 0.0))
+            log_path = math.log(r) + rate * t_peak + curvature * t_peak * t_peak
+        else:
+            log_path = math.log(r) + rate * t + curvature * t * t
+        reached = np.flatnonzero(2 * log_path >= math.log(2 * self.spike_ratio * center / a_now))
+        extrapolated = max(float(t[reached[0]]) - 1.0, 0.0) if reached.size else math.inf
+        return max(modelled, extrapolated)
+
+    def _modelled_forecast(
+        self,
+        r: float,
+        a_now: float,
+        sharpening: float,
+        state: State,
+        center: float,
+        measured: tuple[float, float] | None,
+    ) -> float:
         pull = self.stabilization[0]
         a = a_now if measured is None else self._curvature_of_rate(measured[0], a_now, state)
         log_r, grew, velocity = math.log(r), False, self._pull_velocity
         decay, gain = self.optimizer.velocity_filter()
+        fitted = None if measured is None else self._fitted_cycle(a, state)
+        if fitted is not None:
+            # the rates the run's own cycles show, already through the optimizer's momentum
+            sharpening, pull = fitted
+            velocity, decay, gain = 0.0, 0.0, 1.0
         log_scale = math.log(2 * self.spike_ratio * center)
         for t in range(1, self.max_forecast + 1):
             factor = abs(self.optimizer.period2_factor(float(self._gain(state, t)) * a))
@@ -490,6 +551,33 @@ class StabilityMonitor:
             elif grew and sharpening <= velocity:
                 return math.inf  # past its peak, below the spike amplitude, a still falling
         return math.inf
+
+    def _fitted_cycle(self, a: float, state: State) -> tuple[float, float] | None:
+        """(sharpening, pull) in units of a, fitted to the run's own resolved oscillation: its growth
+        rate ρ = log|z₋(k·a)| changes as dρ/dt = c·(sharpening − pull·r²), c = dρ/da, so a least-
+        squares line of dρ/dt against r² over the last ``CYCLE_WINDOW`` resolved steps gives both. None
+        with too few steps, r² varying too little to separate them, or a pull that does not pull."""
+        if len(self.cycle_history) < CYCLE_FIT_MIN:
+            return None
+        steps, r, rate = (np.array(column, dtype=float) for column in zip(*self.cycle_history, strict=True))
+        if steps[-1] - steps[0] != len(steps) - 1:  # not one unbroken stretch
+            return None
+        r2 = r * r
+        if r2.max() < 2 * r2.min():
+            return None
+        change = np.gradient(rate, steps)
+        (intercept, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(r2), r2], axis=1), change, rcond=None)
+        if slope >= 0:
+            return None
+        k = float(self._gain(state, 0.0))
+        h = 1e-6 * max(abs(a), 1.0)
+        c = (
+            math.log(max(abs(self.optimizer.period2_factor(k * (a + h))), 1e-300))
+            - math.log(max(abs(self.optimizer.period2_factor(k * a)), 1e-300))
+        ) / h
+        if not (math.isfinite(c) and c > 0):
+            return None
+        return float(intercept) / c, float(-slope) / c
 
     def _curvature_of_rate(self, rate: float, a_guess: float, state: State) -> float:
         """The a whose period-2 factor grows the oscillation at ``rate`` per step (Newton steps on

@@ -247,9 +247,7 @@ class StabilityCallback(pl.Callback):
                 scheduler = config.scheduler
                 if scheduler.optimizer is self._optimizer and hasattr(scheduler, "base_lrs"):
                     scheduler.base_lrs = [lr * scale for lr in scheduler.base_lrs]
-            self.lr_scale *= scale
-            # the effective sharpness changed with η: measure it again at the next step
-            self.monitor.next_measurement = self.monitor.step + 1
+            self.lr_scale *= scale  # the monitor reads the new η and measures again at its next update
         return scale
 
 
