@@ -282,7 +282,8 @@ def test_self_stabilization_pull_is_half_the_curvature_drop_along_the_preconditi
     mon.update(w)
     p_inv = optimizer.inverse_preconditioner({})
     v = math.sqrt(p_inv) * mon.tracker.vector
-    mon._stabilization(w, v, p_inv, mon.sharpness_history[-1][1])
+    mon._stabilization(w, v, p_inv, mon.sharpness_history[-1][1], optimizer.init(w))
+    assert mon.preconditioner_pull == 0.0  # P = I/η does not move
     pull = mon.stabilization[0]
     gradient = mlp_problem.third(w, v, v)
     delta = 1e-4 / float(gradient.norm())
@@ -292,3 +293,31 @@ def test_self_stabilization_pull_is_half_the_curvature_drop_along_the_preconditi
 
     drop = (a(w + delta * p_inv * gradient) - a(w - delta * p_inv * gradient)) / 2
     assert drop == pytest.approx(2 * delta * pull, rel=1e-5)
+
+
+def test_preconditioner_pull_is_the_generalized_eigenvalue_drop_as_nu_feeds_on_the_oscillation(tiny_data):
+    """RMSProp: an oscillation ±r·v swings the gradient by ±r·Hv, ν's velocity gains (1 − β₂)/β₂·(rHv)²
+    and P grows; the top eigenvalue of P^{-1/2}HP^{-1/2} then falls at r²·a·Σv_i²Ṗ_i. Against dense
+    eigh at P and at P + δṖ."""
+    model, opt = trained(tiny_data, TORCH["rmsprop"][0])
+    mon = ef.StabilityMonitor.for_optimizer(opt, model, tiny_data)
+    mon.update()
+    w = flat(model)
+    optimizer = mon.optimizer
+    state = read_torch_state(opt, list(model.parameters()), optimizer, w)
+    p_inv = optimizer.inverse_preconditioner(state)
+    H = mon.problem.hessian(w)
+
+    def top(p: torch.Tensor) -> tuple[float, torch.Tensor]:
+        d = p.rsqrt()
+        values, vectors = torch.linalg.eigh(d[:, None] * H * d[None, :])
+        return float(values[-1]), d * vectors[:, -1]  # v = P^{-1/2}ũ
+
+    p = 1 / p_inv
+    a, v = top(p)
+    mon._stabilization(w, v, p_inv, a, state)
+    fed = optimizer.variance_velocity(state, (H @ v) ** 2)  # r = 1
+    p_dot = optimizer.preconditioner_velocity(state, fed)
+    delta = 1e-6 / float((p_dot / p).abs().max())
+    drop = (top(p - delta * p_dot)[0] - top(p + delta * p_dot)[0]) / (2 * delta)
+    assert mon.preconditioner_pull == pytest.approx(drop, rel=1e-5)

@@ -1,27 +1,19 @@
-"""Forecasting GD's loss spikes from its own iterates, in Edge Flow's terms.
+"""Forecasting a training run's loss spikes from its own iterates, in Edge Flow's terms.
 
-GD at a learning rate η oscillates along the top Hessian eigenvector u: ``w_k ≈ c_k + s_k r_k u``
-with alternating signs. The amplitude grows by the factor ``|ηS − 1|`` per step, so it grows once the
-sharpness S exceeds 2/η and decays below, never below the rounding floor every step injects. The
-oscillation adds ``½·S·r²`` to the loss; a loss spike (catapult) comes when that share reaches the
-loss of the center. ``StabilityMonitor`` measures S and u by warm-started Lanczos every few steps
-and follows r in two regimes:
+An optimizer at the edge of stability oscillates along the top eigenvector of P⁻¹H (P its
+preconditioner; P = I/η for GD): in the frame x = P^{1/2}w, ``x_k ≈ c_k + s_k r_k ũ`` with
+alternating signs. The amplitude grows by the optimizer's period-2 factor |z₋(a)| per step (|1 − a|
+for GD), a = λ₁(P⁻¹H) the effective sharpness: it grows once a exceeds the optimizer's threshold
+and decays below, never below the rounding floor every step injects. The oscillation adds ½·a·r²
+to the loss; a loss spike comes when that share reaches ``spike_ratio`` × the loss of the center.
+As it grows it also pulls a down (Edge Flow's symmetrized loss: the center descends ½r²·a too), and
+the oscillation peaks: the run survives it when the peak stays below the spike.
 
-* **Hidden oscillation** (before the first spike): the oscillation is orders of magnitude below the
-  center's own motion, so r is tracked as Edge Flow does, ``r ← max(r·|ηS − 1|, floor)``, the floor
-  being the rounding that seeds it, and never above the third difference of the iterates along u
-  (an upper bound). The forecast integrates Edge Flow's magnitude equation ``d log r/dt =
-  log|ηS(t) − 1|`` forward, with S(t) extrapolated from its recent trend, to the step where r
-  reaches the spike amplitude.
-* **Resolved oscillation** (once the first, third and fifth differences of the iterates agree, as
-  they do for a pure period-2 component): r is measured, and so is its growth rate, from the last
-  ``growth_window`` steps. After a first spike GD self-stabilizes: the sharpness at the iterates
-  hovers a few percent above 2/η, so |ηS − 1| would say the oscillation keeps growing while it
-  rises and falls. The forecast then extrapolates the measured log-amplitude with its curvature: a
-  decelerating growth peaks and does not reach the spike amplitude.
-
-A warning from the measured amplitude needs ``confirm`` consecutive forecasts within the horizon,
-which filters the forecasts that its noise pushes in for a step or two.
+``StabilityMonitor`` measures a and ũ by warm-started Lanczos now and then (adaptively), follows r
+from the rounding floor, or measures it where the iterates resolve it, follows a between
+measurements and forecasts both with the self-stabilization model ``da/dt = sharpening − pull·r²``,
+and warns when a spike is forecast within the horizon while the oscillation grows. docs/model.md
+derives each piece.
 """
 
 from __future__ import annotations
@@ -142,6 +134,7 @@ class StabilityMonitor:
         self.a_model = math.nan  # a between measurements (``_follow_sharpness``)
         self._pulled = 0.0  # Σ pull·r² since the last measurement
         self._pull_velocity = 0.0  # the pull through the optimizer's momentum, per step
+        self.preconditioner_pull = 0.0  # da/dt per r_x² through P's growth (RMSProp, Adam)
         # (step, r_x, measured growth rate) at the steps where the iterates resolve the oscillation
         self.cycle_history: deque[tuple[int, float, float]] = deque(maxlen=CYCLE_WINDOW)
         self.amplitude_at_loss = 0.0  # r_x when the last loss was given or evaluated
@@ -298,6 +291,7 @@ class StabilityMonitor:
         if self.projector is not None:
             self.projector = self.projector / root
         self.stabilization, self._pull_velocity, self._pulled = (0.0, None), 0.0, 0.0
+        self.preconditioner_pull = 0.0
         self.next_measurement = self.step + 1  # the step about to be counted
 
     # ------------------------------------------------------------------ measurements
@@ -345,7 +339,7 @@ class StabilityMonitor:
             self.mode_norm = float((scale * vector).norm())
             sharpness = math.nan
         if value >= NEAR * self.optimizer.threshold / self._gain(state, 0.0):
-            self._stabilization(w, scale * vector, p_inv, value)
+            self._stabilization(w, scale * vector, p_inv, value, state)
         else:  # far below the threshold the trend is the sharpening rate
             self.stabilization = (self.stabilization[0], None)
         previous = self.sharpness_history[-1] if self.sharpness_history else None
@@ -354,23 +348,39 @@ class StabilityMonitor:
         self.next_measurement = self.step + self._interval(value, previous, state)
         return {"sharpness": sharpness, "effective_sharpness": value}
 
-    def _stabilization(self, w: Tensor, mode: Tensor, p_inv: float | Tensor, value: float) -> None:
-        """The two rates of the self-stabilization model, ``da/dt = sharpening − pull·r_x²``.
+    def _stabilization(
+        self, w: Tensor, mode: Tensor, p_inv: float | Tensor, value: float, state: State
+    ) -> None:
+        """The rates of the self-stabilization model, ``da/dt = sharpening − pull·r_x²``, with a =
+        vᵀH(w)v along the mode v = P^{-1/2}ũ (vᵀPv = 1). The oscillation pulls a down two ways:
 
-        With a = vᵀH(w)v along the mode v = P^{-1/2}ũ, ∇a = ∇³L[v, v] (one third-derivative
-        contraction). The oscillation adds ½a·r_x² to the loss the center descends (Edge Flow's
-        symmetrized loss), whose gradient ½r_x²∇a pushes the center along −P⁻¹·½r_x²∇a, through the
-        optimizer's momentum (``Optimizer.velocity_filter``): a falls at the filtered ``pull``·r_x²,
-        pull = ½·∇aᵀP⁻¹∇a. The sharpening
-        rate is the change of a since the last measurement plus the pull the oscillation exerted
-        over those steps, per step."""
+        * *the center*: the oscillation adds ½a·r_x² to the loss the center descends (Edge Flow's
+          symmetrized loss), whose gradient ½r_x²∇a pushes the center along −P⁻¹·½r_x²∇a through the
+          optimizer's momentum (``Optimizer.velocity_filter``): a falls at the filtered pull·r_x²,
+          pull = ½·∇aᵀP⁻¹∇a, ∇a = ∇³L[v, v] (one third-derivative contraction);
+        * *the preconditioner* (RMSProp, Adam): the gradient swings by ±r_x·Hv = ±r_x·a·Pv, which
+          feeds ν the extra mean square r_x²(a·P⊙v)²; P grows, and a generalized eigenvalue of
+          (H, P) moves by da = −a·vᵀ(dP)v, so a falls at r_x²·a·Σ v_i²·Ṗ_i (Ṗ per unit r_x²:
+          ``variance_velocity`` then ``preconditioner_velocity``), at once.
+
+        The sharpening rate is the change of a since the last measurement plus what the oscillation
+        pulled over those steps, per step (a measured trend: it holds what moves a besides the
+        oscillation, the preconditioner's own drift included)."""
         gradient = self.problem.third(w, mode, mode)
         pull = 0.5 * float(gradient @ (p_inv * gradient))
+        precondition = 0.0
+        if not isinstance(p_inv, float):
+            p = torch.where(p_inv > 0, 1 / p_inv, torch.zeros_like(p_inv))
+            fed = self.optimizer.variance_velocity(state, (value * p * mode) ** 2)
+            if fed:
+                p_dot = self.optimizer.preconditioner_velocity(state, fed)
+                precondition = value * float((mode * mode * p_dot).sum())
         sharpening = None
         if self.sharpness_history:
             step, previous = self.sharpness_history[-1]
             sharpening = (value - previous + self._pulled) / max(self.step - step, 1)
         self.stabilization = (pull, sharpening)
+        self.preconditioner_pull = max(precondition, 0.0)
 
     def _interval(self, value: float, previous: tuple[int, float] | None, state: State) -> int:
         """Steps to the next measurement: ``sharpness_every`` if given; else ``near_every`` from 90% of
@@ -455,8 +465,9 @@ class StabilityMonitor:
         else:
             decay, gain = self.optimizer.velocity_filter()
             self._pull_velocity = decay * self._pull_velocity + gain * self.stabilization[0] * r * r
-            self._pulled += self._pull_velocity
-            self.a_model += sharpening - self._pull_velocity
+            pulled = self._pull_velocity + self.preconditioner_pull * r * r
+            self._pulled += pulled
+            self.a_model += sharpening - pulled
         return self.a_model
 
     def _center_loss(self, a: float) -> float:
@@ -528,15 +539,15 @@ class StabilityMonitor:
         center: float,
         measured: tuple[float, float] | None,
     ) -> float:
-        pull = self.stabilization[0]
+        pull, direct = self.stabilization[0], self.preconditioner_pull
         a = a_now if measured is None else self._curvature_of_rate(measured[0], a_now, state)
         log_r, grew, velocity = math.log(r), False, self._pull_velocity
         decay, gain = self.optimizer.velocity_filter()
         fitted = None if measured is None else self._fitted_cycle(a, state)
         if fitted is not None:
-            # the rates the run's own cycles show, already through the optimizer's momentum
+            # the rates the run's own cycles show, already through the momentum and the preconditioner
             sharpening, pull = fitted
-            velocity, decay, gain = 0.0, 0.0, 1.0
+            velocity, decay, gain, direct = 0.0, 0.0, 1.0, 0.0
         log_scale = math.log(2 * self.spike_ratio * center)
         for t in range(1, self.max_forecast + 1):
             factor = abs(self.optimizer.period2_factor(float(self._gain(state, t)) * a))
@@ -544,11 +555,12 @@ class StabilityMonitor:
             log_r += step
             if 2 * log_r >= log_scale - math.log(max(a, 1e-300)):
                 return float(t - 1)  # r was measured one step back: the count starts a step early
-            velocity = decay * velocity + gain * pull * math.exp(min(2 * log_r, 600.0))
-            a += sharpening - velocity
+            r2 = math.exp(min(2 * log_r, 600.0))
+            velocity = decay * velocity + gain * pull * r2
+            a += sharpening - velocity - direct * r2
             if step > 0:
                 grew = True
-            elif grew and sharpening <= velocity:
+            elif grew and sharpening <= velocity + direct * r2:
                 return math.inf  # past its peak, below the spike amplitude, a still falling
         return math.inf
 
