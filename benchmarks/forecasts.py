@@ -14,8 +14,9 @@ ends when the loss is back under 1.1× it, or a divergence; spikes in the first 
 * **precision**: the warnings followed by a spike within the horizon / all warnings;
 * **silent**: no warning in a run without a counted spike;
 * **overhead**: the monitor's oracle calls per training step in gradient evaluations, an HVP counted
-  as 2 and a loss as 0.5 (measured on these problems: an HVP takes 2.1–2.2 gradients' time, a loss
-  0.24–0.37), and the monitor's wall time over the training loop's, same process.
+  as 2, a third-derivative contraction as 3 (three reverse passes) and a loss as 0.5 (measured on
+  these problems: an HVP takes 2.1–2.2 gradients' time, a loss 0.24–0.37), and the monitor's wall
+  time over the training loop's, same process.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ instability = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(instability)
 SPIKE, MIN_LEAD, MAX_LEAD = instability.SPIKE, instability.MIN_LEAD, 100
 RECOVERED = 1.1  # a spike episode ends when the loss is back under this × the running minimum
-HVP_COST, LOSS_COST = 2.0, 0.5
+HVP_COST, THIRD_COST, LOSS_COST = 2.0, 3.0, 0.5
 
 #: η per optimizer: GD's grid of benchmarks/instability.py; momentum's and Adam's around the η at
 #: which each reaches its threshold within the problem's default steps (docs/optimizer_lrs.md)
@@ -102,7 +103,7 @@ def monitor_run(
     mon = ef.StabilityMonitor(problem, optimizer=opt, horizon=horizon, **(options or {}))
     w, state = problem.w0.clone(), opt.init(problem.w0)
     losses, warned, wall_monitor, diverged = [], [], 0.0, None
-    hvps = loss_evaluations = 0
+    hvps = thirds = loss_evaluations = 0
     t0 = time.perf_counter()
     for k in range(steps + horizon):
         loss, g = problem.value_and_grad(w)
@@ -116,7 +117,11 @@ def monitor_run(
             rep = mon.update(w, state=state)
             wall_monitor += time.perf_counter() - tm
             spent = problem.counts - before
-            hvps, loss_evaluations = hvps + spent.hvp, loss_evaluations + spent.loss
+            hvps, thirds, loss_evaluations = (
+                hvps + spent.hvp,
+                thirds + spent.third,
+                loss_evaluations + spent.loss,
+            )
             if rep["warning"]:
                 warned.append(k)
         w = opt.step(w, g, state)
@@ -127,8 +132,9 @@ def monitor_run(
         diverged_at=diverged,
         monitored_steps=monitored,
         hvp=hvps,
+        third=thirds,
         losses_evaluated=loss_evaluations,
-        overhead=(HVP_COST * hvps + LOSS_COST * loss_evaluations) / max(monitored, 1),
+        overhead=(HVP_COST * hvps + THIRD_COST * thirds + LOSS_COST * loss_evaluations) / max(monitored, 1),
         wall_vs_training=wall_monitor / max(wall - wall_monitor, 1e-12),
     )
     return result
@@ -170,7 +176,8 @@ def markdown(results: dict, steps: int, horizon: int) -> str:
         f"*Recall*: spikes warned {MIN_LEAD}–{MAX_LEAD} steps "
         "ahead / spikes; *precision*: warnings followed by a spike within the horizon / warnings; "
         "*silent*: runs without a spike that got no warning; *overhead*: the monitor's oracle calls "
-        f"per training step in gradients (an HVP as {HVP_COST:g}, a loss as {LOSS_COST:g}).",
+        f"per training step in gradients (an HVP as {HVP_COST:g}, a third derivative as {THIRD_COST:g}, a "
+        f"loss as {LOSS_COST:g}).",
         "",
         "## Summary",
         "",
