@@ -145,7 +145,9 @@ def totals(rows: dict) -> dict:
     caught = sum(len(r["caught"]) for r in rows)
     warnings = sum(r["warnings"] for r in rows)
     right = sum(r["right_warnings"] for r in rows)
-    quiet = [r for r in rows if not r["spikes"] and not r["early_spikes"]]
+    # a run without a spike in its monitored steps whose warnings were followed by one in the steps
+    # after them (the horizon past the run) spikes too: it is not a quiet run
+    quiet = [r for r in rows if not r["spikes"] and not r["early_spikes"] and not r["right_warnings"]]
     steps = sum(r["monitored_steps"] for r in rows)
     cost = sum(r["overhead"] * r["monitored_steps"] for r in rows)
     return {

@@ -383,14 +383,19 @@ class StabilityMonitor:
         self.preconditioner_pull = max(precondition, 0.0)
 
     def _interval(self, value: float, previous: tuple[int, float] | None, state: State) -> int:
-        """Steps to the next measurement: ``sharpness_every`` if given; else ``near_every`` from 90% of
-        the threshold on, and below it half the steps the recent trend needs to get there (at least
+        """Steps to the next measurement: ``sharpness_every`` if given; else ``max_every`` where the
+        iterates resolve the oscillation, a third of ``near_every`` past the threshold, ``near_every``
+        from 90% of it, and below that half the steps the recent trend needs to get there (at least
         ``near_every``, at most ``max_every``)."""
         if self.sharpness_every is not None:
             return self.sharpness_every
         if self._measured_rate() is not None:
             return self.max_every  # the iterates show the oscillation's growth; ũ changes slowly
         threshold = self.optimizer.threshold / self._gain(state, 0.0)
+        if value >= threshold:
+            # past the threshold the hidden oscillation grows toward a spike at a rate set by a:
+            # the forecast needs a's course, so it is measured three times as often
+            return max(self.near_every // 3, 1)
         if value >= NEAR * threshold or previous is None:
             return self.near_every
         slope = (value - previous[1]) / max(self.step - previous[0], 1)
