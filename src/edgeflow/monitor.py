@@ -89,7 +89,7 @@ class StabilityMonitor:
         growth_window: int = 10,
         confirm: int = 5,
         spike_ratio: float = 0.2,
-        max_forecast: int = 10_000,
+        max_forecast: int = 2_000,
         seed: int = 0,
     ) -> None:
         if not isinstance(problem, Problem):
@@ -565,8 +565,9 @@ class StabilityMonitor:
             a += sharpening - velocity - direct * r2
             if step > 0:
                 grew = True
-            elif grew and sharpening <= velocity + direct * r2:
-                return math.inf  # past its peak, below the spike amplitude, a still falling
+            elif (grew and sharpening <= velocity + direct * r2) or sharpening <= 0:
+                # decaying with a falling: past its peak, below the spike amplitude; or a cannot rise
+                return math.inf
         return math.inf
 
     def _fitted_cycle(self, a: float, state: State) -> tuple[float, float] | None:
