@@ -17,7 +17,7 @@ from test_resume import assert_same_records
 
 pytestmark = pytest.mark.slow
 
-STEPS = 90  # long enough to be stopped mid-run after a few checkpoints (every 7 steps)
+STEPS = 60  # long enough to be stopped mid-run after a few checkpoints (every 7 steps)
 RUN = ["run", "--problem", "digits-mlp", "--param", "n=60", "--param", "width=16", "--steps", str(STEPS)]
 RUN += ["--flows", "gd,midpoint,edge", "--sharpness-every", "5", "--save-params"]
 RUN += ["--checkpoint-every", "7", "--flush-every", "1", "--no-plots"]
