@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -154,6 +157,16 @@ def assert_third_matches_finite_differences(problem: ef.Problem, tol: float = 1e
     eps = 1e-5
     fd = (u @ problem.hvp(w + eps * e, v) - u @ problem.hvp(w - eps * e, v)) / (2 * eps)
     assert float(third @ e) == pytest.approx(float(fd), rel=tol)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

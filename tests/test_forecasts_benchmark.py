@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
+
 
 @pytest.fixture(scope="module")
 def bench():
-    path = Path(__file__).parents[1] / "benchmarks" / "forecasts.py"
-    spec = importlib.util.spec_from_file_location("forecasts_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("forecasts")
 
 
 def test_a_spike_episode_lasts_until_the_loss_is_back_under_1_1x(bench):

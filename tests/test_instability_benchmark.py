@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import edgeflow as ef
+from conftest import load_benchmark
 
 LAM1, LAM2 = 10.0, 0.01
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = Path(__file__).parents[1] / "benchmarks" / "instability.py"
-    spec = importlib.util.spec_from_file_location("instability_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("instability")
 
 
 def test_spikes_are_measured_against_the_running_minimum(bench):

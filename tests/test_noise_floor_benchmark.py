@@ -3,31 +3,20 @@ strided Edge Flow's steps."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import edgeflow as ef
+from conftest import load_benchmark
 from edgeflow.processes import make_process
-
-
-def load(name: str):
-    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def noise():
-    return load("noise_floor")
+    return load_benchmark("noise_floor")
 
 
 def test_seed_ratio_is_read_after_the_crossing_where_gd_reaches_its_share_of_the_peak(noise):
@@ -61,7 +50,7 @@ def test_goals_count_a_zero_error_as_met(noise):
 
 
 def test_a_strided_edge_flow_step_of_one_gd_step_is_edge_flow_itself():
-    big = load("big_steps")
+    big = load_benchmark("big_steps")
     prob = ef.make_problem("quartic")
     plain = make_process("edge", prob, 0.3, {"substeps": 2})
     strided = big.StridedEdgeFlow(prob, 0.3, 2, substeps=4)  # 4 sub-steps of ½ every 2 GD steps

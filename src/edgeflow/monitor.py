@@ -244,14 +244,12 @@ class StabilityMonitor:
             return report
         sharpening = self._sharpening_rate()
         a_now = self._follow_sharpness(oscillation_x, sharpening)
-        self._last_growth = abs(float(self.optimizer.period2_factors(self._gain(state, 0.0) * a_now)))
+        self._last_growth = self._growth_factor(a_now, state)
         measured = self._measured_rate()
         if measured is not None:
             self.cycle_history.append((self.step, oscillation_x, measured[0]))
         report["growth"] = self._last_growth if measured is None else math.exp(measured[0])
-        report["spiking"] = 0.5 * a_now * min(
-            oscillation_x, 1e150
-        ) ** 2 >= self.spike_ratio * self._center_loss(a_now)
+        report["spiking"] = 0.5 * a_now * oscillation_x**2 >= self.spike_ratio * self._center_loss(a_now)
         report["spike_in"] = self._forecast(oscillation_x, a_now, sharpening, state, measured)
         # a forecast from the measured amplitude is as noisy as the amplitude: it warns when
         # confirmed; one from the model (a smooth function of λ₁(P⁻¹H)) warns at once. A spike under
@@ -265,15 +263,16 @@ class StabilityMonitor:
         report["warning"] = self._due[-1] and (measured is None or confirmed)
         if measured is None and report["spike_in"] <= 2 * self.horizon:
             self.next_measurement = min(self.next_measurement, self.step + self._near_interval())
-        if self.sharpness_every is None and report["growth"] > 1 and self._last_measured_growth(state) <= 1:
+        last_measured = self._growth_factor(self.sharpness_history[-1][1], state)
+        if self.sharpness_every is None and report["growth"] > 1 and last_measured <= 1:
             # the model has carried a past the threshold: a measurement confirms it (or not) first
             self.next_measurement = self.step + 1
             report["warning"] = False
         return report
 
-    def _last_measured_growth(self, state: State) -> float:
-        value = self.sharpness_history[-1][1]
-        return abs(float(self.optimizer.period2_factors(self._gain(state, 0.0) * value)))
+    def _growth_factor(self, a: float, state: State) -> float:
+        """|z₋(k·a)|: the per-step growth of the oscillation at effective sharpness ``a`` now."""
+        return abs(float(self.optimizer.period2_factors(self._gain(state, 0.0) * a)))
 
     def _rescale(self, ratio: float) -> None:
         """The learning rate changed by ``ratio``: P⁻¹ ∝ η, so the effective sharpness scales by it and
@@ -455,10 +454,10 @@ class StabilityMonitor:
         return float(rate), float(curvature)
 
     def _sharpening_rate(self) -> float:
-        """da/dt without the oscillation's pull: measured from the center's drift near the threshold,
-        else the trend of the last measurements."""
+        """da/dt without the oscillation's pull: near the threshold the change between measurements
+        plus what was pulled meanwhile (``_stabilization``), else the trend of the measurements."""
         sharpening = self.stabilization[1]
-        return self._sharpness_trend()[1] if sharpening is None else sharpening
+        return self._sharpness_slope() if sharpening is None else sharpening
 
     def _follow_sharpness(self, r: float, sharpening: float) -> float:
         """a between measurements, by the self-stabilization model: the measured value at a
@@ -479,15 +478,14 @@ class StabilityMonitor:
         """The loss of the center: the last loss less the oscillation's share ½a·r² then."""
         return max(self.loss - 0.5 * a * self.amplitude_at_loss**2, 0.0)
 
-    def _sharpness_trend(self) -> tuple[float, float]:
-        """λ₁(P⁻¹H) now and its change per step, by least squares over the recent measurements
-        (extrapolated to the current step)."""
+    def _sharpness_slope(self) -> float:
+        """λ₁(P⁻¹H)'s change per step, by least squares over the recent measurements."""
         steps = np.array([k for k, _ in self.sharpness_history], dtype=float)
         values = np.array([s for _, s in self.sharpness_history])
         if len(steps) < 2:
-            return float(values[-1]), 0.0
-        slope, intercept = np.polyfit(steps, values, 1)
-        return float(intercept + slope * self.step), float(slope)
+            return 0.0
+        slope, _ = np.polyfit(steps, values, 1)
+        return float(slope)
 
     def _forecast(
         self,
@@ -555,8 +553,7 @@ class StabilityMonitor:
             velocity, decay, gain, direct = 0.0, 0.0, 1.0, 0.0
         log_scale = math.log(2 * self.spike_ratio * center)
         for t in range(1, self.max_forecast + 1):
-            factor = abs(self.optimizer.period2_factor(float(self._gain(state, t)) * a))
-            step = math.log(max(factor, 1e-300))
+            step = self._log_growth(float(self._gain(state, t)) * a)
             log_r += step
             if 2 * log_r >= log_scale - math.log(max(a, 1e-300)):
                 return float(t - 1)  # r was measured one step back: the count starts a step early
@@ -587,12 +584,7 @@ class StabilityMonitor:
         (intercept, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(r2), r2], axis=1), change, rcond=None)
         if slope >= 0:
             return None
-        k = float(self._gain(state, 0.0))
-        h = 1e-6 * max(abs(a), 1.0)
-        c = (
-            math.log(max(abs(self.optimizer.period2_factor(k * (a + h))), 1e-300))
-            - math.log(max(abs(self.optimizer.period2_factor(k * a)), 1e-300))
-        ) / h
+        _, c = self._log_growth_slope(a, float(self._gain(state, 0.0)))
         if not (math.isfinite(c) and c > 0):
             return None
         return float(intercept) / c, float(-slope) / c
@@ -603,14 +595,21 @@ class StabilityMonitor:
         k = float(self._gain(state, 0.0))
         a = a_guess
         for _ in range(4):
-            value = math.log(max(abs(self.optimizer.period2_factor(k * a)), 1e-300))
-            h = 1e-6 * max(abs(a), 1.0)
-            up = math.log(max(abs(self.optimizer.period2_factor(k * (a + h))), 1e-300))
-            derivative = (up - value) / h
+            value, derivative = self._log_growth_slope(a, k)
             if derivative == 0 or not math.isfinite(derivative):
                 return a_guess
             a -= (value - rate) / derivative
         return a
+
+    def _log_growth(self, curvature: float) -> float:
+        """log|z₋(curvature)|, the oscillation's growth rate per step (the log of the period-2 factor)."""
+        return math.log(max(abs(self.optimizer.period2_factor(curvature)), 1e-300))
+
+    def _log_growth_slope(self, a: float, k: float) -> tuple[float, float]:
+        """log|z₋(k·a)| and its derivative in a (a forward difference)."""
+        h = 1e-6 * max(abs(a), 1.0)
+        value = self._log_growth(k * a)
+        return value, (self._log_growth(k * (a + h)) - value) / h
 
 
 def _resolve_optimizer(

@@ -112,7 +112,7 @@ def read_torch_optimizer(opt: torch.optim.Optimizer) -> TorchOptimizer:
 
 
 #: edgeflow's state entries and the torch state they are read from
-_STATE_KEYS = {"b": "momentum_buffer", "m": "exp_avg", "nu": ("exp_avg_sq", "square_avg")}
+_STATE_KEYS = {"b": ("momentum_buffer",), "m": ("exp_avg",), "nu": ("exp_avg_sq", "square_avg")}
 
 
 def read_torch_state(
@@ -127,7 +127,6 @@ def read_torch_state(
         if key == "t":
             continue
         names = _STATE_KEYS[key]
-        names = (names,) if isinstance(names, str) else names
         parts = []
         for p in params:
             entry = opt.state.get(p, {})
