@@ -100,6 +100,46 @@ def onset_profile(steps: np.ndarray, sharpness: np.ndarray, threshold: float, di
     return out
 
 
+def despiked(values: np.ndarray, window: int = 3) -> np.ndarray:
+    """``values`` with each measurement replaced by the median of the ``window`` consecutive
+    measurements centred on it (NaN records skipped and left NaN; the ``window // 2`` measurements
+    at either end kept as they are, there being no neighbours on one side to judge them by).
+
+    A running median of 3 removes every measurement that stands above (or below) both its
+    neighbours alone — a one-record spike — and keeps a monotone stretch and a peak of two or more
+    records (at its second-highest value); 5 also removes two spikes one record apart. ``window``
+    must be odd and at least 1 (1 returns the values unchanged)."""
+    if not isinstance(window, int | np.integer) or isinstance(window, bool) or window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be an odd integer ≥ 1, got {window!r}")
+    values = np.asarray(values, dtype=np.float64)
+    out = values.copy()
+    ok = np.flatnonzero(np.isfinite(values))
+    half = window // 2
+    v = values[ok]
+    for j in range(half, len(ok) - half):
+        out[ok[j]] = np.median(v[j - half : j + half + 1])
+    return out
+
+
+def smoothed_onset_profile(
+    steps: np.ndarray, sharpness: np.ndarray, threshold: float, window: int = 3, dip_window: int = 80
+) -> dict:
+    """``onset_profile`` of the ``despiked`` trace: the crossing, first overshoot peak and dip of a
+    sharpness whose single measurements can jump far above their neighbours and back.
+
+    Adam's λ₁(P⁻¹H) is such a trace where a few coordinates have ν̂ near ε (P⁻¹ ≈ η/ε there): one
+    record can read several times the threshold while the records 5 steps either side do not, and
+    ``onset_profile`` then reports that record as the crossing and the first peak, whose height and
+    step a perturbation of the start at rounding level moves at random. The peak here is that of
+    the running median (``window`` measurements), so a one-record spike is neither a crossing nor a
+    peak; a genuine overshoot spanning several records keeps its step and, when its top is a single
+    record, reads at its second-highest value (lower by what the trace moves in one record). What it
+    cannot tell from a spike: a catapult that rises and collapses between two records (the trace
+    then has no smoothed peak at all, or a later one) — read the raw profile beside it."""
+    steps = np.asarray(steps)
+    return onset_profile(steps, despiked(sharpness, window), threshold, dip_window)
+
+
 def oscillation_period(
     steps: np.ndarray, values: np.ndarray, after: int | None, min_drop: float = 0.01
 ) -> int | None:
