@@ -33,6 +33,7 @@ import torch
 
 import edgeflow as ef
 from edgeflow.optimizers import make_optimizer
+from edgeflow.oracle.problem import HVP_GRADIENTS, LOSS_GRADIENTS, THIRD_GRADIENTS, Counts
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("instability", ROOT / "benchmarks" / "instability.py")
@@ -40,7 +41,6 @@ instability = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(instability)
 SPIKE, MIN_LEAD, MAX_LEAD = instability.SPIKE, instability.MIN_LEAD, 100
 RECOVERED = 1.1  # a spike episode ends when the loss is back under this × the running minimum
-HVP_COST, THIRD_COST, LOSS_COST = 2.0, 3.0, 0.5
 
 #: η per optimizer: GD's grid of benchmarks/instability.py; momentum's and Adam's around the η at
 #: which each reaches its threshold within the problem's default steps (docs/optimizer_lrs.md)
@@ -103,7 +103,7 @@ def monitor_run(
     mon = ef.StabilityMonitor(problem, optimizer=opt, horizon=horizon, **(options or {}))
     w, state = problem.w0.clone(), opt.init(problem.w0)
     losses, warned, wall_monitor, diverged = [], [], 0.0, None
-    hvps = thirds = loss_evaluations = 0
+    spent = Counts()
     t0 = time.perf_counter()
     for k in range(steps + horizon):
         loss, g = problem.value_and_grad(w)
@@ -116,12 +116,7 @@ def monitor_run(
             before, tm = problem.counts.copy(), time.perf_counter()
             rep = mon.update(w, state=state)
             wall_monitor += time.perf_counter() - tm
-            spent = problem.counts - before
-            hvps, thirds, loss_evaluations = (
-                hvps + spent.hvp,
-                thirds + spent.third,
-                loss_evaluations + spent.loss,
-            )
+            spent.add_(problem.counts - before)
             if rep["warning"]:
                 warned.append(k)
         w = opt.step(w, g, state)
@@ -131,10 +126,10 @@ def monitor_run(
     result.update(
         diverged_at=diverged,
         monitored_steps=monitored,
-        hvp=hvps,
-        third=thirds,
-        losses_evaluated=loss_evaluations,
-        overhead=(HVP_COST * hvps + THIRD_COST * thirds + LOSS_COST * loss_evaluations) / max(monitored, 1),
+        hvp=spent.hvp,
+        third=spent.third,
+        losses_evaluated=spent.loss,
+        overhead=(spent.gradients() - spent.grad) / max(monitored, 1),
         wall_vs_training=wall_monitor / max(wall - wall_monitor, 1e-12),
     )
     return result
@@ -178,8 +173,8 @@ def markdown(results: dict, steps: int, horizon: int) -> str:
         f"*Recall*: spikes warned {MIN_LEAD}–{MAX_LEAD} steps "
         "ahead / spikes; *precision*: warnings followed by a spike within the horizon / warnings; "
         "*silent*: runs without a spike that got no warning; *overhead*: the monitor's oracle calls "
-        f"per training step in gradients (an HVP as {HVP_COST:g}, a third derivative as {THIRD_COST:g}, a "
-        f"loss as {LOSS_COST:g}).",
+        f"per training step in gradients (an HVP as {HVP_GRADIENTS:g}, a third derivative as "
+        f"{THIRD_GRADIENTS:g}, a loss as {LOSS_GRADIENTS:g}).",
         "",
         "## Summary",
         "",

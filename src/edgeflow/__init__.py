@@ -16,6 +16,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "StabilityMonitor": "edgeflow.monitor",
     "EdgeStableGD": "edgeflow.optim",
+    "OscillationCapped": "edgeflow.optim",
+    "CappedRun": "edgeflow.remedies",
+    "OscillationCap": "edgeflow.remedies",
     "Counts": "edgeflow.oracle",
     "Problem": "edgeflow.oracle",
     "SharpnessTracker": "edgeflow.oracle",
@@ -62,9 +65,10 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:
     from edgeflow.monitor import StabilityMonitor
-    from edgeflow.optim import EdgeStableGD
+    from edgeflow.optim import EdgeStableGD, OscillationCapped
     from edgeflow.oracle import Counts, Problem, SharpnessTracker, lanczos
     from edgeflow.processes import PROCESSES, Process
+    from edgeflow.remedies import CappedRun, OscillationCap
     from edgeflow.results import Result, load
     from edgeflow.runner import RunInterrupted, compare, resume
     from edgeflow.sweep import SweepResult, resume_sweep, sweep
@@ -73,10 +77,13 @@ if TYPE_CHECKING:
 __all__ = [
     "PROBLEMS",
     "PROCESSES",
+    "CappedRun",
     "ConfigError",
     "Counts",
     "EdgeStableGD",
     "IntegrationError",
+    "OscillationCap",
+    "OscillationCapped",
     "Problem",
     "Process",
     "Result",

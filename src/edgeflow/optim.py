@@ -1,4 +1,6 @@
-"""The `mitigated` flow's remedies as a ``torch.optim.Optimizer`` for users' own models.
+"""Remedies for users' own models: the `mitigated` flow's as a ``torch.optim.Optimizer``
+(``EdgeStableGD``), and the oscillation cap around any supported ``torch.optim`` optimizer
+(``OscillationCapped``, at the end).
 
 ``EdgeStableGD`` is (full-batch or mini-batch) gradient descent that tracks the top Hessian
 eigenvector u of the loss its closure returns, with one Hessian-vector product per step (double
@@ -31,8 +33,10 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from edgeflow.errors import ConfigError, invalid_choice
+from edgeflow.optimizers.torch_optim import read_torch_optimizer, read_torch_state
 from edgeflow.processes.edge import secant_resolves
 from edgeflow.processes.mitigated import (
     capped_step,
@@ -42,6 +46,7 @@ from edgeflow.processes.mitigated import (
     power_shift,
     remember,
 )
+from edgeflow.remedies import OscillationCap
 from edgeflow.utils import learning_rate, nonnegative_float, positive_float
 
 OPTIMIZER_REMEDIES = ("edge_capped", "lr_cap", "damped")
@@ -216,3 +221,64 @@ class EdgeStableGD(torch.optim.Optimizer):
         params = self._all_params()
         for p, ui in zip(params, u, strict=True):
             self.state[p]["u"] = ui.detach()
+
+
+class OscillationCapped:
+    """A ``torch.optim`` optimizer (SGD with or without momentum, RMSprop, Adam, AdamW) whose
+    edge-of-stability oscillation is capped (``edgeflow.remedies.OscillationCap``): after the
+    wrapped optimizer's own step, the step is shortened along the oscillation's direction where it
+    would carry the oscillation's share of the loss past ``max_share``, and scaled across it where
+    the last steps crossed a curvature past the optimizer's threshold. No oracle call: it reads the
+    step, the gradient and the loss the loop already has.
+
+        opt = OscillationCapped(torch.optim.Adam(model.parameters(), lr=1e-3))
+        loss = loss_fn(model(X), Y)
+        opt.zero_grad(); loss.backward(); opt.step(loss)
+
+    The wrapped optimizer's hyper-parameters and state are read at every step (a schedule is
+    followed); what edgeflow's optimizers cannot express is refused by name. The loss guard of
+    ``edgeflow.remedies.CappedRun`` (retrying a step that raises the full-batch loss) needs the loss
+    at the new point before the next step and is not part of this wrapper.
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, max_share: float = 0.05, margin: float = 0.1
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ConfigError(f"optimizer must be a torch.optim.Optimizer, got {_described(optimizer)}")
+        self.optimizer = optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.cap = OscillationCap(
+            read_torch_optimizer(optimizer).optimizer, max_share=max_share, margin=margin
+        )
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+        self.cap.reset()
+
+    @torch.no_grad()
+    def step(self, loss: Tensor | float) -> None:
+        """The wrapped optimizer's step, capped; ``loss`` is the loss whose gradient the parameters'
+        ``.grad`` hold (at the parameters before the step)."""
+        loss = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+        before = parameters_to_vector(self.params)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        g = torch.cat([x.reshape(-1) for x in grads]).to(before)
+        read = read_torch_optimizer(self.optimizer)
+        self.optimizer.step()
+        self.cap.optimizer = read.optimizer  # the learning rate of the step just taken
+        state = read_torch_state(self.optimizer, self.params, read.optimizer, like=before)
+        taken = self.cap.adjust(
+            before, g + read.l2 * before, loss, parameters_to_vector(self.params) - before, state
+        )
+        vector_to_parameters(before + taken, self.params)
