@@ -19,7 +19,7 @@ from edgeflow.storage import ResultsFileError
 
 # Every process (the remedy flow too), the Edge Flow warm start (a nested GD process until step 3)
 # and a central flow with an active constraint: the tiny MLP at η = 1 starts above 2/η.
-FLOWS = ["gd", "midpoint", "edge", "gradient", "modified", "central", "mitigated"]
+FLOWS = ["gd", "midpoint", "edge", "gradient", "modified", "central", "mitigated", "capped"]
 OPTIONS = {"central": {"substeps": 2}, "gradient": {"substep_rate": 2.0}, "modified": {"substep_rate": 2.0}}
 LR, STEPS = 1.0, 12
 SETTINGS = dict(record_every=1, sharpness_every=2, save_params=True, seed=3, options=OPTIONS)

@@ -12,6 +12,7 @@ from edgeflow.errors import ConfigError, invalid_choice, unknown_key
 from edgeflow.optimizers import Optimizer, State
 from edgeflow.oracle import Problem
 from edgeflow.processes.base import Process
+from edgeflow.processes.capped import Capped
 from edgeflow.processes.central import CentralFlow
 from edgeflow.processes.edge import EdgeFlow
 from edgeflow.processes.gd import GD
@@ -22,7 +23,8 @@ from edgeflow.processes.modified import ModifiedFlow
 from edgeflow.utils import check_type, declared_type
 
 PROCESSES: dict[str, type[Process]] = {
-    cls.name: cls for cls in (GD, Midpoint, GradientFlow, ModifiedFlow, EdgeFlow, CentralFlow, Mitigated)
+    cls.name: cls
+    for cls in (GD, Midpoint, GradientFlow, ModifiedFlow, EdgeFlow, CentralFlow, Mitigated, Capped)
 }
 
 

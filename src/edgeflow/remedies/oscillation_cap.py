@@ -89,6 +89,27 @@ class OscillationCap:
         self.scale, self.curvature, self.radius, self.capped = 1.0, math.nan, math.nan, False
         self._last_taken: tuple[Tensor, Tensor] | None = None
 
+    def state_dict(self) -> dict:
+        """What ``adjust`` remembers, as tensors, numbers and lists (for checkpoints)."""
+        return {
+            "iterates": list(self.iterates),
+            "last_difference": self.last_difference,
+            "last_gradient": self.last_gradient,
+            "last_across": None if self.last_across is None else list(self.last_across),
+            "crossed": list(self.crossed),
+            "last_taken": None if self._last_taken is None else list(self._last_taken),
+            "report": [self.scale, self.curvature, self.radius, self.capped],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reset()
+        self.iterates.extend(state["iterates"])
+        self.last_difference, self.last_gradient = state["last_difference"], state["last_gradient"]
+        self.last_across = None if state["last_across"] is None else tuple(state["last_across"])
+        self.crossed.extend(state["crossed"])
+        self._last_taken = None if state["last_taken"] is None else tuple(state["last_taken"])
+        self.scale, self.curvature, self.radius, self.capped = state["report"]
+
     def adjust(self, w: Tensor, g: Tensor, loss: float, step: Tensor, state: State) -> Tensor:
         """The step to take from ``w`` instead of the optimizer's ``step``."""
         if not self.iterates:
@@ -171,15 +192,31 @@ class CappedRun:
 
     ``run.step()`` advances by one accepted step; ``run.w``, ``run.loss``, ``run.g`` are the
     current iterate, its loss and gradient; ``run.tries`` counts the steps taken, rejected ones too.
+    ``state`` is the optimizer's state to start from, before it has seen the gradient at ``w0``
+    (default: its initial state); ``evaluated``, the loss and gradient at ``w0`` where they are
+    known already (else they are evaluated).
     """
+
+    #: the attributes a checkpoint holds besides the cap's
+    SAVED = ("w", "g", "loss", "state", "lowest", "length", "tries")
+
+    def state_dict(self) -> dict:
+        return {**{key: getattr(self, key) for key in self.SAVED}, "cap": self.cap.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in self.SAVED:
+            setattr(self, key, state[key])
+        self.cap.load_state_dict(state["cap"])
 
     def __init__(
         self,
         problem: Problem,
         optimizer: Optimizer,
         w0: Tensor | None = None,
+        state: State | None = None,
         rise: float | None = 0.1,
         regrow: float = 1.5,
+        evaluated: tuple[float, Tensor] | None = None,
         **cap_options: float,
     ) -> None:
         self.problem, self.optimizer = problem, optimizer
@@ -187,8 +224,9 @@ class CappedRun:
         self.rise = None if rise is None else positive_float("rise", rise)
         self.regrow = positive_float("regrow", regrow)
         self.w = (problem.w0 if w0 is None else w0).clone()
-        self.state = optimizer.init(self.w)
-        loss, self.g = problem.value_and_grad(self.w)
+        #: the optimizer's state before it has seen the gradient at ``w``
+        self.state = optimizer.init(self.w) if state is None else dict(state)
+        loss, self.g = problem.value_and_grad(self.w) if evaluated is None else evaluated
         self.loss = float(loss)
         self.lowest = self.loss
         self.length = 1.0  # the share of the full step the next one starts from
