@@ -456,8 +456,8 @@ def markdown(results: dict, meta: dict) -> str:
             f"| {optimizer} | {problem} | {'full' if int(size) >= run['n'] else size} | {float(lr):g} | "
             f"{forecasts._steps(m['spikes'])} | {forecasts._or_dash(run['diverged_at'])} | "
             f"{len(m['caught'])}, {m['warnings']} ({m['right_warnings']}) | {len(b['caught'])}, "
-            f"{b['warnings']} ({b['right_warnings']}) | {np.median(ratios) if ratios else math.nan:.2f} | "
-            f"{peak:.2f} |"
+            f"{b['warnings']} ({b['right_warnings']}) | {np.median(ratios) if ratios else math.nan:.3g} | "
+            f"{peak:.3g} |"
         )
     return "\n".join(lines) + "\n"
 
