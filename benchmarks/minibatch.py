@@ -10,8 +10,9 @@ real ``torch.optim`` optimizer (``SGD`` without momentum, or ``Adam`` at torch's
 mini-batches of ``batch_size`` examples, reshuffled every epoch (batch sizes ≥ n are dropped;
 ``full`` is n), for ``steps + horizon`` steps. After every step the benchmark evaluates the full-batch
 training loss (every step: spikes are judged on it) and one ``StabilityMonitor.for_optimizer`` on the
-full data with ``batch_size`` set updates, for the first ``steps`` steps. Four signals are
-scored, each against the same spikes:
+full data with ``batch_size`` set updates, for the first ``steps`` steps. Seven signals are scored
+against the same spikes, two read from the full-batch effective sharpness and five from the batch
+sharpness:
 
 * **monitor**: the monitor's own ``warning`` (its forecast from the full-batch effective sharpness a =
   λ₁(P⁻¹H) and the tracked oscillation, at its defaults);
@@ -79,8 +80,9 @@ GRADIENT_AND_HVP = 1.0 + HVP_COST  # one batch of batch sharpness
 #: (the monitor's default among them)
 VARIANTS = [(1, "mean")] + [(window, statistic) for window in (4, 10) for statistic in BATCH_STATISTICS]
 OPTIMIZERS = ("sgd", "adam")
-#: η per optimizer and problem: one where full-batch training stays quiet, one where it spikes at the
-#: edge of stability, one well past it (docs/forecasts.md's grids at n = 1024)
+#: η per optimizer and problem, from docs/forecasts.md's grids by 300-step full-batch runs at these n:
+#: the first where full-batch training stays quiet, the second where it first spikes at the edge of
+#: stability, the third further past it
 GRIDS = {
     "sgd": {"digits-mlp": [0.2, 0.8, 1.6], "mnist5k-cnn": [0.05, 0.2, 0.4]},
     "adam": {"digits-mlp": [0.0015, 0.0075, 0.03], "mnist5k-cnn": [0.0025, 0.01, 0.04]},
@@ -419,7 +421,8 @@ def markdown(results: dict, meta: dict) -> str:
         "",
         "## Per optimizer, problem and batch size",
         "",
-        f"The full-batch monitor against the monitor's default batch-sharpness rule ({chosen()}); "
+        f"The signals of the full-batch effective sharpness against the monitor's default "
+        f"batch-sharpness rule ({chosen()}); "
         "overhead also as a multiple of the training step's own gradient.",
         "",
         "| optimizer | problem | batch | signal | recall | precision | silent | overhead (full grads/step) "
@@ -429,7 +432,7 @@ def markdown(results: dict, meta: dict) -> str:
     for optimizer, problems in s["table"].items():
         for problem, sizes in problems.items():
             for size, rows in sorted(sizes.items(), key=lambda item: -int(item[0])):
-                for name in ("monitor", chosen()):
+                for name in (*FULL_BATCH_SIGNALS, chosen()):
                     t, n = rows[name], N[problem]
                     label = "full" if int(size) >= n else size
                     lines.append(
