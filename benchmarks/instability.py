@@ -13,7 +13,8 @@ Per problem and η (float64 for digits, the problem's dtype otherwise):
     equal gradient evaluations (an HVP counted as two gradients), the largest spike (max over steps
     of loss / running minimum), divergence, wall time per step relative to GD (same process).
 Summaries: the largest η that trains (finite, final loss below the initial) per method. A figure
-per problem: final loss against η for GD and each remedy, divergence marked.
+per problem: final loss against η for GD and each remedy, divergence marked. The page ends with the
+conclusion of the mini-batch study (``benchmarks/minibatch.py``), read from docs/minibatch.json.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from edgeflow.metrics import fmt
 from edgeflow.processes.mitigated import REMEDIES
 
 RECOMMENDED = REMEDIES[0]  # the `mitigated` flow's default
+MINIBATCH = Path(__file__).resolve().parents[1] / "docs" / "minibatch.json"
 METHOD_COLORS = {
     "gd": "black",
     "edge_capped": "tab:red",
@@ -316,7 +318,33 @@ def markdown(results: dict, steps: int, horizon: int) -> str:
             ok = [lr for lr, row in rows.items() if _trains(row["remedies"][method])]
             lines.append(f"- {method}: {max(ok):g}" if ok else f"- {method}: none")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + minibatch_section())
+
+
+def minibatch_section() -> list[str]:
+    """The mini-batch study's conclusion as benchmarks/minibatch.py wrote it into docs/minibatch.json
+    (that benchmark, not this one, measures it; rerunning it rewrites both pages' sources)."""
+    lines = [
+        "## Mini-batch training",
+        "",
+        "Spikes matter most in mini-batch training. [docs/minibatch.md](minibatch.md) (`python "
+        "benchmarks/minibatch.py`) trains digits-mlp and mnist5k-cnn with torch.optim's SGD and Adam at "
+        "batch sizes from full down to 32, judges spikes on the full-batch loss, and asks whether the "
+        "full-batch effective sharpness (the monitor's forecast, and the plain rule a ≥ threshold) still "
+        "forecasts them, and whether the batch sharpness of Andreyev & Beneventano (arXiv 2412.20553), "
+        "E_B[g_BᵀH_Bg_B/‖g_B‖²] in the optimizer's frame (`batch_size=` on the monitor), forecasts "
+        "better. Its conclusion, as measured (F1: the harmonic mean of recall and precision):",
+        "",
+    ]
+    if not MINIBATCH.exists():
+        return [*lines, f"(not measured: {MINIBATCH.name} is missing; run benchmarks/minibatch.py)", ""]
+    measured = json.loads(MINIBATCH.read_text())
+    if "conclusion" not in measured:
+        raise SystemExit(
+            f"{MINIBATCH} has runs but no conclusion (a run still under way, or stopped): finish it with "
+            f"`python benchmarks/minibatch.py --reuse {MINIBATCH}`"
+        )
+    return [*lines, *measured["conclusion"], ""]
 
 
 def _trains(r: dict) -> bool:

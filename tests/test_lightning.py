@@ -129,6 +129,16 @@ def test_logged_effective_sharpness_is_a_fresh_monitors(tiny_data, tmp_path, key
         assert value == pytest.approx(threshold(described, state), rel=1e-12), step
 
 
+def test_batch_sharpness_is_logged_where_measured_with_its_warning_at_every_step(tiny_data, tmp_path):
+    """With ``batch_size``, ``batch_sharpness`` at its measurements (every ``batch_every`` steps) and
+    ``batch_warning`` at every step; without it neither is written (the test above)."""
+    module = Regression(build_mlp(width=4, depth=1).double(), OPTIMIZERS["momentum"][0])
+    callback = StabilityCallback(tiny_data, "mse", batch_size=10, batch_every=2)
+    rows = fit(module, tiny_data, callback, tmp_path, 5)
+    assert sorted(logged(rows, "batch_sharpness")) == [0, 2, 4]
+    assert logged(rows, "batch_warning") == dict.fromkeys(range(5), 0.0)
+
+
 def linear_problem(tiny_data) -> tuple[nn.Module, float]:
     """A linear model under MSE: a quadratic loss whose sharpness is λ_max of the inputs' second moment
     (with a 1 for the bias); the model and that sharpness."""

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.optimizers import GD_NAME, Optimizer, State, make_optimizer
 from edgeflow.optimizers.torch_optim import read_torch_optimizer, read_torch_state
 from edgeflow.oracle import Problem, SharpnessTracker
@@ -43,6 +44,33 @@ TRACKING_TOL = 3e-2
 CYCLE_WINDOW = 80
 #: the fewest of them a fit needs
 CYCLE_FIT_MIN = 30
+#: batch sharpness: mini-batches per measurement, steps between measurements, and the warning rule's
+#: window of measurements and statistic (benchmarks/minibatch.py scores the variants; docs/minibatch.md)
+BATCHES = 4
+BATCH_EVERY = 5
+BATCH_WINDOW = 1
+BATCH_STATISTICS = ("median", "mean")
+BATCH_STATISTIC = "median"
+
+
+def batch_sharpness_warning(
+    ratios: Sequence[float], window: int = BATCH_WINDOW, statistic: str = BATCH_STATISTIC
+) -> bool:
+    """The batch-sharpness warning rule: the ``statistic`` ("median" or "mean") of the last
+    ``window`` measured ratios batch sharpness / threshold is at least 1 (False with fewer
+    measurements). One measurement is a mean over a few random batches, its noise of the order of
+    its excess at the edge, and a few are far off: Adam's first, whose P comes from a single
+    batch's gradient, and any taken while the parameters blow up. A window trades a few
+    measurements' lead for fewer false warnings, and its median ignores the odd outlier that
+    would carry a mean."""
+    window = positive_int("window", window)
+    if statistic not in BATCH_STATISTICS:
+        raise invalid_choice("statistic", statistic, BATCH_STATISTICS)
+    if len(ratios) < window:
+        return False
+    last = list(ratios)[-window:]
+    value = float(np.median(last)) if statistic == "median" else sum(last) / window
+    return value >= 1.0
 
 
 class StabilityMonitor:
@@ -67,7 +95,22 @@ class StabilityMonitor:
     * ``spike_in``: forecast steps until the oscillation's share of the loss reaches ``spike_ratio``
       × the center's loss (inf if it is not on course to get there within ``max_forecast`` steps);
     * ``warning``: ``spike_in <= horizon`` (at each of the last ``confirm`` steps where the
-      forecast comes from the measured amplitude).
+      forecast comes from the measured amplitude);
+    * ``batch_sharpness``: with ``batch_size``, the batch sharpness of mini-batch training in the same
+      units as ``effective_sharpness`` and against the same threshold (``Problem.batch_sharpness``:
+      E_B[g_BᵀP⁻¹H_BP⁻¹g_B / g_BᵀP⁻¹g_B] over ``batches`` mini-batches of ``batch_size`` examples,
+      η·g_BᵀH_Bg_B/‖g_B‖² for SGD), measured every ``batch_every`` steps, NaN at the others (and
+      always without ``batch_size``);
+    * ``batch_warning``: the last measurement of batch sharpness / threshold is at least 1 (with
+      ``batch_window`` k > 1: the median of the last k; ``batch_sharpness_warning``), held until the
+      next measurement; False without ``batch_size``.
+
+    In mini-batch training, Andreyev & Beneventano ("Edge of Stochastic Stability", arXiv
+    2412.20553) find the batch sharpness, not the full-batch sharpness, hovering at the threshold
+    under SGD; docs/minibatch.md measures how well each forecasts the full-batch loss's spikes there
+    (SGD and Adam, batch sizes from full down to 32). The full-batch measurements use ``problem``'s
+    data (give ``for_optimizer`` the training set or a sample of it); the mini-batches are drawn from
+    the same data.
 
     The oscillation is followed in the frame x = P^{1/2}w, where the step is the optimizer's with
     P = I and the tracked direction is the top eigenvector ũ of P^{-1/2}HP^{-1/2}; its share of
@@ -91,6 +134,10 @@ class StabilityMonitor:
         spike_ratio: float = 0.2,
         max_forecast: int = 2_000,
         seed: int = 0,
+        batch_size: int | None = None,
+        batches: int = BATCHES,
+        batch_every: int = BATCH_EVERY,
+        batch_window: int = BATCH_WINDOW,
     ) -> None:
         if not isinstance(problem, Problem):
             raise ConfigError(f"problem must be an edgeflow.Problem, got {type(problem).__name__}")
@@ -141,6 +188,20 @@ class StabilityMonitor:
         self.loss = math.nan  # the last loss given or evaluated
         self._last_growth = 1.0
         self._floor = NOISE_FLOOR * unit_roundoff(problem.dtype)
+        self.batch_size = None
+        if batch_size is not None:
+            n = problem.examples
+            if n is None or problem.sharded:
+                raise ConfigError(
+                    "batch_size needs a problem that is a mean over examples, not sharded (from_module "
+                    f"or for_optimizer without torch.distributed); got batch_size={batch_size!r}"
+                )
+            self.batch_size = positive_int("batch_size", batch_size, at_most=n)
+        self.batches = positive_int("batches", batches)
+        self.batch_every = positive_int("batch_every", batch_every)
+        # batch sharpness / threshold at the last ``batch_window`` measurements
+        self.batch_ratios: deque[float] = deque(maxlen=positive_int("batch_window", batch_window))
+        self._batch_generator = torch.Generator().manual_seed(seed)
 
     @classmethod
     def from_module(
@@ -169,7 +230,9 @@ class StabilityMonitor:
         without momentum and Nesterov, RMSprop, Adam, AdamW) with the full-batch ``loss`` on ``data``
         (or the sample of it the monitor should measure on). ``mon.update()`` after each
         ``optimizer.step()`` reads the parameters, the learning rate, the hyper-parameters and the
-        optimizer's state; nothing else in the loop changes."""
+        optimizer's state; nothing else in the loop changes. In mini-batch training, ``batch_size=``
+        the training batch size adds the batch sharpness to the reports (``batch_sharpness``,
+        ``batch_warning``), drawn from ``data``."""
         described = read_torch_optimizer(optimizer)
         params = list(model.parameters())
         stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -229,7 +292,11 @@ class StabilityMonitor:
             "growth": math.nan,
             "spike_in": math.inf,
             "warning": False,
+            "batch_sharpness": math.nan,
         }
+        if self.batch_size is not None and self.step % self.batch_every == 0 and state.get("t", 1.0) > 0:
+            report["batch_sharpness"] = self._batch_sharpness(w, state, report["threshold"])
+        report["batch_warning"] = batch_sharpness_warning(self.batch_ratios, self.batch_ratios.maxlen)
         loss_now = loss is not None
         if self.step >= self.next_measurement and state.get("t", 1.0) > 0:  # Adam's P needs a step
             if loss is None:
@@ -269,6 +336,21 @@ class StabilityMonitor:
             self.next_measurement = self.step + 1
             report["warning"] = False
         return report
+
+    def _batch_sharpness(self, w: Tensor, state: State, threshold: float) -> float:
+        """The batch sharpness with the optimizer's P⁻¹ now (SGD's L2 term included), appended to the
+        rule's window as its ratio to ``threshold``."""
+        value = self.problem.batch_sharpness(
+            w,
+            self.batch_size,
+            self.batches,
+            p_inv=self.optimizer.inverse_preconditioner(state),
+            l2=self.l2,
+            generator=self._batch_generator,
+        )
+        if math.isfinite(value):
+            self.batch_ratios.append(value / threshold)
+        return value
 
     def _growth_factor(self, a: float, state: State) -> float:
         """|z₋(k·a)|: the per-step growth of the oscillation at effective sharpness ``a`` now."""

@@ -46,7 +46,7 @@ except ImportError as err:
 #: what ``remedy`` may be besides None (no remedy)
 REMEDIES = ("lr_cap",)
 #: the report's entries written to the loggers (each under ``prefix``), where finite
-LOGGED = ("effective_sharpness", "threshold", "oscillation", "spike_in", "warning")
+LOGGED = ("effective_sharpness", "threshold", "oscillation", "spike_in", "warning", "batch_sharpness")
 #: the Lightning strategies the monitor's Hessian is right for: one process, or data-parallel
 #: processes that each hold all the parameters (sharded ones are not the model's parameters)
 STRATEGIES = ("SingleDeviceStrategy", "DDPStrategy")
@@ -73,11 +73,13 @@ class StabilityCallback(pl.Callback):
     parameters, the learning rate and the optimizer's state, and writes to every logger of the trainer,
     at the step of the batch that was just trained (Lightning's own step for that batch's metrics), the
     report's finite entries ``effective_sharpness``, ``threshold``, ``oscillation``, ``spike_in``,
-    ``warning`` (0 or 1), each named ``prefix + entry`` (``stability/effective_sharpness``). The
-    effective sharpness is measured only at some steps (NaN, hence not written, in between; see
-    ``StabilityMonitor``), and ``spike_in`` is infinite, hence not written, where no spike is
-    forecast. The metrics go to ``logger.log_metrics`` directly, so every one is written whatever the
-    trainer's ``log_every_n_steps``, with or without a validation loop.
+    ``warning`` (0 or 1), and with the monitor option ``batch_size`` (the training batch size)
+    ``batch_sharpness`` and ``batch_warning``, each named ``prefix + entry``
+    (``stability/effective_sharpness``). The effective sharpness and the batch sharpness are
+    measured only at some steps (NaN, hence not written, in between; see ``StabilityMonitor``), and
+    ``spike_in`` is infinite, hence not written, where no spike is forecast. The metrics go to
+    ``logger.log_metrics`` directly, so every one is written whatever the trainer's
+    ``log_every_n_steps``, with or without a validation loop.
 
     The monitor evaluates the model on ``data`` (a sample of the training data, moved to the model's
     device) with the model in evaluation mode, restored afterwards: no dropout, batch norm with its
@@ -213,6 +215,8 @@ class StabilityCallback(pl.Callback):
         if math.isfinite(report["effective_sharpness"]):
             self._measured = (report["effective_sharpness"], self.monitor.optimizer.lr)
         metrics = {self.prefix + key: float(report[key]) for key in LOGGED if math.isfinite(report[key])}
+        if self.monitor.batch_size is not None:
+            metrics[self.prefix + "batch_warning"] = float(report["batch_warning"])
         if self.remedy == "lr_cap" and report["warning"]:
             metrics[self.prefix + "lr_scale"] = self._cap_lr(trainer, report["threshold"])
         for logger in trainer.loggers:

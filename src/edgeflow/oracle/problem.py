@@ -86,6 +86,9 @@ class Problem:
         self.sharded = sharded
         self._grad_terms = [grad(t) for t in self.terms]
         self._grad_value_terms = [grad_and_value(t) for t in self.terms]
+        # (X, Y, the loss term of some of them over a count) where the loss is a mean over examples
+        # (from_module): what mini-batches are drawn from
+        self._examples: tuple[Tensor, Tensor, Callable[[Tensor, Tensor, int], Term]] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -205,10 +208,10 @@ class Problem:
 
         per_example = _mse_sum if loss == "mse" else _ce_sum
 
-        def chunk_term(x: Tensor, y: Tensor) -> Term:
+        def chunk_term(x: Tensor, y: Tensor, count: int = n) -> Term:
             def term(w: Tensor) -> Tensor:
                 out = functional_call(model, (unflatten(w), buffers), (x,))
-                return per_example(out, y) / n
+                return per_example(out, y) / count
 
             return term
 
@@ -221,6 +224,7 @@ class Problem:
         terms = [chunk_term(X[i : i + size], Y[i : i + size]) for i in range(0, len(X), size)]
         info = {"loss": loss, "n": n, "chunk_size": size, "shard": [mine.start, mine.stop]}
         problem = cls(terms, w0, name=name, unflatten=unflatten, info=info, sharded=sharded)
+        problem._examples = (X, Y, chunk_term)
         # One evaluation now: a loss that is NaN at w0 otherwise surfaced as "a Hessian-vector
         # product is not finite (the iterate has overflowed)" deep inside the first step.
         value = float(problem.loss(problem.w0))
@@ -309,21 +313,115 @@ class Problem:
         parts = list(self._pullbacks(w, V))
         return self._total(_sum(a for a, _ in parts), _sum(b for _, b in parts))
 
-    def grad_and_hvp_of_grad(self, w: Tensor) -> tuple[Tensor, Tensor]:
-        """``(∇L(w), ∇²L(w) ∇L(w))``, counted as one gradient and one HVP: the modified flow's
-        two evaluations. With one term the product pulls the gradient back through the pass that
-        computed it, so there is no second primal pass; with several (chunks) every chunk's graph
-        would have to be held until the full gradient is known, which is the memory chunking
-        saves, so the gradient is summed first and the product takes its own pass per chunk. A
-        sharded problem all-reduces the gradient before the product, and the product after it."""
+    def grad_and_hvp_of_grad(self, w: Tensor, scale: Tensor | float = 1.0) -> tuple[Tensor, Tensor]:
+        """``(∇L(w), ∇²L(w) (scale·∇L(w)))``, counted as one gradient and one HVP: the modified
+        flow's two evaluations (``scale`` a number, or a diagonal such as a preconditioner's P⁻¹).
+        With one term the product pulls the gradient back through the pass that computed it, so
+        there is no second primal pass; with several (chunks) every chunk's graph would have to be
+        held until the full gradient is known, which is the memory chunking saves, so the gradient
+        is summed first and the product takes its own pass per chunk. A sharded problem all-reduces
+        the gradient before the product, and the product after it."""
         if len(self._grad_terms) > 1:
             gradient = self.grad(w)
-            return gradient, self.hvp(w, gradient)
+            return gradient, self.hvp(w, scale * gradient)
         self.counts.grad += 1
         self.counts.hvp += 1
         gradient, pullback = vjp(self._grad_terms[0], w)
         total = self._total(gradient)[0]
-        return total, self._total(pullback(total)[0])[0]
+        return total, self._total(pullback(scale * total)[0])[0]
+
+    @property
+    def examples(self) -> int | None:
+        """The number of examples the loss is the mean of (``from_module``); None for a function."""
+        return None if self._examples is None else len(self._examples[0])
+
+    def batch(self, indices: Tensor) -> Problem:
+        """The loss of the examples ``indices`` alone, the mean over them (a mini-batch's loss), as a
+        problem of its own over the same parameters, chunked as this one is; its evaluations are
+        counted in its own ``counts``. Needs a problem made by ``from_module``, not sharded."""
+        X, Y, term = self._mini_batches()
+        n = len(X)
+        indices = torch.as_tensor(indices, device=X.device)
+        if indices.ndim != 1 or len(indices) == 0 or indices.is_floating_point():
+            raise ConfigError(f"indices must be a non-empty 1-D integer tensor, got {_kind(indices)}")
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= n:
+            raise ConfigError(
+                f"indices must lie in [0, {n - 1}] (the problem has {n} examples), got values from "
+                f"{low} to {high}"
+            )
+        x, y, size = X[indices], Y[indices], self.info["chunk_size"]
+        terms = [term(x[i : i + size], y[i : i + size], len(indices)) for i in range(0, len(x), size)]
+        return Problem(terms, self.w0, name=f"{self.name}[batch]", unflatten=self.unflatten, info=self.info)
+
+    def batch_sharpness(
+        self,
+        w: Tensor,
+        batch_size: int,
+        batches: int = 1,
+        *,
+        p_inv: Tensor | float = 1.0,
+        l2: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> float:
+        """The batch sharpness of "Edge of Stochastic Stability" (Andreyev & Beneventano, arXiv
+        2412.20553), E_B[g_Bᵀ H_B g_B / ‖g_B‖²], in the frame of a preconditioned step: the mean
+        over ``batches`` mini-batches of ``batch_size`` examples, the first slices of one random
+        permutation of the n examples (``generator``; a fixed seed if None), so disjoint as within
+        an epoch, and at most n // ``batch_size`` of them: more would repeat examples, and cost more
+        than the full data. g_B and H_B are the gradient and the Hessian of the batch's own loss (the
+        mean over its examples). Each batch costs one gradient and one HVP on its ``batch_size``
+        examples (``batch_size``/n of full-batch ones), counted as one of each in ``counts``. At
+        ``batch_size = n`` the one batch is the full data: gᵀHg/‖g‖² of the full-batch loss.
+
+        A step w ← w − P⁻¹g_B (P⁻¹ = ``p_inv``, a number or a diagonal; η for SGD) is gradient
+        descent with unit step in the frame x = P^{1/2}w, where the gradient is g̃ = P^{-1/2}g_B and
+        the Hessian H̃ = P^{-1/2}H_B P^{-1/2}. The paper's quotient there is
+
+            g̃ᵀH̃g̃ / ‖g̃‖² = (P⁻¹g_B)ᵀ H_B (P⁻¹g_B) / g_Bᵀ P⁻¹ g_B = uᵀH_Bu / uᵀPu,  u = P⁻¹g_B,
+
+        the batch loss's curvature along the step the optimizer takes, per unit of its metric P.
+        It is a Rayleigh quotient of P^{-1/2}H_B P^{-1/2}, so at most λ₁(P⁻¹H_B), and on the
+        scale of the effective sharpness λ₁(P⁻¹H) of the same P: it compares with the same
+        threshold (2 for SGD, 2 + 2β with heavy-ball momentum, (2 + 2β₁)/(1 − β₁) for Adam). For
+        SGD it is η·g_BᵀH_Bg_B/‖g_B‖², which the paper finds hovering at 2 (its 2/η) in mini-batch
+        training; with ``p_inv = 1`` it is the paper's quantity itself. ``l2`` is SGD's coupled
+        weight decay λ: that step descends L_B + λ‖w‖²/2, whose gradient is g_B + λw and whose
+        Hessian is H_B + λI.
+
+        A batch whose g_BᵀP⁻¹g_B is zero has no direction and is skipped: NaN if all are."""
+        X, _, _ = self._mini_batches()
+        n = len(X)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+            raise ConfigError(f"batch_size must be an integer in [1, {n}] (the examples), got {batch_size!r}")
+        batches = positive_int("batches", batches)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        quotients = []
+        order = torch.randperm(n, generator=generator)
+        for i in range(min(batches, n // batch_size)):
+            batch = self.batch(order[i * batch_size : (i + 1) * batch_size])
+            if l2:
+                # the decay's gradient turns the step: the product is along the turned one
+                g = batch.grad(w) + l2 * w
+                product = batch.hvp(w, p_inv * g) + l2 * p_inv * g
+            else:
+                g, product = batch.grad_and_hvp_of_grad(w, p_inv)
+            self.counts.add_(batch.counts)
+            norm = float(g @ (p_inv * g))
+            if norm > 0:
+                quotients.append(float((p_inv * g) @ product) / norm)
+        return sum(quotients) / len(quotients) if quotients else math.nan
+
+    def _mini_batches(self) -> tuple[Tensor, Tensor, Callable[[Tensor, Tensor, int], Term]]:
+        if self._examples is None:
+            raise ConfigError(
+                f"problem {self.name!r} is not a mean over examples, so it has no mini-batches: make "
+                "it with Problem.from_module"
+            )
+        if self.sharded:
+            raise ConfigError("mini-batches of a sharded (distributed) problem are not supported")
+        return self._examples
 
     def third(self, w: Tensor, u: Tensor, v: Tensor) -> Tensor:
         """``∇_w (uᵀ ∇²L(w) v)``, a third-derivative contraction (three reverse passes)."""
