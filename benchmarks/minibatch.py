@@ -64,6 +64,7 @@ from edgeflow.monitor import (
     BATCHES,
     batch_sharpness_warning,
 )
+from edgeflow.oracle.problem import HVP_GRADIENTS, LOSS_GRADIENTS, THIRD_GRADIENTS
 from edgeflow.utils import positive_int
 from edgeflow.zoo import models, vision
 from edgeflow.zoo.network import image_classifier
@@ -73,8 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("forecasts", ROOT / "benchmarks" / "forecasts.py")
 forecasts = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(forecasts)
-HVP_COST, THIRD_COST, LOSS_COST = forecasts.HVP_COST, forecasts.THIRD_COST, forecasts.LOSS_COST
-GRADIENT_AND_HVP = 1.0 + HVP_COST  # one batch of batch sharpness
+GRADIENT_AND_HVP = 1.0 + HVP_GRADIENTS  # one batch of batch sharpness
 
 #: batch-sharpness rules scored, (window, statistic): one measurement, and each statistic over 4 and 10
 #: (the monitor's default among them)
@@ -158,7 +158,11 @@ def train(problem: str, optimizer: str, lr: float, batch_size: int, n: int, step
     # the batch sharpness takes a gradient and an HVP per batch on batch_size examples (the full-batch
     # monitor takes no gradient); the rest is the full-batch monitor's, on all n
     batch_cost = GRADIENT_AND_HVP * counts.grad * batch_size / n
-    full_cost = HVP_COST * (counts.hvp - counts.grad) + THIRD_COST * counts.third + LOSS_COST * counts.loss
+    full_cost = (
+        HVP_GRADIENTS * (counts.hvp - counts.grad)
+        + THIRD_GRADIENTS * counts.third
+        + LOSS_GRADIENTS * counts.loss
+    )
     return {
         "n": n,
         "losses": [round(x, 7) if math.isfinite(x) else x for x in losses],
