@@ -171,6 +171,35 @@ def verdicts(results: dict) -> dict:
     return out
 
 
+def against_best(problems: dict, optimizer: str) -> list[str]:
+    """A table: per problem, the optimizer's best run (its η and largest spike) against each other
+    method's spike-free best, as a ratio (below 1: the method reaches a lower loss without a spike)."""
+    methods = [m for m in next(iter(problems.values())) if m != optimizer]
+    lines = [
+        f"| problem | {optimizer}'s best (η, largest spike) | "
+        + " | ".join(f"{m}: spike-free best / {optimizer}'s best" for m in methods)
+        + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for problem, rows in problems.items():
+        reference = tuned(rows[optimizer])
+        if reference is None:
+            continue
+        spike = rows[optimizer][next(lr for lr in rows[optimizer] if float(lr) == reference[1])][
+            "largest_spike"
+        ]
+        cells = []
+        for method in methods:
+            mine = tuned(rows.get(method, {}), spike_free=True)
+            cells.append("–" if mine is None else f"{mine[0] / reference[0]:.2f} (η = {mine[1]:g})")
+        lines.append(
+            f"| {problem} | {fmt(reference[0])} (η = {reference[1]:g}, {spike:.3g}×) | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
 def _best(best: tuple[float, float] | None) -> str:
     return "–" if best is None else f"{fmt(best[0])} (η = {best[1]:g})"
 
@@ -194,7 +223,7 @@ def markdown(results: dict, budget: int) -> str:
             good = [p for p, ok in problems.items() if ok]
             listed = ", ".join(good) or "none"
             lines.append(f"- `{method}`: {len(good)} of {len(problems)} problems ({listed})")
-        lines.append("")
+        lines += ["", *against_best(results[optimizer], optimizer), ""]
     for optimizer, problems in results.items():
         for problem, methods in problems.items():
             lines += [
