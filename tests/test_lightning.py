@@ -183,6 +183,33 @@ def test_lr_cap_lowers_the_lr_by_the_logged_scale(tiny_data, tmp_path):
     assert losses[-1] < losses[first + 1]  # the oscillation decays once capped
 
 
+def test_oscillation_cap_takes_the_wrapped_optimizers_capped_steps(tiny_data, tmp_path):
+    """remedy="oscillation_cap" inside ``Trainer.fit`` takes the steps ``ef.OscillationCapped`` takes
+    in a plain loop from the same start (to rounding), and logs whether each was capped: SGD at
+    ηS ≈ 8, where the cap holds the oscillation from the first steps."""
+    steps, lr = 12, 4.0
+    net = build_mlp(width=4, depth=1).double()
+    plain = build_mlp(width=4, depth=1).double()
+    plain.load_state_dict(net.state_dict())
+    callback = StabilityCallback(tiny_data, module="net", remedy="oscillation_cap", sharpness_every=4)
+    rows = fit(Regression(net, lambda ps: torch.optim.SGD(ps, lr=lr)), tiny_data, callback, tmp_path, steps)
+
+    X, y = tiny_data
+    target = nn.functional.one_hot(y, 3).to(X.dtype)
+    wrapped = ef.OscillationCapped(torch.optim.SGD(plain.parameters(), lr=lr))
+    capped = []
+    for _ in range(steps):
+        wrapped.zero_grad()
+        loss = 0.5 * ((plain(X) - target) ** 2).sum(1).mean()
+        loss.backward()
+        wrapped.step(loss)
+        capped.append(float(wrapped.cap.capped))
+    for a, b in zip(net.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert logged(rows, "capped") == dict(enumerate(capped))
+    assert sum(capped) > 0
+
+
 class TwoOptimizers(Regression):
     def configure_optimizers(self):
         first, second = self.net[0].parameters(), self.net[2].parameters()
@@ -200,7 +227,7 @@ class TwoOptimizers(Regression):
 def test_refusals_name_the_value(tiny_data, tmp_path):
     with pytest.raises(ef.ConfigError, match=r"unknown loss 'nll'; valid choices: mse, ce"):
         StabilityCallback(tiny_data, "nll")
-    with pytest.raises(ef.ConfigError, match=r"unknown remedy 'clip'; valid choices: lr_cap, None"):
+    with pytest.raises(ef.ConfigError, match=r"unknown remedy 'clip'; valid choices: lr_cap, oscillation_cap, None"):
         StabilityCallback(tiny_data, remedy="clip")
     with pytest.raises(ef.ConfigError, match=r"margin must be a number in \[0, 1\), got 1\.5"):
         StabilityCallback(tiny_data, remedy="lr_cap", margin=1.5)

@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from edgeflow.errors import ConfigError, invalid_choice
-from edgeflow.optimizers.torch_optim import read_torch_optimizer, read_torch_state
+from edgeflow.optimizers.torch_optim import TorchOptimizer, read_torch_optimizer, read_torch_state
 from edgeflow.processes.edge import secant_resolves
 from edgeflow.processes.mitigated import (
     capped_step,
@@ -251,6 +251,8 @@ class OscillationCapped:
         self.cap = OscillationCap(
             read_torch_optimizer(optimizer).optimizer, max_share=max_share, margin=margin
         )
+        self._before: tuple[Tensor, Tensor] | None = None
+        self._read: TorchOptimizer | None = None
 
     @property
     def param_groups(self) -> list[dict]:
@@ -270,15 +272,30 @@ class OscillationCapped:
     def step(self, loss: Tensor | float) -> None:
         """The wrapped optimizer's step, capped; ``loss`` is the loss whose gradient the parameters'
         ``.grad`` hold (at the parameters before the step)."""
-        loss = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+        self.before_step()
+        self.optimizer.step()
+        self.after_step(loss)
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        """Remembers the parameters, their gradients and the optimizer's settings before its step
+        (for a loop that calls the wrapped optimizer's ``step`` itself, as Lightning does)."""
         before = parameters_to_vector(self.params)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        g = torch.cat([x.reshape(-1) for x in grads]).to(before)
-        read = read_torch_optimizer(self.optimizer)
-        self.optimizer.step()
+        self._before = (before, torch.cat([x.reshape(-1) for x in grads]).to(before))
+        self._read = read_torch_optimizer(self.optimizer)
+
+    @torch.no_grad()
+    def after_step(self, loss: Tensor | float) -> None:
+        """Caps the step the wrapped optimizer took since ``before_step``; ``loss`` as in ``step``."""
+        if self._before is None or self._read is None:
+            raise RuntimeError("after_step() needs before_step() before the optimizer's step")
+        (before, g), read = self._before, self._read
+        loss = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
         self.cap.optimizer = read.optimizer  # the learning rate of the step just taken
         state = read_torch_state(self.optimizer, self.params, read.optimizer, like=before)
         taken = self.cap.adjust(
             before, g + read.l2 * before, loss, parameters_to_vector(self.params) - before, state
         )
         vector_to_parameters(before + taken, self.params)
+        self._before = self._read = None

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from edgeflow.errors import ConfigError, invalid_choice
 from edgeflow.monitor import StabilityMonitor
+from edgeflow.optim import OscillationCapped
 from edgeflow.oracle.problem import LOSSES
 
 try:
@@ -44,7 +45,7 @@ except ImportError as err:
     ) from err
 
 #: what ``remedy`` may be besides None (no remedy)
-REMEDIES = ("lr_cap",)
+REMEDIES = ("lr_cap", "oscillation_cap")
 #: the report's entries written to the loggers (each under ``prefix``), where finite
 LOGGED = ("effective_sharpness", "threshold", "oscillation", "spike_in", "warning", "batch_sharpness")
 #: the Lightning strategies the monitor's Hessian is right for: one process, or data-parallel
@@ -58,6 +59,8 @@ MONITOR_OPTIONS = tuple(
     if name != "self" and name not in _SET_HERE and p.kind is not inspect.Parameter.VAR_KEYWORD
 )
 DEFAULT_MARGIN = 0.05
+#: the oscillation cap's own default margin
+CAP_MARGIN = 0.1
 
 
 class StabilityCallback(pl.Callback):
@@ -100,6 +103,16 @@ class StabilityCallback(pl.Callback):
     (the ``max_lr`` of ``OneCycleLR`` and ``CyclicLR``) overrides the cap at its next step, and the
     next warning caps again. ``lr_scale`` on the callback is the product of the scales applied.
 
+    ``remedy="oscillation_cap"``: every optimizer step is capped as ``edgeflow.OscillationCapped``
+    caps it (``edgeflow.remedies.OscillationCap``: the step along the direction the iterates
+    oscillate in is shortened where the oscillation's share of the loss would pass 5%, and the step
+    across it scaled by the curvature the last steps crossed against the threshold), from the
+    parameters and gradients before the step and the loss ``training_step`` returned (a tensor, or a
+    dict with ``"loss"``); no oracle call. ``margin`` is the cap's (default 0.1: the step across is
+    kept stable up to (1 − margin/2)·threshold). ``capped`` (0 or 1) is logged at every step. The
+    cap reads the batch's loss and gradient: with mini-batches it sees their noise too, and it has
+    been measured (``benchmarks/budget.py``) on full batches only.
+
     Args:
         data: ``(X, Y)``, the sample of training data the monitor measures on (inputs the model takes
             and targets: class indices or one-hot / real targets for ``"mse"``, class indices or
@@ -108,9 +121,9 @@ class StabilityCallback(pl.Callback):
             the monitor measures, which should be the one the model is trained on.
         module: the dotted name of the submodule the optimizer trains, or None for the
             ``LightningModule`` itself.
-        remedy: None (monitor and log only) or ``"lr_cap"``.
+        remedy: None (monitor and log only), ``"lr_cap"`` or ``"oscillation_cap"``.
         margin: with ``remedy="lr_cap"``: the cap is (1 − margin) × the threshold; in [0, 1),
-            default 0.05.
+            default 0.05; with ``"oscillation_cap"``, the cap's margin (default 0.1).
         prefix: the metrics' name prefix.
         **monitor_options: passed to ``StabilityMonitor`` (``horizon``, ``sharpness_every``,
             ``near_every``, ``max_every``, ``confirm``, ``spike_ratio``, ...).
@@ -146,8 +159,9 @@ class StabilityCallback(pl.Callback):
         if remedy is not None and remedy not in REMEDIES:
             raise invalid_choice("remedy", remedy, (*REMEDIES, None))
         if margin is not None and remedy is None:
-            raise ConfigError(f"margin={margin!r} goes with a remedy: remedy='lr_cap'")
-        margin = DEFAULT_MARGIN if margin is None else margin
+            raise ConfigError(f"margin={margin!r} goes with a remedy: {' or '.join(map(repr, REMEDIES))}")
+        if margin is None:
+            margin = CAP_MARGIN if remedy == "oscillation_cap" else DEFAULT_MARGIN
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
             raise ConfigError(f"margin must be a number in [0, 1), got {margin!r}")
         if not isinstance(prefix, str):
@@ -171,6 +185,7 @@ class StabilityCallback(pl.Callback):
         self._optimizer: torch.optim.Optimizer | None = None
         self._global_step = -1  # the trainer's global_step at the last update
         self._measured: tuple[float, float] | None = None  # (effective sharpness, lr) when last measured
+        self._capped: OscillationCapped | None = None  # remedy="oscillation_cap"
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         strategy = type(trainer.strategy).__name__
@@ -202,6 +217,14 @@ class StabilityCallback(pl.Callback):
             )
         self.report, self.lr_scale, self._measured = None, 1.0, None
         self._global_step = trainer.global_step
+        if self.remedy == "oscillation_cap":
+            self._capped = OscillationCapped(self._optimizer, margin=self.margin)
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._capped is not None:
+            self._capped.before_step()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -209,6 +232,10 @@ class StabilityCallback(pl.Callback):
         if self.monitor is None or trainer.global_step == self._global_step:
             return  # gradients accumulated, no step taken
         self._global_step = trainer.global_step
+        capped = None
+        if self._capped is not None:
+            self._capped.after_step(_training_loss(outputs))
+            capped = float(self._capped.cap.capped)
         with _evaluation_mode(self._model):
             report = self.monitor.update()
         self.report = report
@@ -219,6 +246,8 @@ class StabilityCallback(pl.Callback):
             metrics[self.prefix + "batch_warning"] = float(report["batch_warning"])
         if self.remedy == "lr_cap" and report["warning"]:
             metrics[self.prefix + "lr_scale"] = self._cap_lr(trainer, report["threshold"])
+        if capped is not None:
+            metrics[self.prefix + "capped"] = capped
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step - 1)
 
@@ -265,6 +294,18 @@ def _evaluation_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def _training_loss(outputs: Any) -> Tensor:
+    """The loss ``training_step`` returned: the tensor itself, or a dict's ``"loss"``."""
+    if isinstance(outputs, Tensor):
+        return outputs
+    if isinstance(outputs, dict) and isinstance(outputs.get("loss"), Tensor):
+        return outputs["loss"]
+    raise ConfigError(
+        "remedy='oscillation_cap' reads the loss training_step returns (a tensor, or a dict with "
+        f"'loss'); it returned {_kind(outputs)}"
+    )
 
 
 def _kind(value: object) -> str:
