@@ -9,7 +9,11 @@ Part 2 trains the same network with ``ef.EdgeStableGD``, which tracks the top ei
 Hessian-vector product per step and steps along Edge Flow's symmetrized gradient, damped along that
 eigenvector and capped at (2 − margin)/S across it: no spike, at several times the cost of a GD step.
 
-    python examples/stability_monitor.py        # about 10 s on 2 CPU cores
+Part 3 wraps the same ``torch.optim.SGD`` in ``ef.OscillationCapped``: after SGD's own step it caps
+the oscillation GD's iterates show (its direction from their third difference, its curvature and
+the iterate's offset from the gradients), at no cost beyond GD's gradient.
+
+    python examples/stability_monitor.py        # about 15 s on 2 CPU cores
 
 On a flat parameter vector (``ef.Problem``) the monitor is ``ef.StabilityMonitor(problem, lr)`` and
 ``mon.update(w, loss=...)``; the README shows that loop.
@@ -111,15 +115,32 @@ def edge_stable_gd(X: torch.Tensor, y: torch.Tensor) -> list[float]:
     return losses
 
 
+def capped_gd(X: torch.Tensor, y: torch.Tensor) -> list[float]:
+    model = network()
+    opt = ef.OscillationCapped(torch.optim.SGD(model.parameters(), lr=LR))  # max_share=0.05 of the loss
+    losses, capped = [], 0
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss = mse(model, X, y)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step(loss)  # SGD's step, then the cap
+        capped += opt.cap.capped
+    print(f"OscillationCapped: {capped} of {STEPS} steps capped")
+    return losses
+
+
 def main() -> None:
     X, y = digits()
     print(f"Part 1: GD (torch.optim.SGD, full batch), η = {LR}, watched by ef.StabilityMonitor")
     gd = watched_gd(X, y)
     print("\nPart 2: the same network trained with ef.EdgeStableGD")
     stable = edge_stable_gd(X, y)
-    print(f"\n{'':14}{'final loss':>12}{'largest spike':>15}")
-    for name, losses in (("GD", gd), ("EdgeStableGD", stable)):
-        print(f"{name:14}{losses[-1]:>12.4g}{largest_spike(losses):>14.3g}×")
+    print("\nPart 3: torch.optim.SGD wrapped in ef.OscillationCapped")
+    capped = capped_gd(X, y)
+    print(f"\n{'':18}{'final loss':>12}{'largest spike':>15}")
+    for name, losses in (("GD", gd), ("EdgeStableGD", stable), ("OscillationCapped", capped)):
+        print(f"{name:18}{losses[-1]:>12.4g}{largest_spike(losses):>14.3g}×")
 
 
 if __name__ == "__main__":

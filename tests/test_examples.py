@@ -96,8 +96,9 @@ def test_read_results_of_a_given_run_directory(tmp_path):
 
 def test_stability_monitor(tmp_path):
     out = run_example("stability_monitor.py", cwd=tmp_path)
-    assert "Part 1" in out and "Part 2" in out
+    assert "Part 1" in out and "Part 2" in out and "Part 3" in out
     assert "EdgeStableGD: last step size" in out and "largest spike" in out
+    assert "OscillationCapped:" in out and "steps capped" in out
 
 
 @pytest.mark.slow  # importing Lightning takes 4–10 s

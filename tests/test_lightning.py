@@ -227,7 +227,9 @@ class TwoOptimizers(Regression):
 def test_refusals_name_the_value(tiny_data, tmp_path):
     with pytest.raises(ef.ConfigError, match=r"unknown loss 'nll'; valid choices: mse, ce"):
         StabilityCallback(tiny_data, "nll")
-    with pytest.raises(ef.ConfigError, match=r"unknown remedy 'clip'; valid choices: lr_cap, oscillation_cap, None"):
+    with pytest.raises(
+        ef.ConfigError, match=r"unknown remedy 'clip'; valid choices: lr_cap, oscillation_cap, None"
+    ):
         StabilityCallback(tiny_data, remedy="clip")
     with pytest.raises(ef.ConfigError, match=r"margin must be a number in \[0, 1\), got 1\.5"):
         StabilityCallback(tiny_data, remedy="lr_cap", margin=1.5)
