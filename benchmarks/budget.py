@@ -82,10 +82,13 @@ def plain_trace(problem: ef.Problem, optimizer: str, lr: float, method: str, bud
     yield problem.counts.gradients() - start, float(problem.loss(w))
 
 
-def capped_trace(problem: ef.Problem, optimizer: str, lr: float, budget: int) -> Trace:
-    """The optimizer's run with its oscillation capped and its loss guarded (``CappedRun``)."""
+def capped_trace(
+    problem: ef.Problem, optimizer: str, lr: float, budget: int, options: dict | None = None
+) -> Trace:
+    """The optimizer's run with its oscillation capped and its loss guarded (``CappedRun`` with
+    ``options``)."""
     start = problem.counts.gradients()
-    run = CappedRun(problem, make_optimizer(optimizer, lr))
+    run = CappedRun(problem, make_optimizer(optimizer, lr), **(options or {}))
     while True:
         spent = problem.counts.gradients() - start
         yield spent, run.loss
@@ -107,11 +110,13 @@ def remedy_trace(problem: ef.Problem, lr: float, remedy: str, budget: int) -> Tr
         process.step()
 
 
-def run(problem_name: str, optimizer: str, lr: float, method: str, budget: int) -> dict:
+def run(
+    problem_name: str, optimizer: str, lr: float, method: str, budget: int, cap_options: dict | None = None
+) -> dict:
     problem = ef.make_problem(problem_name)
     trace: Callable[[], Trace]
     if method == "oscillation_cap":
-        trace = lambda: capped_trace(problem, optimizer, lr, budget)  # noqa: E731
+        trace = lambda: capped_trace(problem, optimizer, lr, budget, cap_options)  # noqa: E731
     elif method == optimizer or method in PLAIN:
         trace = lambda: plain_trace(problem, optimizer, lr, method, budget)  # noqa: E731
     else:
@@ -259,8 +264,20 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=600)
     ap.add_argument("--out", default=str(ROOT / "docs" / "budget.md"))
     ap.add_argument("--reuse", help="a JSON written by an earlier run: its runs are not repeated")
+    ap.add_argument(
+        "--cap-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a CappedRun option other than its default for oscillation_cap (a number, or none), "
+        "e.g. rise=none or regrow=2",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
+    cap_options = {
+        key: None if value.lower() == "none" else float(value)
+        for key, value in (o.split("=", 1) for o in args.cap_option)
+    }
     out = Path(args.out)
     results: dict = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
     for optimizer in args.optimizers.split(","):
@@ -274,7 +291,7 @@ def main() -> None:
                 for lr in GRIDS[optimizer][problem_name]:
                     if str(lr) in rows:
                         continue
-                    row = rows[str(lr)] = run(problem_name, optimizer, lr, method, args.budget)
+                    row = rows[str(lr)] = run(problem_name, optimizer, lr, method, args.budget, cap_options)
                     print(
                         f"{optimizer} {problem_name} {method} η = {lr:g}: final {row['final_loss']}, "
                         f"spike {row['largest_spike']:.3g}, {row['steps']} steps, {row['wall']:.0f} s",

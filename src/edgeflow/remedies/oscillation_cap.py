@@ -23,7 +23,7 @@ has, the last four iterates and the gradients at the last two:
   last step across û actually crossed, a = dᵀ(g_t − g_{t−1}) / dᵀPd in units of P⁻¹H, is kept
   for ``memory`` steps, and the step is scaled by min(1, (1 − margin/2)·threshold/max a). Where a
   second direction sharpens past the threshold while the first is capped, its oscillation would
-  otherwise grow unseen (on the digits MLP at η = 0.8 the cap alone along û left spikes of 4–5×).
+  otherwise grow unseen, mixed into û's estimate, and spike.
 
 The optimizer's own step is computed as usual (its state too); the cap only changes the step that
 is taken, by ``OscillationCap.adjust``. Measured against GD, warm-up and clipping at a fixed budget
@@ -183,12 +183,15 @@ class CappedRun:
     (``OscillationCap(optimizer, **cap_options)``) and, unless ``rise`` is None, its loss guarded: a
     step whose loss exceeds (1 + ``rise``)× the run's lowest loss so far is taken again at half the
     length (at most ``MAX_RETRIES`` times; each try costs a gradient), and the next step starts
-    from ``regrow``× the accepted length, up to the full step (Adam on the digits MLP, budget 600
-    gradients: at 2 the retries took a third of the budget at η = 0.06, at 1.5 its final loss was
-    the lowest of 1.1, 1.25, 1.5 and 2; GD's moved by under 10%). The cap bounds the oscillation the
-    optimizer's own dynamics grow; the guard catches a rise the quadratic picture does not see (a
-    first step across a non-quadratic region: the ViT's loss doubled at step 1 at η = 0.2 where
-    the curvature its step crossed was 0.6 of GD's threshold).
+    from ``regrow``× the accepted length, up to the full step. At ``regrow=2`` Adam on the digits
+    MLP retried so often that at η = 0.06 it took 313 steps for 600 gradients, and its best final
+    loss over η was 2.9× that at 1.5 (``python benchmarks/budget.py --optimizers adam --problems
+    digits-mlp --methods oscillation_cap --cap-option regrow=2``, against docs/budget.md).
+
+    The cap bounds the oscillation the optimizer's own dynamics grow; the guard catches a rise the
+    quadratic picture does not see: a first step across a non-quadratic region, before four
+    iterates show an oscillation (without it, ``--cap-option rise=none``, GD on the ViT spiked 3.4×
+    in its first steps at η = 0.2 and diverged at 0.4).
 
     ``run.step()`` advances by one accepted step; ``run.w``, ``run.loss``, ``run.g`` are the
     current iterate, its loss and gradient; ``run.tries`` counts the steps taken, rejected ones too.
