@@ -27,7 +27,10 @@ has, the last four iterates and the gradients at the last two:
 
 The optimizer's own step is computed as usual (its state too); the cap only changes the step that
 is taken, by ``OscillationCap.adjust``. Measured against GD, warm-up and clipping at a fixed budget
-of gradient evaluations in ``benchmarks/budget.py`` (docs/budget.md).
+of gradient evaluations in ``benchmarks/budget.py`` (docs/budget.md). The cap along û is what does
+the work there: without it (``--cap-option max_share=1e9``: the scale across and ``CappedRun``'s
+loss guard alone), GD's best spike-free loss over η was 2.0×, 1.9×, 1.4× and 7.8× the capped one's
+on digits-mlp, mnist5k-cnn, mnist5k-vit and sort-transformer.
 """
 
 from __future__ import annotations
