@@ -167,3 +167,56 @@ def test_gd_only_options_are_refused_with_a_momentum(option):
     prob = quadratic([1.0, 2.0])
     with pytest.raises(ConfigError, match="momentum"):
         make_process("edge", prob, 0.1, option, optimizer=make_optimizer("momentum", 0.1))
+
+
+def rotating_valley(turn: float) -> ef.Problem:
+    """½ (x, y) R(θ) diag(10, 2) R(θ)ᵀ (x, y)ᵀ + z with θ = turn·z: the optimizer drifts down z at a
+    steady pace, so the top eigenvector of the (x, y) block turns with the center (``turn = 0``: a
+    fixed quadratic)."""
+
+    def loss(w):
+        c, s = torch.cos(turn * w[2]), torch.sin(turn * w[2])
+        a, b = c * w[0] + s * w[1], -s * w[0] + c * w[1]
+        return 0.5 * (10.0 * a**2 + 2.0 * b**2) + w[2]
+
+    return ef.Problem.from_function(loss, torch.tensor([0.01, 0.005, 0.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("name", "turn", "tol"), [("momentum", 0.5, None), ("gd", 5.0, 0.2)])
+def test_refresh_fires_where_the_top_eigenvector_turns_and_only_there(name, turn, tol):
+    """Where the top eigenvector turns by ~0.5 rad a step, one power step per step falls behind it
+    (its residual ‖H̃u − ρu‖/|ρ| passes the tolerance) and the Lanczos refresh re-aligns u: by default
+    with a momentum, with ``refresh_tol`` for GD. The test sees the lag at the start of a step and
+    re-aligns u at its end, so with one sub-step a refresh fires every other step and u stays within
+    ~0.5 rad of the top. On a fixed quadratic u starts on the eigenvector and no refresh fires
+    (nothing is spent); ``refresh_tol=inf`` turns it off and leaves u behind."""
+    lr = 0.1
+    options = {"noise": 0.0} if tol is None else {"noise": 0.0, "refresh_tol": tol}
+
+    def run(prob: ef.Problem, extra: dict) -> tuple[int, float]:
+        """Refreshes over 40 steps, and u's worst alignment with the top eigenvector after step 10."""
+        edge = make_process("edge", prob, lr, {**options, **extra}, optimizer=make_optimizer(name, lr))
+        edge.init(prob.w0, 0)
+        worst = 1.0
+        for k in range(40):
+            edge.step()
+            if k >= 10:
+                top = torch.linalg.eigh(prob.hessian(edge.c)).eigenvectors[:, -1]
+                worst = min(worst, abs(float(top @ edge.u)))
+        return edge.refreshes, worst
+
+    fired, aligned = run(rotating_valley(turn), {})
+    assert fired >= 15 and aligned > 0.85
+    fixed, still = run(rotating_valley(0.0), {})
+    assert fixed == 0 and still > 0.999
+    off, lagging = run(rotating_valley(turn), {"refresh_tol": math.inf})
+    assert off == 0 and lagging < 0.6
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"refresh_tol": 0.0}, {"refresh_tol": -1.0}, {"refresh_tol": True}, {"refresh_tol": 0.2, "hvp": "pair"}],
+)
+def test_refresh_tol_is_checked(option):
+    with pytest.raises(ConfigError, match="refresh_tol"):
+        make_process("edge", quadratic([1.0, 2.0]), 0.1, option)

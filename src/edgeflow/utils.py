@@ -108,6 +108,14 @@ def positive_float(name: str, value: object, text: bool = True) -> float:
     return x
 
 
+def positive_or_inf(name: str, value: object, text: bool = True) -> float:
+    """A positive number, ``inf`` included: a threshold that ``inf`` turns off."""
+    x = _number(name, value, text, "a positive number (inf: never)")
+    if not x > 0:  # NaN fails too
+        raise ConfigError(f"{name} must be a positive number (inf: never), got {value!r}")
+    return x
+
+
 #: The learning rates every flow computes with: 2/η, η² and η·S must stay finite floats (1e-320
 #: made 2/η overflow in the summary, 1e300 made η² overflow in Edge Flow's rounding model). Both ends
 #: are far outside any rate that trains.

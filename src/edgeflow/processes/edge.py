@@ -34,7 +34,9 @@ Discretization, and why it is stable:
   which does not shrink for λ ≤ 0 when ηρ ≈ 2 and Δt = 1. We use the normalized shifted power step
   ``u ← (I + ηΔtH)u / ‖·‖`` (the same HVP), a first-order-consistent discretization of the Rayleigh
   flow whose components along λ shrink relative to the top one by (1 + ηΔtλ)/(1 + ηΔtλ_max): every
-  eigenvalue above −λ_max − 2/(ηΔt) dies out, zero and negative ones included.
+  eigenvalue above −λ_max − 2/(ηΔt) dies out, zero and negative ones included. Where one power step
+  per sub-step lags (the HVP's relative residual ‖Hu − ρu‖/|ρ| passes ``refresh_tol``; by default
+  only with a momentum) u is re-aligned by a warm-started Lanczos solve — see ``_refresh_direction``.
 * **Without the HVP** (``hvp="pair"``, ``"pair+center"``). The pair is taken at c ± r'u,
   r' = max(r, δ), δ = ε^(2/3)·max(1, ‖c‖): (g₊ − g₋)/2r' is Hu + O(r'²), the curvature along the
   oscillation that GD's iterates feel, and ρ = κ is its Rayleigh quotient. Across u the correction
@@ -71,7 +73,7 @@ from edgeflow.oracle import Problem
 from edgeflow.processes.base import Process
 from edgeflow.processes.frame import PreconditionedFrame, to_frame
 from edgeflow.processes.midpoint import Midpoint
-from edgeflow.utils import nonnegative_float, positive_float, positive_int
+from edgeflow.utils import nonnegative_float, positive_float, positive_int, positive_or_inf
 
 MAGNITUDES = ("secant", "rayleigh", "linear")
 CENTERS = ("modified", "gradient")
@@ -103,6 +105,19 @@ MAX_SUBSTEPS = 16
 #: the largest bias correction k = 1/(1 − β₁ᵗ) of a momentum at which Edge Flow models its
 #: oscillation (t ≥ 11 at β₁ = 0.9); before, its center runs the optimizer itself
 MAX_MOMENTUM_GAIN = 1.5
+#: ``refresh_tol``'s default with a momentum (heavy-ball, Nesterov, Adam): the relative residual
+#: ‖H̃u − ρu‖/|ρ| of u above which one power step per step is taken to lag the top eigenvector and u
+#: is re-aligned by Lanczos. GD and RMSProp keep the power step alone (no refresh) by default
+REFRESH_TOL = 0.2
+#: the relative Lanczos residual a refresh solves to: well inside ``REFRESH_TOL``, so that a refreshed
+#: u does not fire again at the next step unless the spectrum has moved on
+REFRESH_LANCZOS_TOL = 1e-2
+#: a refreshed u whose overlap |uᵀu_old| with the power step's is below this is another eigenvector
+#: (a hand-over between directions), not the same one re-aligned: the hand-over of the center's
+#: motion along u to r is disarmed as at a start past the center curvature (``_refresh_direction``)
+SWITCH_OVERLAP = 0.5
+#: the most HVPs one refresh takes (its warm start usually converges in a handful)
+REFRESH_MAX_ITER = 30
 #: |d log r/dt| above which the center's delay correction for a changing r is capped (per GD step)
 RATE_CAP = 4.0
 _TINY = torch.finfo(torch.float64).tiny  # keeps log r finite without rounding noise
@@ -208,13 +223,23 @@ def secant_resolves(r: float, c: Tensor) -> bool:
 
 
 class EdgeFlow(Process):
+    """Edge Flow (the model and its discretization: this module's docstring and docs/edge_flow.md).
+
+    ``refresh_tol``: the relative residual ‖H̃u − ρu‖/|ρ| of the direction u (H̃ the Hessian in the
+    optimizer's frame, ρ = uᵀH̃u) above which u, otherwise advanced by one shifted power step per
+    sub-step, is re-aligned with the top eigenvector by a warm-started Lanczos solve
+    (``_refresh_direction``). The residual comes from the HVP the power step takes anyway, so where
+    u keeps up it costs nothing. Default (None): ``REFRESH_TOL`` with a momentum (heavy-ball,
+    Nesterov, Adam), never for GD and RMSProp; ``math.inf`` turns it off. It needs ``hvp="exact"``.
+    """
+
     name = "edge"
     description = (
         "Edge Flow: center, direction and magnitude of GD's oscillation "
         "(3 grads + 2 HVPs per sub-step; 2 + 1 with center='gradient'; "
         "2 grads, no HVP with hvp='pair'; 3 with hvp='pair+center'; "
         "implicit='secant' for a smooth center at substeps=1; with a momentum optimizer 2 grads + "
-        "1 HVP per step, substeps=1)"
+        "1 HVP per step, substeps=1, + a Lanczos refresh of u where it lags: refresh_tol)"
     )
     fields = (
         "train_loss",
@@ -241,6 +266,7 @@ class EdgeFlow(Process):
         delay_magnitude: bool | None = None,
         hvp: str = "exact",
         implicit: str = "u",
+        refresh_tol: float | None = None,
     ) -> None:
         super().__init__(problem, lr)
         if magnitude not in MAGNITUDES:
@@ -272,6 +298,12 @@ class EdgeFlow(Process):
         if isinstance(warm_start, bool) or not isinstance(warm_start, int) or warm_start < 0:
             raise ConfigError(f"warm_start must be a GD step ≥ 0, got {warm_start!r}")
         self.warm_start = warm_start
+        if refresh_tol is not None:
+            refresh_tol = positive_or_inf("refresh_tol", refresh_tol)
+            if hvp != "exact" and math.isfinite(refresh_tol):
+                raise ConfigError(f"Edge Flow refresh_tol needs hvp='exact' (with {hvp!r} v is a secant)")
+        # None: REFRESH_TOL with a momentum, never for GD and RMSProp (``_refresh_threshold``)
+        self.refresh_tol = refresh_tol
 
     def use_optimizer(self, optimizer: Optimizer, start_state: State | None = None) -> None:
         super().use_optimizer(optimizer, start_state)  # first: an optimizer it does not model at all
@@ -364,6 +396,11 @@ class EdgeFlow(Process):
         self.gc_prev: Tensor | None = None
         self.c_prev: Tensor | None = None
         self._reset_secant_pairs()
+        self._reset_refreshes()
+
+    def _reset_refreshes(self) -> None:
+        self.refreshes = 0  # Lanczos re-alignments of u so far (``_refresh_direction``)
+        self.refresh_generator = torch.Generator(device=self.c.device).manual_seed(self.seed + 2)
 
     def _reset_secant_pairs(self) -> None:
         # ring buffers (d × SECANT_MEMORY) of the center's moves and the changes of ḡ along them
@@ -399,6 +436,8 @@ class EdgeFlow(Process):
                 setattr(self, name, None)
         if "secant_count" not in state:  # … or before implicit="secant"
             self._reset_secant_pairs()
+        if "refreshes" not in state:  # … or before refresh_tol
+            self._reset_refreshes()
 
     def rounding_noise(self, c: Tensor, u: Tensor) -> float:
         """σ², the variance of the kick GD's rounding gives its oscillation along ``u`` per step: the
@@ -547,6 +586,8 @@ class EdgeFlow(Process):
         if frame is not None:
             self._feed_state(frame, dt)
             self.dt_prev = dt
+        if not pair:  # with the pair, v is a secant and a refresh would spend the HVPs it saves
+            self._refresh_direction(u, v, rho)
 
     def _momentum_substep(self, dt: float) -> None:
         """One sub-step for an optimizer with a momentum (edge_flow.md, "Momentum and Adam"), in the
@@ -579,7 +620,8 @@ class EdgeFlow(Process):
         below = gain * rho <= opt.center_curvature()
         # a run that starts past the center curvature hands nothing over until it has been below it:
         # its first momentum is its first gradient, not an oscillation (edge_flow.md)
-        self.handover_armed = self.handover_armed or below
+        # … and a u known to lag the top eigenvector (``_lags``) says nothing about the top curvature
+        self.handover_armed = self.handover_armed or (below and not self._lags(u, v, rho))
         if settled and not below and self.handover_armed:
             c, g_mean = self._hand_over_along_u(c, u, scale, g_mean, rho, gain)
         # the state sees this point's gradients (the first sub-step's has seen ∇L(w0) already)
@@ -603,7 +645,71 @@ class EdgeFlow(Process):
         self.rho, self.kappa = rho, secant
         u_next = u + dt * v
         self._follow_frame(u_next / u_next.norm(), scale)
+        self._refresh_direction(u, v, rho)
         self.dt_prev = dt
+
+    @property
+    def _refresh_threshold(self) -> float:
+        """``refresh_tol``, by default ``REFRESH_TOL`` with a momentum and never (inf) otherwise."""
+        if self.refresh_tol is not None:
+            return self.refresh_tol
+        return REFRESH_TOL if self.optimizer.momentum_key is not None else math.inf
+
+    def _lags(self, u: Tensor, v: Tensor, rho: float) -> bool:
+        """Whether u, with v = H̃u and ρ = uᵀv, is off the eigenvector it follows by more than
+        ``refresh_tol``: the relative residual ‖v − ρu‖/|ρ| (0 on an eigenvector). Never where the
+        refresh is off; a NaN residual (a diverged step) does not count."""
+        threshold = self._refresh_threshold
+        if math.isinf(threshold):
+            return False
+        return float((v - rho * u).norm()) / max(abs(rho), _TINY) > threshold
+
+    def _refresh_direction(self, u: Tensor, v: Tensor, rho: float) -> None:
+        """Re-align u with the top eigenvector of the (preconditioned) Hessian at the current center
+        where the power step has fallen behind it (``refresh_tol``).
+
+        The test is the relative residual ‖H̃u − ρu‖/|ρ| of the sub-step's u, from the HVP v = H̃u and
+        ρ = uᵀv that the power step uses anyway: 0 when u is an eigenvector, so the test is free. One
+        shifted power step per sub-step shrinks the other components by (1 + Δtλ)/(1 + Δtλ₁) (η = 1
+        in the frame), which is slow where the spectrum crowds the top (Adam's threshold is 38 in the
+        frame: a component at 0.8λ₁ loses only 20% a step) and cannot follow a top eigenvector that
+        turns within a few steps. Past the tolerance u is replaced by a Lanczos solve warm-started
+        from it, with a small random admixture so that an eigenvector that has overtaken u can be
+        seen. Where u is accurate nothing changes and nothing is spent. The new u keeps the old one's
+        sign (the phase s_k is defined against it) and r is kept.
+
+        A refreshed u nearly orthogonal to the old one (overlap below ``SWITCH_OVERLAP``) is another
+        eigenvector taking the top place. With a momentum, the center's motion along it is the
+        center's own (a drift of the optimizer, not an oscillation), so the hand-over of that motion
+        to r (``_hand_over_along_u``) is disarmed until its curvature has been below the center
+        curvature, as at a start past it (docs/edge_flow.md, "Refreshing u")."""
+        if not self._lags(u, v, rho):
+            return
+        u = self.u  # after the power step (and, with a preconditioner, in the new frame)
+        scale = None if self.optimizer.stateless else self._scale()
+        noise = torch.randn(u.shape, dtype=u.dtype, device=u.device, generator=self.refresh_generator)
+        try:
+            pairs = self.problem.eigs(
+                self.c,
+                v0=u + REFRESH_LANCZOS_TOL * noise / noise.norm(),
+                tol=REFRESH_LANCZOS_TOL,
+                max_iter=REFRESH_MAX_ITER,
+                min_iter=2,
+                generator=self.refresh_generator,
+                scale=scale,
+            )
+        except FloatingPointError:
+            return  # the center has overflowed: its non-finite state stops the run (is_finite)
+        fresh = pairs.vectors[0]
+        if not bool(torch.isfinite(fresh).all()):
+            return
+        overlap = float(fresh @ u)
+        self.u = fresh if overlap >= 0 else -fresh
+        self.refreshes += 1
+        if abs(overlap) < SWITCH_OVERLAP and self.optimizer.momentum_key is not None:
+            # another eigenvector has taken the top place: the center's motion along it is its own,
+            # not an oscillation, until its curvature has been seen below the center curvature
+            self.handover_armed = False
 
     def _hand_over_along_u(
         self, c: Tensor, u: Tensor, scale: Tensor, g_mean: Tensor, rho: float, gain: float
