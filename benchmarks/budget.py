@@ -64,7 +64,9 @@ Trace = Iterator[tuple[float, float]]
 
 
 def plain_trace(problem: ef.Problem, optimizer: str, lr: float, method: str, budget: int) -> Trace:
-    """The optimizer alone, warmed up or clipped: one gradient a step, its loss with it."""
+    """The optimizer alone, warmed up or clipped: one gradient a step, its loss with it. Its
+    ``budget``-th gradient takes a last step, whose loss is measured outside the budget (a capped
+    or ``mitigated`` run's losses come with its gradients, so it ends that one step earlier)."""
     opt = make_optimizer(optimizer, lr)
     w, state = problem.w0.clone(), opt.init(problem.w0)
     clip_norm, warmup = None, max(1, round(WARMUP_SHARE * budget))
@@ -73,13 +75,28 @@ def plain_trace(problem: ef.Problem, optimizer: str, lr: float, method: str, bud
         loss, g = problem.value_and_grad(w)
         yield problem.counts.gradients() - start, float(loss)
         if method == "clip":
-            clip_norm = float(g.norm()) if clip_norm is None else clip_norm
             norm = float(g.norm())
+            clip_norm = norm if clip_norm is None else clip_norm
             g = g * min(1.0, clip_norm / norm) if norm > 0 else g
         state = opt.update(state, g)
         stepper = opt.with_lr(lr * min(1.0, (k + 1) / warmup)) if method == "warmup" else opt
         w = stepper.step(w, g, state)
-    yield problem.counts.gradients() - start, float(problem.loss(w))
+    spent = problem.counts.gradients() - start
+    yield spent, float(problem.loss(w))
+
+
+def stepped_trace(
+    problem: ef.Problem, start: float, budget: int, step: Callable[[], None], loss: Callable[[], float]
+) -> Trace:
+    """A run that ``step`` advances and whose current loss is ``loss()`` (evaluated by its steps),
+    until its oracle calls since ``start`` (``Counts.gradients``) pass ``budget`` or the loss is no
+    longer finite."""
+    while True:
+        spent, current = problem.counts.gradients() - start, loss()
+        yield spent, current
+        if spent >= budget or not math.isfinite(current):
+            return
+        step()
 
 
 def capped_trace(
@@ -89,12 +106,7 @@ def capped_trace(
     ``options``)."""
     start = problem.counts.gradients()
     run = CappedRun(problem, make_optimizer(optimizer, lr), **(options or {}))
-    while True:
-        spent = problem.counts.gradients() - start
-        yield spent, run.loss
-        if spent >= budget or not math.isfinite(run.loss):
-            return
-        run.step()
+    return stepped_trace(problem, start, budget, run.step, lambda: run.loss)
 
 
 def remedy_trace(problem: ef.Problem, lr: float, remedy: str, budget: int) -> Trace:
@@ -102,12 +114,7 @@ def remedy_trace(problem: ef.Problem, lr: float, remedy: str, budget: int) -> Tr
     start = problem.counts.gradients()
     process = make_process("mitigated", problem, lr, {"remedy": remedy})
     process.init(problem.w0, seed=0)
-    while True:
-        spent = problem.counts.gradients() - start
-        yield spent, float(process.loss)
-        if spent >= budget or not process.is_finite():
-            return
-        process.step()
+    return stepped_trace(problem, start, budget, process.step, lambda: float(process.loss))
 
 
 def run(

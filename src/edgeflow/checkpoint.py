@@ -25,12 +25,13 @@ _SHARED = ("problem", "optimizer")
 _SCALARS = (bool, int, float, str, type(None))
 
 
-def state_of(obj: object) -> dict[str, Any]:
-    """Every attribute of ``obj`` (a process or tracker) except the shared problem, packed."""
+def state_of(obj: object, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every attribute of ``obj`` (a process or tracker) except the shared problem and ``skip``
+    (what the caller saves its own way), packed."""
     return {
         key: pack(value, f"{type(obj).__name__}.{key}")
         for key, value in vars(obj).items()
-        if key not in _SHARED
+        if key not in _SHARED and key not in skip
     }
 
 

@@ -76,8 +76,7 @@ class Capped(Process):
         }
 
     def state_dict(self) -> dict:
-        own = {key: value for key, value in vars(self).items() if key != "run"}
-        return {**state_of(_Attributes(own)), "run": self.run.state_dict()}
+        return {**state_of(self, skip=("run",)), "run": self.run.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         state = dict(state)
@@ -88,10 +87,3 @@ class Capped(Process):
 
     def is_finite(self) -> bool:
         return super().is_finite() and math.isfinite(self.run.loss)
-
-
-class _Attributes:
-    """A namespace of a process's attributes, for ``state_of``."""
-
-    def __init__(self, attributes: dict) -> None:
-        vars(self).update(attributes)
