@@ -281,19 +281,23 @@ def main() -> None:
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cap_options = {
-        key: None if value.lower() == "none" else float(value)
-        for key, value in (o.split("=", 1) for o in args.cap_option)
-    }
+    cap_options: dict = {}
+    for option in args.cap_option:
+        key, _, value = option.partition("=")
+        try:
+            cap_options[key] = None if value.lower() == "none" else float(value)
+        except ValueError:
+            ap.error(f"--cap-option {option!r}: expected KEY=VALUE with a number or none as VALUE")
     out = Path(args.out)
     results: dict = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
     for optimizer in args.optimizers.split(","):
         methods = args.methods.split(",") if args.methods else METHODS[optimizer]
         for problem_name in args.problems.split(","):
             for method in methods:
-                if method not in METHODS[optimizer] and method not in REMEDIES:
-                    valid = ", ".join(METHODS[optimizer])
-                    raise SystemExit(f"unknown method {method!r} for {optimizer}; valid: {valid}")
+                # flow mitigated's remedies are GD's only
+                valid = list(dict.fromkeys([*METHODS[optimizer], *(REMEDIES if optimizer == "gd" else ())]))
+                if method not in valid:
+                    ap.error(f"unknown method {method!r} for {optimizer}; valid: {', '.join(valid)}")
                 rows = results.setdefault(optimizer, {}).setdefault(problem_name, {}).setdefault(method, {})
                 for lr in GRIDS[optimizer][problem_name]:
                     if str(lr) in rows:
